@@ -124,12 +124,15 @@ def _request(encoder: Any, pooling: str, dtype: str, manifest: Manifest, shard: 
     if hasattr(encoder, "encode"):
         ident = dict(getattr(encoder, "identity", {}) or {})
         model, revision, mode = ident.get("encoder", ""), ident.get("revision", ""), ident.get("whisper_mode", "")
+        max_layer = ident.get("max_layer", "")
     else:
         model, revision, mode = encoder.model, encoder.revision, getattr(encoder, "whisper_mode", "")
+        max_layer = getattr(encoder, "max_layer", None)
     return {
         "model": str(model),
         "revision": str(revision or ""),
         "whisper_mode": str(mode or ""),
+        "max_layer": "" if max_layer in (None, "") else str(max_layer),
         "pooling": pooling,
         "dtype": dtype,
         "manifest_fingerprint": manifest.audio_fingerprint(),

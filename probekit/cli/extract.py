@@ -47,13 +47,16 @@ def extract(
         shard_ = parse_shard(shard)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
-    from probekit.encoders import EncoderSpec
+    from probekit import encoders
 
+    EncoderSpec = encoders.EncoderSpec
+    # A model that cannot be loaded (bad id, no network, unsupported architecture) is bad input too.
+    load_errors = getattr(encoders, "EncoderError", ())
     specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode, device=device) for m in model]
     try:
         results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
                                  shard=shard_, progress=not quiet)
-    except (ManifestError, ExtractError, JournalMismatch, RunLocked) as exc:
+    except (ManifestError, ExtractError, JournalMismatch, RunLocked, load_errors) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except (OSError, ValueError) as exc:
