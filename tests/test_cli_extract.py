@@ -125,3 +125,9 @@ def test_shards_via_option_and_torchrun_env_then_merge(tmp_path, fake_encoders, 
         np.testing.assert_array_equal(a.read_layer(layer), b.read_layer(layer))
     res = _run("merge", shards[0], "--out", out / "x.h5")
     assert res.exit_code == 2 and "missing shard(s) 1/2" in res.output
+
+
+def test_progress_bar_reports_audio_seconds_per_second(tmp_path, fake_encoders):
+    manifest = write_corpus(tmp_path / "data", n=4)
+    res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path)
+    assert res.exit_code == 0 and "audio-s/s" in res.output and "ETA" in res.output, res.output
