@@ -33,12 +33,18 @@ def fake_encoders(monkeypatch):
 
     loaded = []
 
+    class EncoderError(RuntimeError):
+        pass
+
     def load_encoder(spec):
+        if spec.model == "no/such-model":
+            raise EncoderError("no/such-model: not found on the hub")
         loaded.append(spec)
         return FakeEncoder(name=spec.model, revision=spec.revision or "")
 
     module = types.ModuleType("probekit.encoders")
     module.EncoderSpec, module.load_encoder, module.loaded = EncoderSpec, load_encoder, loaded
+    module.EncoderError = EncoderError
     monkeypatch.setitem(sys.modules, "probekit.encoders", module)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)
@@ -99,6 +105,9 @@ def test_bad_manifest_and_bad_options(tmp_path, fake_encoders):
     res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path)
     assert res.exit_code == 2 and "line 3: audio file not found" in res.output and "Traceback" not in res.output
     assert fake_encoders.loaded == []
+    manifest.write_text(text.replace("wav/missing.wav", "wav/c01.wav"))
+    res = _run("extract", manifest, "-m", "no/such-model", "--out", tmp_path)
+    assert res.exit_code == 2 and "not found on the hub" in res.output and "Traceback" not in res.output
     for opt, value in (("--pooling", "max"), ("--dtype", "int8"), ("--shard", "3/3"), ("--whisper-mode", "x"), ("--batch-seconds", "0")):
         res = _run("extract", manifest, "-m", "org/a", opt, value)
         assert res.exit_code == 2 and opt in res.output, (opt, res.output)

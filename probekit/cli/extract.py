@@ -51,12 +51,12 @@ def extract(
 
     EncoderSpec = encoders.EncoderSpec
     # A model that cannot be loaded (bad id, no network, unsupported architecture) is bad input too.
-    load_errors = getattr(encoders, "EncoderError", ())
+    load_errors = (encoders.EncoderError,) if hasattr(encoders, "EncoderError") else ()
     specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode, device=device) for m in model]
     try:
         results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
                                  shard=shard_, progress=not quiet)
-    except (ManifestError, ExtractError, JournalMismatch, RunLocked, load_errors) as exc:
+    except (ManifestError, ExtractError, JournalMismatch, RunLocked, *load_errors) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except (OSError, ValueError) as exc:
