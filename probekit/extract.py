@@ -128,6 +128,9 @@ def _request(encoder: Any, pooling: str, dtype: str, manifest: Manifest, shard: 
         max_layer = ident.get("max_layer", "")
     else:
         model, revision, mode = encoder.model, encoder.revision, getattr(encoder, "whisper_mode", "")
+        if Path(model).expanduser().is_dir():
+            # The same local checkpoint named from another working directory is the same model.
+            model = str(Path(model).expanduser().resolve())
         max_layer = getattr(encoder, "max_layer", None)
     return {
         "model": str(model),

@@ -74,5 +74,5 @@ def extract(
         bad += len(r.skipped)
     if bad and not skip_bad:
         err.print(f"{bad} row(s) could not be encoded (listed above and recorded in the cache); "
-                  "fix or drop them, or pass --skip-bad to accept the cache as is", highlight=False)
+                  "fix or drop them and delete the cache to extract again, or pass --skip-bad to accept it as is", highlight=False)
         raise typer.Exit(1)
