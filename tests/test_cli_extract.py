@@ -12,6 +12,7 @@ import soundfile as sf
 from fake_encoder import FakeEncoder, write_corpus
 from typer.testing import CliRunner
 
+import probekit
 from probekit.cache import EmbeddingCache
 from probekit.cli import app
 
@@ -46,6 +47,8 @@ def fake_encoders(monkeypatch):
     module.EncoderSpec, module.load_encoder, module.loaded = EncoderSpec, load_encoder, loaded
     module.EncoderError = EncoderError
     monkeypatch.setitem(sys.modules, "probekit.encoders", module)
+    # `from probekit import encoders` reads the package attribute first, once the real module was imported.
+    monkeypatch.setattr(probekit, "encoders", module, raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)
     return module
