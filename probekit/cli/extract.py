@@ -15,7 +15,7 @@ from probekit.cli._app import app
 def extract(
     manifest: Annotated[Path, typer.Argument(help="Manifest (CSV, TSV or JSONL) with id, path, speaker and label columns.")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="Hugging Face hub id or local folder; repeat for several models.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for the caches [default: cache/<manifest-stem>].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the caches (default: cache/<manifest-stem>).")] = None,
     pooling: Annotated[str, typer.Option(help="mean or mean+std over each layer's valid frames.")] = "mean",
     dtype: Annotated[str, typer.Option(help="Storage precision: float16 or float32.")] = "float16",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
