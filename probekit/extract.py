@@ -217,7 +217,7 @@ def extract_cache(
         return _result_from_cache(finished, request, t0)
 
     with RunLock(out):
-        # Another process may have finished the same cache while we waited for nothing.
+        # The lock's previous holder may have finished this very cache since the first check.
         finished = _check_finished(out, request)
         if finished is not None:
             return _result_from_cache(finished, request, t0)
@@ -239,7 +239,6 @@ def extract_cache(
                 info = probe_segment(seg.path, seg.start, seg.end)
             except AudioError as exc:
                 bad[r] = exc.reason
-                _report(on_bad, man, r, exc.reason)
                 continue
             items.append(Item(row=r, id=seg.id, length=resampled_length(info.num_frames, info.sample_rate, enc.sample_rate)))
         batches = plan_batches(items, enc.sample_rate, batch_seconds, pads_safely=bool(enc.pads_safely))
@@ -253,6 +252,8 @@ def extract_cache(
         # Decoding of the next batch overlaps encoding of this one (soundfile and soxr release
         # the GIL); a crash still loses at most the batch being encoded.
         with AudioProgress(label, total, enabled=progress) as bar, ThreadPoolExecutor(1) as pool:
+            for r, reason in bad.items():
+                _report(on_bad, man, r, reason, bar)
             for index in sorted(done):
                 rec = journal.load(index)
                 for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
