@@ -46,7 +46,7 @@ def _probe(features, labels, speakers):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=0, help="use every k-th clip so that about this many remain (0 = all)")
+    parser.add_argument("--limit", type=int, default=0, help="use this many clips, evenly spaced over the corpus (0 = all)")
     parser.add_argument("--batch", type=int, default=8, help="clips per encode() call")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
@@ -57,7 +57,8 @@ def main() -> None:
     model_dir = Path(shared) / "models" / "whisper-tiny.en"
     segments = list(read_manifest(Path(shared) / "data" / "emodb" / "manifest.csv").segments)
     if args.limit and args.limit < len(segments):
-        segments = segments[:: len(segments) // args.limit][: args.limit]
+        picked = np.linspace(0, len(segments) - 1, args.limit).round().astype(int)
+        segments = [segments[i] for i in picked]
     waves = [sf.read(s.path, dtype="float32")[0] for s in segments]
     labels = np.array([s.labels["label"] for s in segments])
     speakers = np.array([s.speaker for s in segments])
@@ -72,7 +73,10 @@ def main() -> None:
 
     a, b = vectors["fast"], vectors["padded"]
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))  # (clips, layers)
-    print(f"EmoDB, whisper-tiny.en, {len(waves)} clips ({seconds:.0f} s of audio), CPU, {args.threads} threads, batch {args.batch}")
+    print(
+        f"EmoDB, whisper-tiny.en, {len(waves)} clips, {len(set(speakers))} speakers ({seconds:.0f} s of audio), "
+        f"CPU, {args.threads} threads, batch {args.batch}"
+    )
     print(
         f"encode time: padded {timings['padded']:.1f} s, fast {timings['fast']:.1f} s; "
         f"speed-up fast/padded = {timings['padded'] / timings['fast']:.1f}x"
