@@ -314,7 +314,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         bad = [layer for layer in layers if not 0 <= layer < cache.num_layers]
         if bad:
             raise ProbeInputError(f"--layers: {cache.path} has hidden states 0..{cache.num_layers - 1}; {bad} are out of range")
-        name = cache.encoder or Path(path).stem
+        # Encoders are often recorded as checkpoint paths; the folder name is what a reader recognises.
+        name = Path(cache.encoder.rstrip("/")).name if cache.encoder else Path(path).stem
         if name in encoders_seen:
             name = f"{name} ({Path(path).stem})"
         encoders_seen.add(name)
