@@ -48,7 +48,7 @@ def test_multilabel_runs_all_probes(emodb_cache):
     res = run_probe(
         ProbeConfig(
             caches=(emodb_cache,), task=TaskSpec("multilabel", "labels"), probes=("logreg", "mlp", "lgbm"),
-            layers=(2,), bootstrap=100, params=(("mlp.hidden", 64), ("lgbm.n_estimators", 50)),
+            layers=(2,), bootstrap=100, params=(("mlp.hidden", 64), ("mlp.max_iter", 150), ("lgbm.n_estimators", 40)),
         )
     )
     assert {r["probe"] for r in res.rows} == {"logreg", "mlp", "lgbm"}
