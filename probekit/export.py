@@ -40,66 +40,66 @@ class ExportError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------- heads
 @dataclass(frozen=True)
+class Part:
+    """One output head: a standardiser ``mean``/``scale`` ``(dim,)`` then either ``layers`` (``(W (in, out),
+    b (out,))`` pairs; one pair for a linear model), a LightGBM ``booster`` text, or a ``constant``
+    probability (a multi-label label that had a single class in training)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    layers: tuple = ()
+    booster: str | None = None
+    constant: float | None = None
+    _cache: list = field(default_factory=list, compare=False, repr=False)
+
+    def raw(self, x: np.ndarray, activation: str) -> np.ndarray:
+        """``(n, k)`` logits; for a booster or a constant, probabilities."""
+        if self.constant is not None:
+            return np.full((len(x), 1), self.constant)
+        z = (x - self.mean) / self.scale
+        if self.booster is not None:
+            if not self._cache:
+                import lightgbm as lgb
+
+                self._cache.append(lgb.Booster(model_str=self.booster))
+            return np.asarray(self._cache[0].predict(z), dtype=np.float64).reshape(len(z), -1)
+        h = z
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = _activate(h, activation)
+        return h
+
+
+@dataclass(frozen=True)
 class Head:
     """The scoring function of one fitted probe, as plain arrays.
 
-    ``kind``: ``"linear"``, ``"mlp"`` or ``"lgbm"``. ``output``: ``"sigmoid"`` (binary: one column, or
-    multi-label: one independent head per label) or ``"softmax"`` (multi-class). ``mean``/``scale``:
-    ``(dim,)`` standardiser. ``layers``: per output head, a list of ``(W (in, out), b (out,))`` pairs
-    (one pair for linear). ``boosters``: per output head, LightGBM model text.
+    ``kind``: ``"linear"``, ``"mlp"`` or ``"lgbm"``. ``output``: ``"softmax"`` (multi-class: one part giving
+    every class) or ``"sigmoid"`` (binary: one part; multi-label: one independent part per label).
     """
 
     kind: str
     output: str
     n_outputs: int
-    mean: np.ndarray
-    scale: np.ndarray
-    layers: tuple = ()
+    dim: int
+    parts: tuple[Part, ...]
     activation: str = "relu"
-    boosters: tuple = ()
-    _loaded: list = field(default_factory=list, compare=False, repr=False)
-
-    @property
-    def dim(self) -> int:
-        return int(self.mean.shape[0])
-
-    def _booster(self, j: int):
-        if not self._loaded:
-            import lightgbm as lgb
-
-            self._loaded.extend(lgb.Booster(model_str=text) for text in self.boosters)
-        return self._loaded[j]
-
-    def _raw(self, z: np.ndarray, j: int) -> np.ndarray:
-        """Head ``j``'s output before the final link: logits ``(n, k)``; for lgbm, probabilities."""
-        if self.kind == "lgbm":
-            p = np.asarray(self._booster(j).predict(z), dtype=np.float64)
-            return p.reshape(len(z), -1)
-        h = z
-        pairs = self.layers[j]
-        for i, (w, b) in enumerate(pairs):
-            h = h @ w + b
-            if i < len(pairs) - 1:
-                h = _activate(h, self.activation)
-        return h
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """``x``: ``(n, dim)`` pooled embeddings -> ``(n, n_outputs)`` probabilities (float64)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected embeddings of shape (n, {self.dim}), got {x.shape}")
-        z = (x - self.mean) / self.scale
         if self.output == "softmax":
-            raw = self._raw(z, 0)
-            if self.kind == "lgbm":
-                return raw
-            return _softmax(raw)
+            raw = self.parts[0].raw(x, self.activation)
+            return raw if self.kind == "lgbm" else _softmax(raw)
         cols = []
-        for j in range(len(self.layers) or len(self.boosters)):
-            raw = self._raw(z, j)
-            if self.kind == "lgbm":
+        for part in self.parts:
+            raw = part.raw(x, self.activation)
+            if part.constant is not None or part.booster is not None:
                 cols.append(raw[:, -1])
-            elif raw.shape[1] == 2:  # a two-unit softmax head (sklearn never emits one, but be exact if it does)
+            elif raw.shape[1] == 2:
                 cols.append(_softmax(raw)[:, 1])
             else:
                 cols.append(_sigmoid(raw[:, 0]))
@@ -107,7 +107,7 @@ class Head:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Written like scipy.special.expit so that results match sklearn's to the last few ulps.
+    # Split by sign like scipy.special.expit, so results match sklearn's to the last few ulps without overflow.
     out = np.empty_like(x)
     pos = x >= 0
     out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
@@ -133,89 +133,87 @@ def _activate(h: np.ndarray, name: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------- fitted estimator -> Head
 def _unwrap(est):
-    """Yield ``(scaler or None, final estimator)`` through Pipelines and probe wrappers."""
+    """``(scaler or None, final classifier)`` through Pipelines and probe wrappers (``estimator_``, ...)."""
     from sklearn.pipeline import Pipeline
 
     if isinstance(est, Pipeline):
         scaler = None
         for _, step in est.steps[:-1]:
             if hasattr(step, "mean_") and hasattr(step, "scale_"):
+                if scaler is not None:
+                    raise ExportError("cannot export a pipeline with two standardisers")
                 scaler = step
             elif step not in (None, "passthrough"):
                 raise ExportError(f"cannot export pipeline step {type(step).__name__}: only a standardiser and a classifier are supported")
         inner_scaler, final = _unwrap(est.steps[-1][1])
+        if scaler is not None and inner_scaler is not None:
+            raise ExportError("cannot export a pipeline with two standardisers")
         return scaler or inner_scaler, final
-    # probekit probe wrappers keep their fitted pipeline / estimator in an attribute ending in "_".
-    for attr in ("pipeline_", "model_", "estimator_", "clf_", "classifier_"):
+    for attr in ("estimator_", "pipeline_", "model_"):
         inner = getattr(est, attr, None)
-        if inner is not None and inner is not est and not isinstance(inner, (list, tuple)):
-            scaler, final = _unwrap(inner)
-            own = getattr(est, "scaler_", None)
-            return scaler or own, final
-    return getattr(est, "scaler_", None), est
+        if inner is not None and inner is not est and not isinstance(inner, (list, tuple, float)):
+            return _unwrap(inner)
+    return None, est
 
 
 def _scaler_arrays(scaler, dim: int) -> tuple[np.ndarray, np.ndarray]:
     if scaler is None:
         return np.zeros(dim), np.ones(dim)
-    mean = np.asarray(getattr(scaler, "mean_", None) if getattr(scaler, "mean_", None) is not None else np.zeros(dim), dtype=np.float64)
-    scale = np.asarray(getattr(scaler, "scale_", None) if getattr(scaler, "scale_", None) is not None else np.ones(dim), dtype=np.float64)
-    return mean, scale
+    mean = getattr(scaler, "mean_", None)
+    scale = getattr(scaler, "scale_", None)
+    return (np.zeros(dim) if mean is None else np.asarray(mean, np.float64),
+            np.ones(dim) if scale is None else np.asarray(scale, np.float64))
 
 
-def _single_head(final) -> tuple[str, list | str, str]:
-    """One binary or multi-class classifier -> (kind, pairs or booster text, activation)."""
-    name = type(final).__name__
+def _part(est, dim: int) -> tuple[str | None, Part, str]:
+    """One fitted binary or multi-class (pipeline of) classifier -> (kind, Part, activation)."""
+    if isinstance(est, (float, int, np.floating)):  # probekit stores a constant rate for a one-class label
+        return None, Part(np.zeros(dim), np.ones(dim), constant=float(est)), "relu"
+    scaler, final = _unwrap(est)
+    mean, scale = _scaler_arrays(scaler, dim)
     if hasattr(final, "booster_"):
-        return "lgbm", final.booster_.model_to_string(), "relu"
+        return "lgbm", Part(mean, scale, booster=final.booster_.model_to_string()), "relu"
     if hasattr(final, "coefs_") and hasattr(final, "intercepts_"):
         act = getattr(final, "activation", "relu")
         if act not in _ACTIVATIONS:
             raise ExportError(f"cannot export MLP activation {act!r}")
-        pairs = [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in zip(final.coefs_, final.intercepts_)]
-        return "mlp", pairs, act
+        pairs = tuple((np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in zip(final.coefs_, final.intercepts_))
+        return "mlp", Part(mean, scale, layers=pairs), act
     if hasattr(final, "coef_") and hasattr(final, "intercept_"):
-        return "linear", [(np.asarray(final.coef_, np.float64).T.copy(), np.atleast_1d(np.asarray(final.intercept_, np.float64)))], "relu"
-    raise ExportError(f"cannot export a {name}: only logistic regression, MLP and LightGBM probes are supported")
+        pair = (np.asarray(final.coef_, np.float64).T.copy(), np.atleast_1d(np.asarray(final.intercept_, np.float64)))
+        return "linear", Part(mean, scale, layers=(pair,)), "relu"
+    raise ExportError(f"cannot export a {type(final).__name__}: only logistic regression, MLP and LightGBM probes are supported")
 
 
 def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
     """Read a fitted probe's internals into a :class:`Head`.
 
     ``task``: ``binary`` | ``multiclass`` | ``multilabel``; ``n_labels``: output columns (1 for binary).
-    Handles a Pipeline(StandardScaler, clf), probe wrappers holding one, and one-vs-rest ensembles.
+    Handles a Pipeline(StandardScaler, clf), probekit probes (``estimator_`` / per-label ``estimators_``),
+    and sklearn one-vs-rest ensembles behind a shared standardiser.
     """
-    scaler, final = _unwrap(est)
     if task == "multilabel":
-        subs = getattr(final, "estimators_", None)
+        scaler, final = _unwrap(est)
+        subs = getattr(final, "estimators_", None) if getattr(est, "estimators_", None) is None else est.estimators_
         if subs is None:
-            raise ExportError(f"a multi-label probe must be one-vs-rest with estimators_, got {type(final).__name__}")
+            raise ExportError(f"a multi-label probe must hold one estimator per label (estimators_), got {type(final).__name__}")
         subs = list(subs)
         if len(subs) != n_labels:
             raise ExportError(f"multi-label probe has {len(subs)} heads for {n_labels} labels")
-        parts = []
-        for sub in subs:
-            s_scaler, s_final = _unwrap(sub)
-            if s_scaler is not None and scaler is None:
-                raise ExportError("per-label standardisers are not supported: standardise before the one-vs-rest split")
-            if not hasattr(s_final, "coef_") and not hasattr(s_final, "coefs_") and not hasattr(s_final, "booster_"):
-                # sklearn's OneVsRest stores a _ConstantPredictor for a label with one class only.
-                raise ExportError(f"label head {type(s_final).__name__} has nothing to export (a label with a single class in training?)")
-            parts.append(_single_head(s_final))
-        kinds = {p[0] for p in parts}
-        if len(kinds) != 1:
+        found = [_part(sub, dim) for sub in subs]
+        if scaler is not None:  # a shared standardiser in front of a one-vs-rest ensemble
+            mean, scale = _scaler_arrays(scaler, dim)
+            found = [(k, p if p.constant is not None else Part(mean, scale, p.layers, p.booster), a) for k, p, a in found]
+        kinds = {k for k, _, _ in found if k is not None}
+        if len(kinds) > 1:
             raise ExportError(f"mixed head kinds {sorted(kinds)}")
-        kind = kinds.pop()
-        mean, scale = _scaler_arrays(scaler, dim)
-        if kind == "lgbm":
-            return Head(kind, "sigmoid", n_labels, mean, scale, boosters=tuple(p[1] for p in parts))
-        return Head(kind, "sigmoid", n_labels, mean, scale, layers=tuple(tuple(p[1]) for p in parts), activation=parts[0][2])
-    kind, body, act = _single_head(final)
-    mean, scale = _scaler_arrays(scaler, dim)
-    output = "sigmoid" if task == "binary" else "softmax"
-    if kind == "lgbm":
-        return Head(kind, output, n_labels, mean, scale, boosters=(body,))
-    return Head(kind, output, n_labels, mean, scale, layers=(tuple(body),), activation=act)
+        kind = kinds.pop() if kinds else "linear"
+        act = next((a for k, _, a in found if k is not None), "relu")
+        return Head(kind, "sigmoid", n_labels, dim, tuple(p for _, p, _ in found), act)
+    kind, part, act = _part(est, dim)
+    if kind is None:
+        raise ExportError("a binary or multi-class probe cannot be a constant")
+    return Head(kind, "sigmoid" if task == "binary" else "softmax", n_labels, dim, (part,), act)
 
 
 # --------------------------------------------------------------------------------- write and read
@@ -228,11 +226,13 @@ def _sha256(path: Path) -> str:
 
 
 def _tensors(head: Head) -> dict[str, np.ndarray]:
-    out = {"scaler.mean": head.mean, "scaler.scale": head.scale}
-    for j, pairs in enumerate(head.layers):
-        for i, (w, b) in enumerate(pairs):
-            out[f"head{j}.layer{i}.weight"] = w
-            out[f"head{j}.layer{i}.bias"] = b
+    out = {}
+    for j, part in enumerate(head.parts):
+        if part.constant is not None:
+            continue
+        out[f"head{j}.scaler.mean"], out[f"head{j}.scaler.scale"] = part.mean, part.scale
+        for i, (w, b) in enumerate(part.layers):
+            out[f"head{j}.layer{i}.weight"], out[f"head{j}.layer{i}.bias"] = w, b
     return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
 
 
@@ -248,22 +248,24 @@ def save_export(out_dir: str | Path, head: Head, config: Mapping) -> Path:
         raise ExportError(f"{out}: folder is not empty; choose a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(head)
+    parts = []
+    for j, p in enumerate(head.parts):
+        if p.constant is not None:
+            parts.append({"type": "constant", "value": p.constant})
+        elif p.booster is not None:
+            parts.append({"type": "lgbm", "file": f"lgbm_{j}.txt"})
+        else:
+            parts.append({"type": "layers", "depth": len(p.layers)})
     cfg = dict(config)
-    cfg["head"] = {
-        "kind": head.kind,
-        "output": head.output,
-        "n_outputs": head.n_outputs,
-        "activation": head.activation,
-        "n_heads": len(head.layers) or len(head.boosters),
-        "depth": [len(p) for p in head.layers],
-        "tensors": {k: list(v.shape) for k, v in tensors.items()},
-        "boosters": [f"lgbm_{j}.txt" for j in range(len(head.boosters))],
-    }
-    files = [CONFIG, WEIGHTS, *cfg["head"]["boosters"]]
+    cfg["head"] = {"kind": head.kind, "output": head.output, "n_outputs": head.n_outputs, "dim": head.dim,
+                   "activation": head.activation, "parts": parts,
+                   "tensors": {k: list(v.shape) for k, v in tensors.items()}}
+    boosters = [(p["file"], head.parts[j].booster) for j, p in enumerate(parts) if p["type"] == "lgbm"]
+    files = [CONFIG, WEIGHTS, *(name for name, _ in boosters)]
     (out / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=_jsonable) + "\n", encoding="utf-8")
     save_file(tensors, str(out / WEIGHTS), metadata={"format": FORMAT})
-    for j, text in enumerate(head.boosters):
-        (out / f"lgbm_{j}.txt").write_text(text, encoding="utf-8")
+    for name, text in boosters:
+        (out / name).write_text(text, encoding="utf-8")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -316,10 +318,10 @@ def verify_export(model_dir: str | Path) -> dict:
     for extra in sorted(present - set(files) - {MANIFEST}):
         raise ExportError(f"{root / extra}: file not listed in {MANIFEST}; refusing a folder with unexpected content")
     for name, entry in files.items():
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise ExportError(f"{mpath}: bad file name {name!r}")
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") or not isinstance(entry, dict):
+            raise ExportError(f"{mpath}: bad entry {name!r}")
         path = root / name
-        if not path.is_file() or path.is_symlink():
+        if path.is_symlink() or not path.is_file():
             raise ExportError(f"{path}: listed in {MANIFEST} but missing (or not a plain file)")
         size = path.stat().st_size
         if size != entry.get("bytes"):
@@ -335,78 +337,80 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
     from safetensors.numpy import load_file
 
     root = Path(model_dir)
-    verify_export(root)
+    listed = set(verify_export(root)["files"])
     cfg = _read_json(root / CONFIG)
+    bad = f"{root / CONFIG}"
     spec = cfg.get("head")
     if not isinstance(spec, dict):
-        raise ExportError(f"{root / CONFIG}: missing 'head' section")
-    kind, output = spec.get("kind"), spec.get("output")
-    if kind not in ("linear", "mlp", "lgbm") or output not in ("sigmoid", "softmax"):
-        raise ExportError(f"{root / CONFIG}: unknown head kind/output {kind!r}/{output!r}")
-    if spec.get("activation") not in _ACTIVATIONS:
-        raise ExportError(f"{root / CONFIG}: unknown activation {spec.get('activation')!r}")
+        raise ExportError(f"{bad}: missing 'head' section")
+    kind, output, act = spec.get("kind"), spec.get("output"), spec.get("activation")
+    if kind not in ("linear", "mlp", "lgbm") or output not in ("sigmoid", "softmax") or act not in _ACTIVATIONS:
+        raise ExportError(f"{bad}: unknown head kind/output/activation {kind!r}/{output!r}/{act!r}")
     try:
         tensors = load_file(str(root / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ExportError(f"{root / WEIGHTS}: not a valid safetensors file ({exc})") from exc
-    expected = {k: tuple(v) for k, v in spec.get("tensors", {}).items()}
+    expected = {k: tuple(v) for k, v in (spec.get("tensors") or {}).items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:
         raise ExportError(f"{root / WEIGHTS}: tensors {got} do not match the shapes in {CONFIG} {expected}")
     for k, v in tensors.items():
         if v.dtype != np.float64 or not np.all(np.isfinite(v)):
             raise ExportError(f"{root / WEIGHTS}: tensor {k} is not finite float64")
-    dim = int(cfg.get("encoder", {}).get("dim", tensors["scaler.mean"].shape[0]))
-    if tensors["scaler.mean"].shape != (dim,) or tensors["scaler.scale"].shape != (dim,):
-        raise ExportError(f"{root / WEIGHTS}: standardiser shape does not match the encoder dimension {dim}")
-    labels = cfg.get("labels")
-    n_out = int(spec.get("n_outputs", -1))
+    dim = spec.get("dim")
+    enc_dim = (cfg.get("encoder") or {}).get("dim", dim)
+    if not isinstance(dim, int) or dim != enc_dim:
+        raise ExportError(f"{bad}: head dim {dim!r} does not match the encoder dim {enc_dim!r}")
+    labels, n_out = cfg.get("labels"), spec.get("n_outputs")
     if not isinstance(labels, list) or len(labels) != n_out:
-        raise ExportError(f"{root / CONFIG}: {n_out} outputs but labels {labels!r}")
-    n_heads = int(spec.get("n_heads", 0))
-    layers: list = []
-    boosters: list = []
-    if kind == "lgbm":
-        names = spec.get("boosters", [])
-        if len(names) != n_heads:
-            raise ExportError(f"{root / CONFIG}: {n_heads} heads but boosters {names}")
-        for name in names:
-            if name not in _listed(root):
-                raise ExportError(f"{root / name}: booster not listed in {MANIFEST}")
-            boosters.append((root / name).read_text(encoding="utf-8"))
-    else:
-        depth = spec.get("depth", [])
-        if len(depth) != n_heads:
-            raise ExportError(f"{root / CONFIG}: depth {depth} for {n_heads} heads")
-        for j in range(n_heads):
-            pairs = []
-            width = dim
-            for i in range(int(depth[j])):
-                w, b = tensors[f"head{j}.layer{i}.weight"], tensors[f"head{j}.layer{i}.bias"]
-                if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
-                    raise ExportError(f"{root / WEIGHTS}: head{j}.layer{i} has shape {w.shape}/{b.shape}, expected input width {width}")
+        raise ExportError(f"{bad}: {n_out} outputs but labels {labels!r}")
+    specs = spec.get("parts")
+    want_parts = 1 if output == "softmax" or n_out == 1 else n_out
+    if not isinstance(specs, list) or len(specs) != want_parts:
+        raise ExportError(f"{bad}: {len(specs) if isinstance(specs, list) else specs!r} head parts, expected {want_parts}")
+    parts = []
+    for j, ps in enumerate(specs):
+        t = ps.get("type") if isinstance(ps, dict) else None
+        if t == "constant":
+            value = ps.get("value")
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ExportError(f"{bad}: part {j} constant {value!r} is not a probability")
+            parts.append(Part(np.zeros(dim), np.ones(dim), constant=float(value)))
+            continue
+        mean, scale = tensors.get(f"head{j}.scaler.mean"), tensors.get(f"head{j}.scaler.scale")
+        if mean is None or scale is None or mean.shape != (dim,) or scale.shape != (dim,):
+            raise ExportError(f"{root / WEIGHTS}: part {j} has no standardiser of shape ({dim},)")
+        if t == "lgbm":
+            name = ps.get("file")
+            if kind != "lgbm" or name not in listed or name in (CONFIG, WEIGHTS):
+                raise ExportError(f"{bad}: part {j} names booster {name!r}, which is not a listed model file")
+            try:
+                text = (root / name).read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise ExportError(f"{root / name}: not a LightGBM text model ({exc})") from exc
+            parts.append(Part(mean, scale, booster=text))
+        elif t == "layers":
+            depth = ps.get("depth")
+            if not isinstance(depth, int) or depth < 1 or (kind == "linear" and depth != 1):
+                raise ExportError(f"{bad}: part {j} depth {depth!r}")
+            pairs, width = [], dim
+            for i in range(depth):
+                w, b = tensors.get(f"head{j}.layer{i}.weight"), tensors.get(f"head{j}.layer{i}.bias")
+                if w is None or b is None or w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                    raise ExportError(f"{root / WEIGHTS}: head{j}.layer{i} is missing or has input width other than {width}")
                 width = w.shape[1]
                 pairs.append((w, b))
-            layers.append(tuple(pairs))
-    head = Head(kind, output, n_out, tensors["scaler.mean"], tensors["scaler.scale"], tuple(layers), spec["activation"], tuple(boosters))
+            parts.append(Part(mean, scale, layers=tuple(pairs)))
+        else:
+            raise ExportError(f"{bad}: part {j} has unknown type {t!r}")
+    head = Head(kind, output, n_out, dim, tuple(parts), act)
     try:
-        _check_head(head, root)
-    except ExportError:
-        raise
-    except Exception as exc:  # noqa: BLE001  # a malformed LightGBM text model raises its own error type
+        p = head.predict_proba(np.zeros((2, dim)))
+    except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error type for a malformed model text
         raise ExportError(f"{root}: model files do not load ({exc})") from exc
+    if p.shape != (2, n_out) or not np.all((p >= 0) & (p <= 1)):
+        raise ExportError(f"{root}: model produces {p.shape} outputs, expected (2, {n_out}) probabilities")
     return cfg, head
-
-
-def _listed(root: Path) -> set[str]:
-    return set(_read_json(root / MANIFEST).get("files", {}))
-
-
-def _check_head(head: Head, root: Path) -> None:
-    """Run the head once on zeros: every output must be a probability, with the promised width."""
-    p = head.predict_proba(np.zeros((1, head.dim)))
-    if p.shape != (1, head.n_outputs) or not np.all((p >= 0) & (p <= 1)):
-        raise ExportError(f"{root}: model produces {p.shape} outputs, expected (1, {head.n_outputs}) probabilities")
 
 
 def thresholds_for(config: Mapping, n: int) -> np.ndarray:
@@ -418,9 +422,6 @@ def thresholds_for(config: Mapping, n: int) -> np.ndarray:
     if arr.shape != (n,):
         raise ExportError(f"thresholds {t!r} do not match {n} labels")
     return arr
-
-
-__all__ = ["ExportError", "Head", "head_from_estimator", "save_export", "verify_export", "load_export", "thresholds_for", "export_probe", "build_targets"]
 
 
 # ------------------------------------------------------------------------ fit on a cache, export
@@ -628,3 +629,7 @@ def _version() -> str:
     from probekit import __version__
 
     return __version__
+
+
+__all__ = ["ExportError", "Head", "Part", "head_from_estimator", "save_export", "verify_export", "load_export",
+           "thresholds_for", "build_targets", "make_estimator", "cross_validate", "export_probe"]
