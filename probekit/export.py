@@ -169,6 +169,8 @@ def _part(est, dim: int) -> tuple[str | None, Part, str]:
     """One fitted binary or multi-class (pipeline of) classifier -> (kind, Part, activation)."""
     if isinstance(est, (float, int, np.floating)):  # probekit stores a constant rate for a one-class label
         return None, Part(np.zeros(dim), np.ones(dim), constant=float(est)), "relu"
+    if type(est).__name__ == "_ConstantPredictor":  # sklearn's one-vs-rest, for a label with one class in training
+        return None, Part(np.zeros(dim), np.ones(dim), constant=float(np.ravel(est.y_)[0])), "relu"
     scaler, final = _unwrap(est)
     mean, scale = _scaler_arrays(scaler, dim)
     if hasattr(final, "booster_"):

@@ -160,3 +160,16 @@ def test_config_shape_lies_are_rejected(cache, tmp_path):
     _rehash(out)
     with pytest.raises(ExportError, match="labels"):
         load_export(out)
+
+
+def test_a_label_constant_in_training_exports_as_its_constant(cache, tmp_path):
+    from probekit.export import head_from_estimator
+
+    c = EmbeddingCache(cache)
+    x = c.read_layer(1)
+    y, names = build_targets(c.metadata, "multilabel", "labels")
+    y = np.concatenate([y, np.ones((len(y), 1), dtype=y.dtype)], axis=1)  # a label every row carries
+    est = clone(make_estimator("logreg", "multilabel")).fit(x, y)
+    head = head_from_estimator(est, "multilabel", y.shape[1], x.shape[1])
+    assert head.parts[-1].constant == 1.0
+    np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, "multilabel"), atol=1e-6)
