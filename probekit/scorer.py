@@ -181,18 +181,17 @@ class Scorer:
         return items
 
     def _load(self, item: tuple) -> np.ndarray:
-        from probekit.timeline import AudioReadError, read_span
+        # The same decoder and resampler as `probekit extract`, so a file scores exactly as it was cached.
+        from probekit.audio import AudioError, load_segment
 
         _, source, start, end = item
         if isinstance(source, np.ndarray):
             return source
         try:
-            wave = read_span(source, self.sample_rate, start, end)
-        except AudioReadError as exc:
-            raise ScorerError(str(exc)) from exc
-        if len(wave) < getattr(self.encoder, "min_samples", 1):
-            raise ScorerError(f"{source}: {len(wave) / self.sample_rate:.3f} s of audio is shorter than the encoder's minimum")
-        return wave
+            return load_segment(source, start, end, sample_rate=self.sample_rate,
+                                min_samples=int(getattr(self.encoder, "min_samples", 0)))
+        except (AudioError, OSError) as exc:
+            raise ScorerError(f"{source}: {exc}") from exc
 
 
 def _check_wave(x: np.ndarray, i: int) -> np.ndarray:

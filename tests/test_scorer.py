@@ -121,7 +121,9 @@ def _tiny_whisper(path: Path, layers: int) -> Path:
 
     cfg = transformers.WhisperConfig(d_model=32, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=2,
                                      decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                                     vocab_size=100, max_source_positions=1500, max_target_positions=32)
+                                     vocab_size=64, max_source_positions=1500, max_target_positions=32,
+                                     decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                     suppress_tokens=[], begin_suppress_tokens=[])
     torch.manual_seed(0)
     transformers.WhisperForConditionalGeneration(cfg).save_pretrained(path)
     from transformers import WhisperFeatureExtractor
