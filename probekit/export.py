@@ -602,6 +602,12 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         t = np.asarray(est.thresholds_, dtype=np.float64).reshape(-1)
     if results is not None:
         metrics = _metrics_from_results(Path(results), cache.encoder, layer, probe)
+        tuned = metrics["row"].get("thresholds")
+        if t is None and tuned and task != "multiclass":
+            # Thresholds were tuned per outer fold on inner folds; deploy their median per label.
+            t = np.median(np.asarray(tuned, dtype=np.float64).reshape(len(tuned), -1), axis=0)
+            if t.shape != (n_out,):
+                raise ValueError(f"{results}: thresholds for {t.shape[0]} labels, the task has {n_out}")
     elif cv and len(set(speakers)) >= 2:
         metrics = {"source": "computed at export", **cross_validate(x, y, speakers, task, probe, params, t, seed)}
     else:

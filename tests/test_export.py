@@ -173,3 +173,19 @@ def test_a_label_constant_in_training_exports_as_its_constant(cache, tmp_path):
     head = head_from_estimator(est, "multilabel", y.shape[1], x.shape[1])
     assert head.parts[-1].constant == 1.0
     np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, "multilabel"), atol=1e-6)
+
+
+def test_metrics_and_thresholds_come_from_results_json(cache, tmp_path):
+    doc = {"rows": [
+        {"encoder": "spectral-test", "layer": 0, "probe": "logreg", "metrics": {"f1": {"value": 0.4}}},
+        {"encoder": "spectral-test", "layer": 1, "probe": "logreg", "metrics": {"f1": {"value": 0.97}},
+         "thresholds": [[0.3], [0.5], [0.4]]},
+    ]}
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    out = export_probe(cache, 1, tmp_path / "m", task="binary", target="labels", positive="tonal",
+                       results=tmp_path / "results.json")
+    config, _ = load_export(out)
+    assert config["metrics"]["row"]["metrics"]["f1"]["value"] == 0.97
+    assert config["thresholds"] == [0.4]
+    with pytest.raises(ValueError, match="no row"):
+        export_probe(cache, 2, tmp_path / "m2", task="binary", target="labels", positive="tonal", results=tmp_path / "results.json")

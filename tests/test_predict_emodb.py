@@ -77,3 +77,33 @@ def test_held_out_speaker_scores_like_cross_validation(emodb):
     # CV here trains on 2 speakers per fold and the export on 3, so the deployed scorer may do better than
     # CV promised, never clearly worse; the full corpus (docs/predict.md) gives 0.918 held out vs 0.919 CV.
     assert uar > 0.6 and uar >= cv_uar - 0.1
+
+
+def test_call_timeline_peaks_on_the_anger_clips(emodb, tmp_path):
+    """A 2-minute call of the held-out speaker's clips with noise between them; anger placed at known times."""
+    import soundfile as sf
+    from sklearn.metrics import roc_auc_score
+
+    _, model, rows = emodb
+    held = [r for r in rows if r["speaker"] == HELD_OUT]
+    rng = np.random.default_rng(0)
+    parts, placed, t = [], [], 0.0
+    while t < 110:
+        gap = rng.uniform(1, 3)
+        parts.append((0.002 * rng.normal(size=int(gap * 16000))).astype(np.float32))
+        t += gap
+        clip = held[rng.integers(len(held))]
+        wave, _ = sf.read(clip["file"], dtype="float32")
+        parts.append(wave)
+        placed.append((clip["label"], t, t + len(wave) / 16000))
+        t += len(wave) / 16000
+    sf.write(tmp_path / "call.wav", np.concatenate(parts), 16000)
+    scorer = load_scorer(model, device="cpu")
+    tl = scorer.timeline(tmp_path / "call.wav", 3.0, 3.0, csv_path=tmp_path / "tl.csv", png_path=tmp_path / "tl.png")
+    anger = [(s, e) for lab, s, e in placed if lab == "anger"]
+    assert len(anger) >= 3
+    overlap = np.array([any(s < e1 and e > s1 for s1, e1 in anger) for s, e in zip(tl.start, tl.end)])
+    p = tl.probabilities[:, scorer.labels.index("anger")]
+    auc = roc_auc_score(overlap, p)
+    print(f"anger: {len(anger)} clips, {overlap.sum()}/{len(p)} windows overlap them, window AUC {auc:.3f}")
+    assert overlap[np.argmax(p)] and auc > 0.85
