@@ -467,7 +467,7 @@ def make_estimator(probe: str, task: str, params: Mapping | None = None, seed: i
     except ImportError:
         make_probe = None
     if make_probe is not None:
-        return make_probe(probe, **params)
+        return make_probe(probe, **{"seed": seed, **params})
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

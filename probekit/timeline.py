@@ -187,7 +187,8 @@ def _progress(enabled: bool, name: str, total: float):
 
 
 def plot_timeline(tl: Timeline, png_path: str | Path) -> Path:
-    """One line per label: probability (0..1) against window centre time (minutes, or seconds for short files)."""
+    """One panel per label, stacked on a shared time axis (minutes, or seconds for short files):
+    the label's probability (0..1) per window, filled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,17 +196,20 @@ def plot_timeline(tl: Timeline, png_path: str | Path) -> Path:
 
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    minutes = tl.duration >= 120
-    centre = (tl.start + tl.end) / 2 / (60 if minutes else 1)
-    fig, ax = plt.subplots(figsize=(min(40, 8 + tl.duration / 120), 4 + 0.15 * len(tl.labels)))
-    for j, label in enumerate(tl.labels):
-        ax.plot(centre, tl.probabilities[:, j], label=label, linewidth=1.2)
-    ax.set_ylim(0, 1)
-    ax.set_xlim(0, tl.duration / (60 if minutes else 1))
-    ax.set_xlabel("time (min)" if minutes else "time (s)")
-    ax.set_ylabel("probability")
-    ax.set_title(Path(tl.path).name)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    unit = 60 if tl.duration >= 120 else 1
+    n = max(1, len(tl.labels))
+    fig, axes = plt.subplots(n, 1, sharex=True, squeeze=False, figsize=(min(40, 8 + tl.duration / 240), 0.9 * n + 1.2))
+    colours = plt.get_cmap("tab10")
+    for j, (ax, label) in enumerate(zip(axes[:, 0], tl.labels)):
+        # Steps over each window's hop span show exactly which stretch of the call a score belongs to.
+        ax.fill_between(tl.start / unit, tl.probabilities[:, j], step="post", color=colours(j % 10), alpha=0.8, linewidth=0)
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0, 1])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1, 0].set_xlim(0, tl.duration / unit)
+    axes[-1, 0].set_xlabel("time (min)" if unit == 60 else "time (s)")
+    axes[0, 0].set_title(f"{Path(tl.path).name}: probability per label")
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
