@@ -27,12 +27,16 @@ from pathlib import Path
 import numpy as np
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from probekit.scorer import load_scorer
+def peak_mb():
+    # VmHWM belongs to this process image; getrusage's ru_maxrss would carry the parent's peak over exec.
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 t0 = time.perf_counter()
 tl = load_scorer(sys.argv[1], device="cpu").timeline(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]),
         csv_path=sys.argv[5], png_path=sys.argv[6], batch_size=16)
-print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"rss_mb": peak_mb(),
                   "seconds": time.perf_counter() - t0, "windows": len(tl.start)}))
 """
 
