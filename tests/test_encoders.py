@@ -181,6 +181,9 @@ def test_float16_checkpoint_runs_in_float32(tmp_path):
     out = encoder.encode(waves)
     assert out.dtype == np.float32 and np.isfinite(out).all()
     np.testing.assert_allclose(out, wide.encode(waves), atol=1e-6)
+    # Same architecture, different weight files: same config hash, different commit (weights hash).
+    assert encoder.identity["config_hash"] == wide.identity["config_hash"]
+    assert encoder.identity["commit"] != wide.identity["commit"]
 
 
 # ---- errors ------------------------------------------------------------------------------
