@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,9 @@ def _request(encoder: Any, pooling: str, dtype: str, manifest: Manifest, shard: 
         max_layer = ident.get("max_layer", "")
     else:
         model, revision, mode = encoder.model, encoder.revision, getattr(encoder, "whisper_mode", "")
+        if Path(model).expanduser().is_dir():
+            # The same local checkpoint named from another working directory is the same model.
+            model = str(Path(model).expanduser().resolve())
         max_layer = getattr(encoder, "max_layer", None)
     return {
         "model": str(model),
@@ -213,7 +217,7 @@ def extract_cache(
         return _result_from_cache(finished, request, t0)
 
     with RunLock(out):
-        # Another process may have finished the same cache while we waited for nothing.
+        # The lock's previous holder may have finished this very cache since the first check.
         finished = _check_finished(out, request)
         if finished is not None:
             return _result_from_cache(finished, request, t0)
@@ -235,7 +239,6 @@ def extract_cache(
                 info = probe_segment(seg.path, seg.start, seg.end)
             except AudioError as exc:
                 bad[r] = exc.reason
-                _report(on_bad, man, r, exc.reason)
                 continue
             items.append(Item(row=r, id=seg.id, length=resampled_length(info.num_frames, info.sample_rate, enc.sample_rate)))
         batches = plan_batches(items, enc.sample_rate, batch_seconds, pads_safely=bool(enc.pads_safely))
@@ -245,22 +248,28 @@ def extract_cache(
         done = journal.done()
         computed = resumed = 0
         label = f"{model_slug(request['model'])}{' shard ' + request['shard'] if shard else ''}"
-        with AudioProgress(label, total, enabled=progress) as bar:
-            for index, batch in enumerate(batches):
-                seconds = sum(it.length for it in batch) / enc.sample_rate
-                if index in done:
-                    rec = journal.load(index)
-                    for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
-                        _report(on_bad, man, r, reason, bar)
-                    resumed += 1
-                    bar.skip(seconds)
-                    continue
-                rec = _encode_batch(enc, man, batch, pooling)
+        todo = [i for i in range(len(batches)) if i not in done]
+        # Decoding of the next batch overlaps encoding of this one (soundfile and soxr release
+        # the GIL); a crash still loses at most the batch being encoded.
+        with AudioProgress(label, total, enabled=progress) as bar, ThreadPoolExecutor(1) as pool:
+            for r, reason in bad.items():
+                _report(on_bad, man, r, reason, bar)
+            for index in sorted(done):
+                rec = journal.load(index)
+                for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
+                    _report(on_bad, man, r, reason, bar)
+                resumed += 1
+                bar.skip(sum(it.length for it in batches[index]) / enc.sample_rate)
+            pending = pool.submit(_decode_batch, enc, man, batches[todo[0]]) if todo else None
+            for k, index in enumerate(todo):
+                decoded = pending.result()  # type: ignore[union-attr]
+                pending = pool.submit(_decode_batch, enc, man, batches[todo[k + 1]]) if k + 1 < len(todo) else None
+                rec = _encode_batch(enc, decoded, pooling)
                 journal.save(index, rec)
                 for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
                     _report(on_bad, man, r, reason, bar)
                 computed += 1
-                bar.advance(seconds)
+                bar.advance(sum(it.length for it in batches[index]) / enc.sample_rate)
                 if on_batch is not None:
                     on_batch(index)
 
@@ -305,12 +314,18 @@ def _check_plan(journal: Journal, digest: str) -> None:
     _atomic_write_bytes(path, (digest + "\n").encode())
 
 
-def _encode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item], pooling: str) -> BatchRecord:
-    """Decode and encode one planned batch; rows that fail to decode are recorded, not raised."""
-    waves: list[np.ndarray] = []
-    good: list[int] = []
-    bad_rows: list[int] = []
-    reasons: list[str] = []
+@dataclass(frozen=True)
+class _Decoded:
+    waves: list[np.ndarray]
+    rows: list[int]
+    bad_rows: list[int]
+    reasons: list[str]
+    sample_rate: int
+
+
+def _decode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item]) -> _Decoded:
+    """Decode one planned batch; rows that fail are recorded with their reason, not raised."""
+    waves, good, bad_rows, reasons = [], [], [], []
     for it in batch:
         seg = man.segments[it.row]
         try:
@@ -319,13 +334,17 @@ def _encode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item], poolin
         except AudioError as exc:
             bad_rows.append(it.row)
             reasons.append(exc.reason)
-    pooled = _encode(enc, waves, pooling) if waves else np.zeros((0, 0, 0), np.float32)
+    return _Decoded(waves, good, bad_rows, reasons, int(enc.sample_rate))
+
+
+def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
+    pooled = _encode(enc, d.waves, pooling) if d.waves else np.zeros((0, 0, 0), np.float32)
     return BatchRecord(
-        rows=np.array(good, dtype=np.int64),
+        rows=np.array(d.rows, dtype=np.int64),
         pooled=pooled,
-        durations=np.array([len(w) / enc.sample_rate for w in waves], dtype=np.float32),
-        bad_rows=np.array(bad_rows, dtype=np.int64),
-        bad_reasons=tuple(reasons),
+        durations=np.array([len(w) / d.sample_rate for w in d.waves], dtype=np.float32),
+        bad_rows=np.array(d.bad_rows, dtype=np.int64),
+        bad_reasons=tuple(d.reasons),
     )
 
 
@@ -425,7 +444,10 @@ def extract_models(
     """One cache per encoder spec, at :func:`default_cache_path`. ``shard=None`` falls back to
     torchrun's ``RANK``/``WORLD_SIZE``. The manifest is validated once, before any model loads."""
     man = read_manifest(manifest)
-    shard = shard if shard is not None else shard_from_env()
+    if shard is None:
+        shard = shard_from_env()
+        if shard is not None:
+            _pin_local_gpu()
     results = []
     for spec in specs:
         out = default_cache_path(manifest, spec.model, out_dir, shard)
@@ -434,6 +456,17 @@ def extract_models(
                           progress=progress, loader=loader, on_bad=on_bad)
         )
     return results
+
+
+def _pin_local_gpu() -> None:
+    """Under torchrun, make ``cuda`` mean this process's own GPU (``LOCAL_RANK``), not GPU 0."""
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or not local.isdigit():
+        return
+    import torch
+
+    if torch.cuda.is_available() and int(local) < torch.cuda.device_count():
+        torch.cuda.set_device(int(local))
 
 
 def merge_shard_files(shards: Sequence[str | Path], out: str | Path, manifest: str | Path | None = None) -> Path:

@@ -110,6 +110,8 @@ class Journal:
     def open(self) -> None:
         """Create the journal, or check that the existing one is for this same run."""
         stored = self.stored_spec()
+        if stored is None and any(self.dir.glob("batch-*.npz")):
+            raise JournalMismatch(f"{self.dir} holds batches but no readable spec.json; delete {self.dir} to start over")
         if stored is not None:
             diff = [k for k in sorted(set(stored) | set(self.spec)) if stored.get(k) != self.spec.get(k)]
             if diff:

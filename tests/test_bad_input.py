@@ -129,3 +129,12 @@ def test_bad_manifest_refused_before_any_model_loads(tmp_path, name):
     for (line, msg), (want_line, words) in zip(problems, expected):
         assert line == want_line and words in msg
     assert not (tmp_path / "c.h5").exists() and not (tmp_path / "c.h5.partial").exists()
+
+
+def test_all_rows_bad_still_gives_a_cache_listing_them(tmp_path):
+    sf.write(tmp_path / "q.wav", np.zeros(8000, np.float32), 16000)
+    (tmp_path / "m.csv").write_text("id,path,speaker\na,q.wav,s\nb,q.wav,s\n")
+    r = extract_cache(tmp_path / "m.csv", FakeEncoder(), tmp_path / "c.h5", progress=False)
+    c = EmbeddingCache(r.path)
+    assert len(c) == 0 and (c.num_layers, c.dim) == (3, 4)
+    assert [(s["id"], s["line"]) for s in c.skipped] == [("a", 2), ("b", 3)]

@@ -12,6 +12,7 @@ import soundfile as sf
 from fake_encoder import FakeEncoder, write_corpus
 from typer.testing import CliRunner
 
+import probekit
 from probekit.cache import EmbeddingCache
 from probekit.cli import app
 
@@ -33,13 +34,21 @@ def fake_encoders(monkeypatch):
 
     loaded = []
 
+    class EncoderError(RuntimeError):
+        pass
+
     def load_encoder(spec):
+        if spec.model == "no/such-model":
+            raise EncoderError("no/such-model: not found on the hub")
         loaded.append(spec)
         return FakeEncoder(name=spec.model, revision=spec.revision or "")
 
     module = types.ModuleType("probekit.encoders")
     module.EncoderSpec, module.load_encoder, module.loaded = EncoderSpec, load_encoder, loaded
+    module.EncoderError = EncoderError
     monkeypatch.setitem(sys.modules, "probekit.encoders", module)
+    # `from probekit import encoders` reads the package attribute first, once the real module was imported.
+    monkeypatch.setattr(probekit, "encoders", module, raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)
     return module
@@ -99,6 +108,9 @@ def test_bad_manifest_and_bad_options(tmp_path, fake_encoders):
     res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path)
     assert res.exit_code == 2 and "line 3: audio file not found" in res.output and "Traceback" not in res.output
     assert fake_encoders.loaded == []
+    manifest.write_text(text.replace("wav/missing.wav", "wav/c01.wav"))
+    res = _run("extract", manifest, "-m", "no/such-model", "--out", tmp_path)
+    assert res.exit_code == 2 and "not found on the hub" in res.output and "Traceback" not in res.output
     for opt, value in (("--pooling", "max"), ("--dtype", "int8"), ("--shard", "3/3"), ("--whisper-mode", "x"), ("--batch-seconds", "0")):
         res = _run("extract", manifest, "-m", "org/a", opt, value)
         assert res.exit_code == 2 and opt in res.output, (opt, res.output)
@@ -125,3 +137,9 @@ def test_shards_via_option_and_torchrun_env_then_merge(tmp_path, fake_encoders, 
         np.testing.assert_array_equal(a.read_layer(layer), b.read_layer(layer))
     res = _run("merge", shards[0], "--out", out / "x.h5")
     assert res.exit_code == 2 and "missing shard(s) 1/2" in res.output
+
+
+def test_progress_bar_reports_audio_seconds_per_second(tmp_path, fake_encoders):
+    manifest = write_corpus(tmp_path / "data", n=4)
+    res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path)
+    assert res.exit_code == 0 and "audio-s/s" in res.output and "ETA" in res.output, res.output

@@ -195,3 +195,14 @@ def test_model_slug(tmp_path):
     (tmp_path / "my model").mkdir()
     assert model_slug(str(tmp_path / "my model")) == "my_model"
     assert default_cache_path("data/emo.csv", "facebook/wav2vec2-base").as_posix() == "cache/emo/facebook--wav2vec2-base.h5"
+
+
+def test_local_model_named_from_another_directory_is_the_same_run(corpus, tmp_path, monkeypatch):
+    model = tmp_path / "models" / "tiny"
+    model.mkdir(parents=True)
+    out = tmp_path / "c.h5"
+    monkeypatch.chdir(tmp_path)
+    extract_cache(corpus, FakeSpec(model="models/tiny"), out, progress=False, loader=lambda s: FakeEncoder(name=s.model))
+    monkeypatch.chdir(model.parent)
+    again = extract_cache(corpus, FakeSpec(model="tiny"), out, progress=False, loader=lambda s: pytest.fail("must not load"))
+    assert again.up_to_date

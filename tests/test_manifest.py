@@ -100,3 +100,12 @@ def test_fingerprint_ignores_labels_and_order_but_not_times(audio):
     b = read_manifest(_write(audio / "b.csv", "id,path,speaker,label\ny,b.wav,s,sad\nx,a.wav,s,joy\n"))
     c = read_manifest(_write(audio / "c.csv", "id,path,speaker,label,end\nx,a.wav,s,anger,0.05\ny,b.wav,s,calm,\n"))
     assert a.audio_fingerprint() == b.audio_fingerprint() != c.audio_fingerprint()
+
+
+def test_fingerprint_is_independent_of_the_working_directory(audio, monkeypatch):
+    _write(audio / "m.csv", "id,path,speaker\nx,a.wav,s\n")
+    monkeypatch.chdir(audio)
+    here = read_manifest("m.csv").audio_fingerprint()
+    monkeypatch.chdir(audio.parent)
+    assert read_manifest(f"{audio.name}/m.csv").audio_fingerprint() == here
+    assert read_manifest(audio / "m.csv").audio_fingerprint() == here

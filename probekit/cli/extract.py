@@ -15,7 +15,7 @@ from probekit.cli._app import app
 def extract(
     manifest: Annotated[Path, typer.Argument(help="Manifest (CSV, TSV or JSONL) with id, path, speaker and label columns.")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="Hugging Face hub id or local folder; repeat for several models.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for the caches [default: cache/<manifest-stem>].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the caches (default: cache/<manifest-stem>).")] = None,
     pooling: Annotated[str, typer.Option(help="mean or mean+std over each layer's valid frames.")] = "mean",
     dtype: Annotated[str, typer.Option(help="Storage precision: float16 or float32.")] = "float16",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -51,12 +51,12 @@ def extract(
 
     EncoderSpec = encoders.EncoderSpec
     # A model that cannot be loaded (bad id, no network, unsupported architecture) is bad input too.
-    load_errors = getattr(encoders, "EncoderError", ())
+    load_errors = (encoders.EncoderError,) if hasattr(encoders, "EncoderError") else ()
     specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode, device=device) for m in model]
     try:
         results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
                                  shard=shard_, progress=not quiet)
-    except (ManifestError, ExtractError, JournalMismatch, RunLocked, load_errors) as exc:
+    except (ManifestError, ExtractError, JournalMismatch, RunLocked, *load_errors) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except (OSError, ValueError) as exc:
@@ -74,5 +74,5 @@ def extract(
         bad += len(r.skipped)
     if bad and not skip_bad:
         err.print(f"{bad} row(s) could not be encoded (listed above and recorded in the cache); "
-                  "fix or drop them, or pass --skip-bad to accept the cache as is", highlight=False)
+                  "fix or drop them and delete the cache to extract again, or pass --skip-bad to accept it as is", highlight=False)
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ from probekit.cli._app import app
 def merge(
     shards: Annotated[list[Path], typer.Argument(help="Every shard file of one extraction (<slug>.shard-i-of-n.h5).")],
     out: Annotated[Path, typer.Option(help="The merged cache file to write.")],
-    manifest: Annotated[Path | None, typer.Option(help="Manifest giving the row order [default: the one recorded in the shards].")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Manifest giving the row order (default: the one recorded in the shards).")] = None,
 ) -> None:
     """Merge the shard caches written by `probekit extract --shard i/n` into one cache, rows in manifest order."""
     from probekit.cache import CacheError, EmbeddingCache
