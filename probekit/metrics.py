@@ -133,6 +133,19 @@ def _auc_from_buckets(P: np.ndarray, N: np.ndarray):
     return np.where(undefined_auc, np.nan, auc), np.where(tot_p == 0, np.nan, ap)
 
 
+def _row_lrap(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """Label-ranking average precision of each row ``(n,)``, as sklearn defines it (ties rank high;
+    rows with no or all labels relevant score 1), so speaker weights can average it."""
+    y = y_true.astype(bool)
+    ge = y_score[:, None, :] >= y_score[:, :, None]  # [i, j, l]: label l ranks at or above label j
+    rank = ge.sum(2)
+    hits = (ge & y[:, None, :]).sum(2)
+    n_rel = y.sum(1)
+    per = np.where(y, hits / rank, 0.0).sum(1)
+    trivial = (n_rel == 0) | (n_rel == y.shape[1])
+    return np.where(trivial, 1.0, per / np.maximum(n_rel, 1))
+
+
 def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[str, np.ndarray]:
     """Each scalar metric for every row of group weights ``W`` ``(B, G)`` -> ``(B,)`` arrays."""
     if kind == "binary":
@@ -175,7 +188,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
                 (y_true & (1 - y_pred)),
                 (y_true != y_pred).sum(1, keepdims=True),
                 (y_true == y_pred).all(1, keepdims=True),
-                np.array([label_ranking_average_precision_score(y_true[i : i + 1], y_score[i : i + 1]) for i in range(n)])[:, None],
+                _row_lrap(y_true, y_score)[:, None],
                 np.ones((n, 1)),
             ],
             1,

@@ -288,8 +288,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
     progress = progress or _NoProgress()
     if not config.caches:
         raise ProbeInputError("give at least one cache file")
-    if config.task.kind == "binary" and config.tune_thresholds is None:
-        raise ProbeInputError("tune_thresholds must be true or false")
+    if config.tune_thresholds and config.task.kind == "multiclass":
+        raise ProbeInputError("--tune-thresholds applies to binary and multilabel tasks; a multiclass probe predicts the most probable class")
     params = resolve_params(tuple(config.probes), config.params, config.seed, config.jobs, config.class_weight)
     for name, p in params.items():
         make_probe(name, **p)  # fail on a bad value before any work
@@ -314,7 +314,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         bad = [layer for layer in layers if not 0 <= layer < cache.num_layers]
         if bad:
             raise ProbeInputError(f"--layers: {cache.path} has hidden states 0..{cache.num_layers - 1}; {bad} are out of range")
-        name = cache.encoder or Path(path).stem
+        # Encoders are often recorded as checkpoint paths; the folder name is what a reader recognises.
+        name = Path(cache.encoder.rstrip("/")).name if cache.encoder else Path(path).stem
         if name in encoders_seen:
             name = f"{name} ({Path(path).stem})"
         encoders_seen.add(name)

@@ -17,7 +17,7 @@ def _data(kind, n=120, seed=0):
         score = rng.random((n, 4)) + 0.8 * np.eye(4)[y]
         return y, score.argmax(1), score, groups, ("a", "b", "c", "d")
     y = rng.integers(0, 2, (n, 3))
-    score = np.clip(0.4 * y + rng.random((n, 3)) * 0.7, 0, 1)
+    score = np.clip(0.4 * y + rng.random((n, 3)) * 0.7, 0, 1).round(1)  # ties exercise LRAP ranking
     return y, (score >= 0.5).astype(int), score, groups, ("x", "y", "z")
 
 

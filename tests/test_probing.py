@@ -20,15 +20,15 @@ TASKS = {
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return str(synth_cache(tmp_path_factory.mktemp("c") / "synth.h5", signal_layer=2, n_layers=4, n_speakers=6, per_speaker=12))
+    return str(synth_cache(tmp_path_factory.mktemp("c") / "synth.h5", signal_layer=1, n_layers=3, n_speakers=6, per_speaker=9))
 
 
 @pytest.mark.parametrize("kind", list(TASKS))
 def test_known_answer_layer_is_best_for_every_probe(cache, kind):
     cfg = ProbeConfig(caches=(cache,), task=TASKS[kind], probes=("logreg", "mlp", "lgbm"), params=FAST, folds=3, bootstrap=50)
     res = run_probe(cfg)
-    assert {(b["probe"], b["layer"]) for b in res.best} == {("logreg", 2), ("mlp", 2), ("lgbm", 2)}
-    assert len(res.rows) == 4 * 3
+    assert {(b["probe"], b["layer"]) for b in res.best} == {("logreg", 1), ("mlp", 1), ("lgbm", 1)}
+    assert len(res.rows) == 3 * 3
 
 
 def test_signal_in_another_layer_moves_the_best(tmp_path):
@@ -75,8 +75,8 @@ def test_threshold_tuning_never_touches_the_test_fold(kind):
 
 
 def test_thresholds_change_predictions_and_are_recorded(cache):
-    plain = run_probe(ProbeConfig(caches=(cache,), task=TASKS["multilabel"], layers=(1,), folds=3, bootstrap=0))
-    tuned = run_probe(ProbeConfig(caches=(cache,), task=TASKS["multilabel"], layers=(1,), folds=3, bootstrap=0, tune_thresholds=True))
+    plain = run_probe(ProbeConfig(caches=(cache,), task=TASKS["multilabel"], layers=(0,), folds=3, bootstrap=0))
+    tuned = run_probe(ProbeConfig(caches=(cache,), task=TASKS["multilabel"], layers=(0,), folds=3, bootstrap=0, tune_thresholds=True))
     assert "thresholds" in tuned.rows[0] and "thresholds" not in plain.rows[0]
     assert len(tuned.rows[0]["thresholds"]) == 3
     assert tuned.rows[0]["metrics"]["weighted_f1"]["value"] != plain.rows[0]["metrics"]["weighted_f1"]["value"]
@@ -106,7 +106,7 @@ def test_manifest_relabels_and_reports_missing_rows(cache, tmp_path):
         lines.append(f"{sid},x.wav,{spk},{'calm' if lab == 'happiness' else 'upset'}")
     man = tmp_path / "m.csv"
     man.write_text("\n".join(lines) + "\n")
-    res = run_probe(ProbeConfig(caches=(cache,), task=TaskSpec("binary", "mood", positive="upset"), manifest=str(man), layers=(2,), folds=3, bootstrap=0))
+    res = run_probe(ProbeConfig(caches=(cache,), task=TaskSpec("binary", "mood", positive="upset"), manifest=str(man), layers=(1,), folds=3, bootstrap=0))
     info = res.document["caches"][0]
     assert info["missing_from_manifest"]["count"] == 5
     assert info["missing_from_manifest"]["ids"] == list(c.ids[:5])

@@ -24,6 +24,8 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
 
     # Classifiers that take class_weight natively; the rest get balanced sample weights in fit.
     _native_class_weight = True
+    # Classifiers that fit a {0,1} indicator matrix in one model; the rest go one-vs-rest.
+    _native_multilabel = False
 
     def _classifier(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -48,7 +50,10 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         self.multilabel_ = y.ndim == 2
-        if self.multilabel_:
+        if self.multilabel_ and self._native_multilabel:
+            self.estimator_ = self._fit_one(X, y)
+            self.classes_ = np.arange(y.shape[1])
+        elif self.multilabel_:
             self.estimators_ = []
             for j in range(y.shape[1]):
                 col = y[:, j]
@@ -68,6 +73,8 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         X = np.asarray(X, dtype=np.float64)
+        if self.multilabel_ and self._native_multilabel:
+            return self.estimator_.predict_proba(X)
         if self.multilabel_:
             out = np.empty((len(X), len(self.estimators_)))
             for j, est in enumerate(self.estimators_):

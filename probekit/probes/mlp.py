@@ -16,6 +16,9 @@ class MLPProbe(ScaledProbe):
     """
 
     _native_class_weight = False
+    # One network with a sigmoid output per label: the labels share the hidden layer, and it costs
+    # one fit instead of k (one-vs-rest MLPs were the slowest part of a multi-label run).
+    _native_multilabel = True
 
     def __init__(
         self,
