@@ -80,7 +80,7 @@ class Head:
     """
 
     kind: str
-    output: str
+    output: str  # "softmax" | "sigmoid" | "sigmoid_joint" (multi-label: one part, a sigmoid per output unit)
     n_outputs: int
     dim: int
     parts: tuple[Part, ...]
@@ -94,6 +94,8 @@ class Head:
         if self.output == "softmax":
             raw = self.parts[0].raw(x, self.activation)
             return raw if self.kind == "lgbm" else _softmax(raw)
+        if self.output == "sigmoid_joint":
+            return _sigmoid(self.parts[0].raw(x, self.activation))
         cols = []
         for part in self.parts:
             raw = part.raw(x, self.activation)
@@ -198,7 +200,13 @@ def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
         scaler, final = _unwrap(est)
         subs = getattr(final, "estimators_", None) if getattr(est, "estimators_", None) is None else est.estimators_
         if subs is None:
-            raise ExportError(f"a multi-label probe must hold one estimator per label (estimators_), got {type(final).__name__}")
+            # One model with a sigmoid output per label (probekit's MLP fits all labels at once).
+            kind, part, act = _part(est, dim)
+            width = part.layers[-1][1].shape[0] if part.layers else 0
+            if kind not in ("linear", "mlp") or width != n_labels or getattr(final, "out_activation_", "logistic") != "logistic":
+                raise ExportError(f"a multi-label probe must hold one estimator per label (estimators_) or one model with "
+                                  f"{n_labels} sigmoid outputs; got {type(final).__name__}")
+            return Head(kind, "sigmoid_joint", n_labels, dim, (part,), act)
         subs = list(subs)
         if len(subs) != n_labels:
             raise ExportError(f"multi-label probe has {len(subs)} heads for {n_labels} labels")
@@ -346,7 +354,7 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
     if not isinstance(spec, dict):
         raise ExportError(f"{bad}: missing 'head' section")
     kind, output, act = spec.get("kind"), spec.get("output"), spec.get("activation")
-    if kind not in ("linear", "mlp", "lgbm") or output not in ("sigmoid", "softmax") or act not in _ACTIVATIONS:
+    if kind not in ("linear", "mlp", "lgbm") or output not in ("sigmoid", "softmax", "sigmoid_joint") or act not in _ACTIVATIONS:
         raise ExportError(f"{bad}: unknown head kind/output/activation {kind!r}/{output!r}/{act!r}")
     try:
         tensors = load_file(str(root / WEIGHTS))
@@ -367,7 +375,7 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
     if not isinstance(labels, list) or len(labels) != n_out:
         raise ExportError(f"{bad}: {n_out} outputs but labels {labels!r}")
     specs = spec.get("parts")
-    want_parts = 1 if output == "softmax" or n_out == 1 else n_out
+    want_parts = 1 if output in ("softmax", "sigmoid_joint") or n_out == 1 else n_out
     if not isinstance(specs, list) or len(specs) != want_parts:
         raise ExportError(f"{bad}: {len(specs) if isinstance(specs, list) else specs!r} head parts, expected {want_parts}")
     parts = []
