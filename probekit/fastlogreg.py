@@ -55,16 +55,30 @@ def _fold_stats(X: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """Per-fold training mean and population std ``(F, d)``, like ``StandardScaler``; zero std -> 1."""
     cnt = M.sum(0).clamp_min(1.0)[:, None]
     mu = (M.T @ X) / cnt
-    # E[x^2] - mu^2 in float32 loses precision for large offsets; centre on the global mean first.
-    g = X.mean(0, keepdim=True)
-    ex2 = (M.T @ (X - g).square()) / cnt
-    var = (ex2 - (mu - g).square()).clamp_min(0.0)
+    # Two passes per fold (centre on the fold's own mean): E[x^2] - mu^2 cancels badly in float32.
+    var = torch.stack([(M[:, f : f + 1] * (X - mu[f]).square()).sum(0) for f in range(M.shape[1])]) / cnt
     sd = var.sqrt()
     sd = torch.where(sd < 1e-6 * (1.0 + mu.abs()), torch.ones_like(sd), sd)
     return mu, sd
 
 
-def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history):
+def _preconditioner(X: torch.Tensor, max_rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvectors ``(d, d)`` and eigenvalues ``(d,)`` of the correlation matrix of ``X``'s rows.
+
+    Only a preconditioner (it changes the speed, never the solution), so one matrix per layer serves
+    every fold, and an evenly spaced subsample of at most ``max_rows`` rows estimates it well enough.
+    """
+    n, d = X.shape
+    rows = X if n <= max_rows else X[torch.linspace(0, n - 1, max_rows).long()]
+    xc = rows - rows.mean(0)
+    cov = xc.T @ xc / len(rows)
+    sd = cov.diagonal().sqrt().clamp_min(1e-6)
+    corr = cov / sd[:, None] / sd[None, :]
+    evals, Q = torch.linalg.eigh(corr)
+    return Q.contiguous(), evals.clamp_min(0.0)
+
+
+def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals):
     """L-BFGS over ``P`` independent problems; returns (V (d,P), c (P,), n_iter (P,), converged (P,))."""
     n, d = X.shape
     P = fold.numel()
@@ -82,6 +96,11 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history):
     W = torch.zeros(d, P)
     b = torch.log(rate / (1 - rate))
     Z = b.expand(n, P).clone()
+    # Initial inverse Hessian of L-BFGS: the Hessian at w = 0 is about p(1-p) * Cov + lam * I,
+    # diagonal in the eigenbasis Q of the (globally standardised) covariance. Correlated embedding
+    # dimensions make plain L-BFGS crawl; this preconditioner cuts the iterations several-fold.
+    curv = (rate * (1 - rate)).clamp_min(0.01)
+    h0 = 1.0 / (curv[None, :] * evals[:, None] + lam[None, :])  # (d, P)
 
     def grad(Z, W):
         R = Wt * (torch.sigmoid(Z) - Yp)
@@ -110,11 +129,8 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history):
             a = rho * (s * q).sum(0)
             q -= a * y
             alphas.append(a)
-        if S_hist:
-            s, y = sel(S_hist[-1]), sel(Y_hist[-1])
-            sy, yy = (s * y).sum(0), (y * y).sum(0)
-            gamma = torch.where((sy > 0) & (yy > 0), sy / yy.clamp_min(1e-30), torch.ones_like(sy))
-            q *= gamma
+        h0_a, curv_a = sel(h0), sel(curv)
+        q = torch.cat([Q @ ((Q.T @ q[:d]) * h0_a), (q[d] / curv_a)[None]], 0)
         for (s, y, rho), a in zip(zip(S_hist, Y_hist, R_hist), reversed(alphas)):
             s, y, rho = sel(s), sel(y), sel(rho)
             beta = rho * (y * q).sum(0)
@@ -134,7 +150,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history):
         # Safeguarded Newton on phi(t) = f(theta + t D): convex in t, phi'(0) < 0.
         lo = torch.zeros_like(slope)
         hi = torch.full_like(slope, float("inf"))
-        t = torch.ones_like(slope) if S_hist else torch.zeros_like(slope)
+        t = torch.ones_like(slope)
         WdZ = Wt_a * dZ
         WdZ2 = WdZ * dZ
         for _ in range(3):
@@ -198,7 +214,7 @@ def fit_batched(
     group_fold,
     group_C,
     *,
-    tol: float = 1e-4,
+    tol: float = 1e-5,
     max_iter: int = 1000,
     history: int = 10,
     max_problems: int | None = None,
@@ -209,6 +225,9 @@ def fit_batched(
     Y: ``(n, k)`` 0/1 labels (``k=1`` for binary; one column per label for one-vs-rest).
     train_masks: ``(n, F)`` bool, column f = training rows of fold f (standardised with their own stats).
     group_fold: ``(G,)`` fold index per group; group_C: ``(G,)`` inverse regularisation strength.
+    tol: stop a problem when its largest gradient entry (of the objective divided by ``C * n_train``)
+    is below ``tol``. scikit-learn's default 1e-4 often stops rare labels far from the optimum; 1e-5
+    lands within a fraction of an F1 point of the exact solution.
     max_problems: cap on columns solved together (memory ~ ``6 * 4 * n * max_problems`` bytes);
     default keeps that under about 600 MB.
     """
@@ -221,6 +240,7 @@ def fit_batched(
     group_C = np.asarray(group_C, dtype=np.float64)
     G = len(group_fold)
     mu, sd = _fold_stats(Xt, M)
+    Q, evals = _preconditioner(Xt)
     if max_problems is None:
         max_problems = max(k, int(600e6 // (24 * n)))
     per = max(1, max_problems // k)
@@ -237,7 +257,7 @@ def fit_batched(
             fold = torch.as_tensor(np.repeat(group_fold[gi], k))
             label = torch.as_tensor(np.tile(np.arange(k), len(gi)))
             Cs = torch.as_tensor(np.repeat(group_C[gi], k), dtype=torch.float32)
-            V, c, it, cv = _solve_chunk(Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, history)
+            V, c, it, cv = _solve_chunk(Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals)
             coef[gi] = V.T.reshape(len(gi), k, d).numpy()
             icpt[gi] = c.reshape(len(gi), k).numpy()
             iters[gi] = it.reshape(len(gi), k).numpy()
@@ -265,7 +285,7 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
     (scikit-learn's default is multinomial, so multi-class scores differ slightly from it).
     """
 
-    def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000):
+    def __init__(self, C: float = 1.0, tol: float = 1e-5, max_iter: int = 1000):
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
