@@ -67,7 +67,7 @@ def run_jobs(
         except ImportError as exc:
             raise BackendError("the dask backend needs dask[distributed]: pip install 'probekit[dask]'") from exc
         try:
-            client = Client(scheduler, timeout="10s", set_as_default=False)
+            client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise BackendError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from exc
         try:

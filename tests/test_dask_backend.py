@@ -28,7 +28,7 @@ def test_dask_local_cluster_matches_jobs_1(setup):
     root, cache, spec, ref = setup
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=None) as cluster:
         res = run_sweep([cache], spec, root / "dask", backend="dask", scheduler=cluster.scheduler_address)
     assert res.computed == ref.computed
     assert _key(res) == _key(ref)
