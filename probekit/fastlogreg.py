@@ -78,7 +78,7 @@ def _preconditioner(X: torch.Tensor, max_rows: int = 4096) -> tuple[torch.Tensor
     return Q.contiguous(), evals.clamp_min(0.0)
 
 
-def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals):
+def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, W0=None, b0=None):
     """L-BFGS over ``P`` independent problems; returns (V (d,P), c (P,), n_iter (P,), converged (P,))."""
     n, d = X.shape
     P = fold.numel()
@@ -93,9 +93,15 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
     pos = (Yp * Mp).sum(0) / ntr
     single = (pos <= 0) | (pos >= 1)
     rate = pos.clamp(1e-4, 1 - 1e-4)
-    W = torch.zeros(d, P)
-    b = torch.log(rate / (1 - rate))
-    Z = b.expand(n, P).clone()
+    if W0 is None:
+        W = torch.zeros(d, P)
+        b = torch.log(rate / (1 - rate))
+        Z = b.expand(n, P).clone()
+    else:  # warm start from the previous C of the path, same fold and label
+        W = torch.where(single[None, :], torch.zeros_like(W0), W0)
+        b = torch.where(single, torch.log(rate / (1 - rate)), b0)
+        V0 = W * isd
+        Z = X @ V0 + (b - (mup * V0).sum(0))
     # Initial inverse Hessian of L-BFGS: the Hessian at w = 0 is about p(1-p) * Cov + lam * I,
     # diagonal in the eigenbasis Q of the (globally standardised) covariance. Correlated embedding
     # dimensions make plain L-BFGS crawl; this preconditioner cuts the iterations several-fold.
@@ -204,7 +210,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
         conv[act] = done | (t * D.abs().amax(0) <= 1e-10)
     V = W * isd
     c = b - (mup * V).sum(0)
-    return V, c, n_iter, conv
+    return V, c, n_iter, conv, W, b
 
 
 def fit_batched(
@@ -218,6 +224,7 @@ def fit_batched(
     max_iter: int = 1000,
     history: int = 10,
     max_problems: int | None = None,
+    warm_start: bool = False,
 ) -> PathFit:
     """Fit every (group, label) L2 logistic regression at once.
 
@@ -228,6 +235,9 @@ def fit_batched(
     tol: stop a problem when its largest gradient entry (of the objective divided by ``C * n_train``)
     is below ``tol``. scikit-learn's default 1e-4 often stops rare labels far from the optimum; 1e-5
     lands within a fraction of an F1 point of the exact solution.
+    warm_start: solve C values one after another in increasing order, each problem starting from the
+    previous C's solution. Off by default: with the preconditioner and a grid spaced by 10x it saved
+    no iterations in our measurements, and one wide batch of all C values uses the BLAS better.
     max_problems: cap on columns solved together (memory ~ ``6 * 4 * n * max_problems`` bytes);
     default keeps that under about 600 MB.
     """
@@ -248,20 +258,29 @@ def fit_batched(
     icpt = np.zeros((G, k), dtype=np.float32)
     iters = np.zeros((G, k), dtype=np.int64)
     conv = np.zeros((G, k), dtype=bool)
-    # Groups sorted by C: neighbouring C values share a chunk, so a chunk's slowest problem
-    # (the largest C) is not waiting on a mix of easy and hard ones.
-    order = np.argsort(group_C, kind="stable")
+    last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad():
-        for lo in range(0, G, per):
-            gi = order[lo : lo + per]
-            fold = torch.as_tensor(np.repeat(group_fold[gi], k))
-            label = torch.as_tensor(np.tile(np.arange(k), len(gi)))
-            Cs = torch.as_tensor(np.repeat(group_C[gi], k), dtype=torch.float32)
-            V, c, it, cv = _solve_chunk(Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals)
-            coef[gi] = V.T.reshape(len(gi), k, d).numpy()
-            icpt[gi] = c.reshape(len(gi), k).numpy()
-            iters[gi] = it.reshape(len(gi), k).numpy()
-            conv[gi] = cv.reshape(len(gi), k).numpy()
+        if warm_start:
+            stages = [np.flatnonzero(group_C == C) for C in np.unique(group_C)]
+        else:  # one batch of all C values (sorted, so a chunk holds neighbouring C values)
+            stages = [np.argsort(group_C, kind="stable")]
+        for stage in stages:
+            for lo in range(0, len(stage), per):
+                gi = stage[lo : lo + per]
+                fold = torch.as_tensor(np.repeat(group_fold[gi], k))
+                label = torch.as_tensor(np.tile(np.arange(k), len(gi)))
+                Cs = torch.as_tensor(np.repeat(group_C[gi], k), dtype=torch.float32)
+                W0 = b0 = None
+                if warm_start and all(int(f) in last for f in group_fold[gi]):
+                    W0 = torch.cat([last[int(f)][0] for f in group_fold[gi]], 1)
+                    b0 = torch.cat([last[int(f)][1] for f in group_fold[gi]])
+                V, c, it, cv, W, b = _solve_chunk(Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, W0, b0)
+                for j, f in enumerate(group_fold[gi]):
+                    last[int(f)] = (W[:, j * k : (j + 1) * k].clone(), b[j * k : (j + 1) * k].clone())
+                coef[gi] = V.T.reshape(len(gi), k, d).numpy()
+                icpt[gi] = c.reshape(len(gi), k).numpy()
+                iters[gi] = it.reshape(len(gi), k).numpy()
+                conv[gi] = cv.reshape(len(gi), k).numpy()
     return PathFit(coef=coef, intercept=icpt, n_iter=iters, converged=conv)
 
 

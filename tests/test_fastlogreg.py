@@ -82,3 +82,13 @@ def test_estimator_contract(mode):
     if mode == "binary":
         ref = LogisticRegression(C=0.5).fit(StandardScaler().fit_transform(X.astype(np.float64)), y)
         assert np.mean(ref.predict(StandardScaler().fit_transform(X.astype(np.float64))) == pred) > 0.99
+
+
+def test_warm_start_path_reaches_the_same_solutions():
+    X, Y = _data(seed=4)
+    masks = np.ones((len(Y), 1), dtype=bool)
+    Cs = [0.01, 0.1, 1.0]
+    cold = fit_batched(X, Y, masks, [0, 0, 0], Cs, tol=1e-6)
+    warm = fit_batched(X, Y, masks, [0, 0, 0], Cs, tol=1e-6, warm_start=True)
+    S_cold, S_warm = decision_batched(X, cold), decision_batched(X, warm)
+    assert np.abs(S_cold - S_warm).max() < 1e-2 * (np.abs(S_cold).max() + 1)
