@@ -5,7 +5,7 @@ from __future__ import annotations
 from probekit.cli._app import app
 
 # Importing a command module registers its command on `app`.
-from probekit.cli import version  # noqa: E402,F401
+from probekit.cli import extract, merge, version  # noqa: E402,F401
 from probekit.cli import sweep  # noqa: E402,F401
 
 __all__ = ["app"]
