@@ -33,6 +33,18 @@ CS = (0.01, 0.1, 1.0, 10.0)
 N_FOLDS = 5
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM). ``ru_maxrss`` is not used: on Linux a
+    spawned child inherits its parent's resident size at fork time into it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int = 11, seed: int = 0) -> Path:
     """Synthetic cache: 32 latent factors mixed into every layer; 8 of them (the signal) are
     strongest in the middle layer and drive the binary target and 11 labels of 4-30 % prevalence."""
@@ -112,7 +124,7 @@ def probekit_cells(path: str, task: str, layers: list[int], n_folds: int = N_FOL
             f1[(la, int(f), float(C))] = f1_of(task, Y[te], decision_batched(X[te], fit, [g])[:, 0, :])
         del X, fit
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "cells": len(layers) * len(gf), "f1": f1, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": seconds, "cells": len(layers) * len(gf), "f1": f1, "maxrss_mb": peak_rss_mb()}
 
 
 def sklearn_cells(path: str, task: str, layer: int, fold: int, cs, label_subset: int | None) -> dict:
@@ -160,7 +172,7 @@ def sweep_memory(path: str, layers: list[int], out: str) -> dict:
     t0 = time.perf_counter()
     spec = SweepSpec(task="binary", target="negative", positive="negative", grid=(("C", CS),), layers=tuple(layers), outer_folds=5, inner_folds=3)
     res = run_sweep([path], spec, out)
-    return {"seconds": time.perf_counter() - t0, "cells": res.computed, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": [(r["layer"], round(r["f1"], 4), r["best_params"]) for r in res.rows]}
+    return {"seconds": time.perf_counter() - t0, "cells": res.computed, "maxrss_mb": peak_rss_mb(), "rows": [(r["layer"], round(r["f1"], 4), r["best_params"]) for r in res.rows]}
 
 
 def in_child(fn, *args):
@@ -175,12 +187,21 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2, help="layers the probekit path runs per size")
     ap.add_argument("--sweep-layers", default="12")
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="only peak memory: probekit cells per size and the nested sweep")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"# probekit sweep_speed  threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}  cpus={os.cpu_count()}")
     rows = []
+    if args.memory_only:
+        for n in sizes:
+            n_layers = 25 if n == 20630 else 4
+            path = make_cache(root / f"synthetic_{n}x{n_layers}.h5", n, n_layers)
+            for task in ("binary", "multilabel"):
+                pk = in_child(probekit_cells, str(path), task, [n_layers // 2], 1)
+                print(f"| {n} | {task} | 1 layer x 1 fold x 4 C | {pk['seconds']:.1f} s | {pk['maxrss_mb']:.0f} MB |", flush=True)
+        sizes = []
     for n in sizes:
         n_layers = 25 if n == 20630 else 4
         t = time.perf_counter()

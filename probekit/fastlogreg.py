@@ -51,12 +51,17 @@ def _to_float32(X) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
 
 
-def _fold_stats(X: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold_stats(X: torch.Tensor, M: torch.Tensor, block: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-fold training mean and population std ``(F, d)``, like ``StandardScaler``; zero std -> 1."""
     cnt = M.sum(0).clamp_min(1.0)[:, None]
     mu = (M.T @ X) / cnt
     # Two passes per fold (centre on the fold's own mean): E[x^2] - mu^2 cancels badly in float32.
-    var = torch.stack([(M[:, f : f + 1] * (X - mu[f]).square()).sum(0) for f in range(M.shape[1])]) / cnt
+    var = torch.zeros_like(mu)
+    for lo in range(0, X.shape[0], block):  # row blocks: no full-size temporary per fold
+        xb, mb = X[lo : lo + block], M[lo : lo + block]
+        for f in range(M.shape[1]):
+            var[f] += (mb[:, f : f + 1] * (xb - mu[f]).square()).sum(0)
+    var /= cnt
     sd = var.sqrt()
     sd = torch.where(sd < 1e-6 * (1.0 + mu.abs()), torch.ones_like(sd), sd)
     return mu, sd
