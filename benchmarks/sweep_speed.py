@@ -246,9 +246,10 @@ def main() -> None:
             })
             r = rows[-1]
             print(f"  n={n:>6} {r['task']:>8}: probekit {r['pk_s']:.1f}s on {r['pk_cells']} = {r['pk_cell']:.2f}s/cell; sklearn {r['sk_cell']:.2f}s/cell ({r['sk_cells']}); x{r['speedup']:.1f}; max|dF1| {r['dF1']:.2f} pt; peak RSS {r['rss']:.0f} MB", flush=True)
-    print()
-    print("| segments | task | probekit cells timed | probekit s/cell | sklearn loop cells timed | sklearn s/cell | speed-up | F1 probekit (mid layer, fold 0) | max abs dF1 (points) | probekit peak RSS |")
-    print("|---:|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    if rows:
+        print()
+        print("| segments | task | probekit cells timed | probekit s/cell | sklearn loop cells timed | sklearn s/cell | speed-up | F1 probekit (mid layer, fold 0) | max abs dF1 (points) | probekit peak RSS |")
+        print("|---:|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['n']} | {r['task']} | {r['pk_cells']} | {r['pk_cell']:.2f} | {r['sk_cells']} | {r['sk_cell']:.2f} | {r['speedup']:.1f}x | {r['f1_pk']:.3f} | {r['dF1']:.2f} | {r['rss']:.0f} MB |")
     if not args.skip_sweep:
