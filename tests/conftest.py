@@ -39,3 +39,22 @@ def emodb_manifest(shared_dir: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is missing: EmoDB is needed for this test")
     return path
+
+
+@pytest.fixture(scope="session")
+def emodb_whisper_cache(whisper_tiny: Path, emodb_manifest: Path) -> Path:
+    """A float32 whisper-tiny.en cache of all 535 EmoDB clips, made by `probekit extract`'s own code.
+
+    $PROBEKIT_EMODB_CACHE may name one already built; otherwise it is extracted into the repo's
+    git-ignored cache/ folder, so only the first run pays for it (later runs find it up to date).
+    """
+    value = os.environ.get("PROBEKIT_EMODB_CACHE")
+    if value and Path(value).is_file():
+        return Path(value)
+    from probekit.encoders import EncoderSpec
+    from probekit.extract import extract_cache
+
+    out = Path(__file__).resolve().parent.parent / "cache" / "tests" / "emodb-whisper-tiny.en-float32.h5"
+    result = extract_cache(emodb_manifest, EncoderSpec(str(whisper_tiny)), out, pooling="mean", dtype="float32", progress=False)
+    assert result.n_segments == 535 and not result.skipped
+    return result.path

@@ -1,13 +1,10 @@
 """Real-data acceptance: layer-wise probing of a float32 whisper-tiny.en EmoDB cache.
 
-Needs $PROBEKIT_SHARED (set by .ci/run) and a cache at $PROBEKIT_EMODB_CACHE; built by
-`probekit extract` (or the plain transformers loop described in docs/probe.md).
+Needs $PROBEKIT_SHARED (set by .ci/run). The cache comes from `probekit extract` (see the
+`emodb_whisper_cache` fixture), or from $PROBEKIT_EMODB_CACHE when that names one.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
@@ -21,11 +18,8 @@ REFERENCE_F1 = (0.843, 0.877, 0.916, 0.906, 0.896)
 
 
 @pytest.fixture(scope="module")
-def emodb_cache(shared_dir) -> str:
-    value = os.environ.get("PROBEKIT_EMODB_CACHE")
-    if not value or not Path(value).is_file():
-        pytest.skip("set PROBEKIT_EMODB_CACHE to a float32 whisper-tiny.en EmoDB cache (see docs/probe.md)")
-    return value
+def emodb_cache(emodb_whisper_cache) -> str:
+    return str(emodb_whisper_cache)
 
 
 def test_multiclass_loso_matches_reference(emodb_cache):
