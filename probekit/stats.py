@@ -243,7 +243,10 @@ def _plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[s
     left.set_xlabel("segment duration (s)")
     left.set_ylabel("segments")
     left.set_title(f"All segments (n={len(durations)}, median {np.median(durations):.2f} s)")
-    right.boxplot(per_label, vert=False, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4})
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (the old spelling warns from 3.11).
+    new_api = tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+    horizontal = {"orientation": "horizontal"} if new_api else {"vert": False}
+    right.boxplot(per_label, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4}, **horizontal)
     right.set_yticks(range(1, len(labels) + 1), [f"{lab} (n={len(d)})" for lab, d in zip(labels, per_label)])
     right.invert_yaxis()
     right.set_xlabel("segment duration (s)")
