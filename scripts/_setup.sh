@@ -6,7 +6,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.probekit-installed
-want="$(cat pyproject.toml "$@" | sha256sum | cut -c1-16)-${PROBEKIT_EXTRAS:-}"
+want="$(sha256sum < pyproject.toml | cut -c1-16)-${PROBEKIT_EXTRAS:-}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".${PROBEKIT_EXTRAS:-}"
