@@ -469,7 +469,7 @@ def _slug(model: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/").replace("/", "__"))
 
 
-def _cache_matches(path: Path, model: str, extract: ExtractEntry) -> bool:
+def _cache_matches(path: Path, model: str, extract: ExtractEntry, mode: str | None = None) -> bool:
     from probekit.cache import CacheError, EmbeddingCache
 
     if not path.is_file():
@@ -479,7 +479,11 @@ def _cache_matches(path: Path, model: str, extract: ExtractEntry) -> bool:
     except CacheError:
         return False
     attrs = cache.attrs
-    return str(attrs.get("pooling", extract.pooling)) == extract.pooling and str(attrs.get("dtype", extract.dtype)) == extract.dtype
+    wanted = {"encoder": model, "pooling": extract.pooling, "dtype": extract.dtype}
+    if mode is not None and attrs.get("whisper_mode"):
+        wanted["whisper_mode"] = mode
+    # An attribute the cache lacks cannot contradict the recipe; extract_cache does the full check when it runs.
+    return all(str(attrs.get(k, v)) == str(v) for k, v in wanted.items())
 
 
 def _run_extract(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, out: Path, progress: bool) -> dict:
@@ -558,7 +562,7 @@ def run_recipe(
         ref = resolve_model(recipe, entry)
         cache_path = out / "cache" / f"{_slug(entry.model if entry.model != DEFAULT else Path(ref).name)}.h5"
         caches.append(cache_path)
-        if _cache_matches(cache_path, ref, recipe.extract):
+        if _cache_matches(cache_path, ref, recipe.extract, entry.whisper_mode if "whisper" in ref.lower() else None):
             report.steps.append(StepResult("extract", Path(ref).name, "skipped", cache_path))
             say(f"extract {ref}: finished cache {cache_path}, skipped")
             continue
