@@ -206,14 +206,14 @@ def test_run_without_data_says_where_to_put_it(tmp_path: Path, monkeypatch: pyte
     assert "--data" in result.output
 
 
-def _toy_cache_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _toy_cache_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sweep: bool = False):
     """A recipe whose extract step finds a finished synthetic cache: probing runs, a rerun skips everything."""
     pytest.importorskip("probekit.probing", reason="probekit.probing (the probe helper's module) is not merged yet")
     from probekit.cache import write_cache
 
     rng = np.random.default_rng(0)
     n, layers, dim = 60, 3, 8
-    speakers = [f"s{i % 6}" for i in range(n)]
+    speakers = [f"s{i % 5}" for i in range(n)]  # odd modulus: every speaker has both labels
     label = ["anger" if i % 2 else "neutral" for i in range(n)]
     emb = rng.standard_normal((n, layers, dim)).astype(np.float32)
     emb[:, 1, 0] += np.array([3.0 if v == "anger" else -3.0 for v in label])
@@ -229,7 +229,7 @@ def _toy_cache_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     meta = {"speaker": speakers, "label": label, "labels": [v + (";negative" if v == "anger" else "") for v in label]}
     write_cache(out / "cache" / "some__model.h5", ids, emb, meta, attrs={"encoder": "some/model", "pooling": "mean"},
                 dtype="float32")
-    text = GOOD.split("[[sweeps]]")[0]
+    text = GOOD if with_sweep else GOOD.split("[[sweeps]]")[0]
     path = _write(tmp_path, text)
     return path, data, out
 
@@ -249,3 +249,16 @@ def test_run_probes_then_skips_finished_steps(tmp_path: Path, monkeypatch: pytes
     path.write_text(path.read_text().replace('cv = "loso"', 'cv = "speaker-kfold"\nfolds = 3'))
     third = run_recipe(path, data=data, out=out, progress=False)
     assert [s.status for s in third.steps] == ["skipped", "ran"]
+
+
+def test_run_includes_sweep_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("probekit.sweep", reason="probekit.sweep (the sweep helper's module) is not merged yet")
+    path, data, out = _toy_cache_run(tmp_path, monkeypatch, with_sweep=True)
+    monkeypatch.setattr("probekit.recipes._slug", lambda model: "some__model")
+    from probekit.recipes import run_recipe
+
+    first = run_recipe(path, data=data, out=out, progress=False)
+    assert [(s.kind, s.status) for s in first.steps] == [("extract", "skipped"), ("probe", "ran"), ("sweep", "ran")]
+    assert (out / "sweep" / "sw" / "results.json").is_file()
+    second = run_recipe(path, data=data, out=out, progress=False)
+    assert [s.status for s in second.steps] == ["skipped"] * 3
