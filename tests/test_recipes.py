@@ -262,3 +262,12 @@ def test_run_includes_sweep_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (out / "sweep" / "sw" / "results.json").is_file()
     second = run_recipe(path, data=data, out=out, progress=False)
     assert [s.status for s in second.steps] == ["skipped"] * 3
+
+
+def test_cli_run_prints_the_layer_table_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, data, out = _toy_cache_run(tmp_path, monkeypatch)
+    monkeypatch.setattr("probekit.recipes._slug", lambda model: "some__model")
+    result = CliRunner().invoke(app, ["run", str(path), "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "== bin" in result.output and "plot:" in result.output
+    assert str(out / "probe" / "bin") in result.output

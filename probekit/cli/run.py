@@ -37,8 +37,26 @@ def run(
     for step in report.steps:
         typer.echo(f"{step.kind:<8} {step.name:<28} {step.status:<8} {step.path}")
     for step in report.steps:
-        if step.kind == "probe":
-            report_md = step.path / "report.md"
-            if report_md.is_file():
-                typer.echo(f"\n== {step.name} ({report_md})\n")
-                typer.echo(report_md.read_text())
+        if step.kind != "probe":
+            continue
+        _print_layer_table(step.name, step.path)
+
+
+def _print_layer_table(name: str, folder: Path) -> None:
+    """The probe step's layer table (the probe command's own rendering when present) and its plots."""
+    import json
+
+    results = folder / "results.json"
+    if not results.is_file():
+        return
+    typer.echo(f"\n== {name}")
+    try:
+        from rich.console import Console
+
+        from probekit.report import rich_table
+
+        Console().print(rich_table(json.loads(results.read_text())))
+    except ImportError:
+        typer.echo((folder / "report.md").read_text() if (folder / "report.md").is_file() else str(results))
+    for png in sorted(folder.glob("*.png")):
+        typer.echo(f"plot: {png}")
