@@ -10,7 +10,8 @@ environment variable is set), ``columns`` (the manifest columns the recipe docum
 ``[[encoders]]`` ``model`` (hub id, folder, or ``"default:quickstart"``), ``revision``, ``whisper_mode``.
 ``[extract]`` ``pooling``, ``dtype``, ``batch_seconds``.
 ``[[probes]]`` ``name``, ``task``, ``target``, ``positive``, ``labels``, ``min_support``, ``probes``, ``layers``,
-``cv``, ``folds``, ``seed``, ``class_weight``, ``tune_thresholds``, ``bootstrap``, ``[probes.params.<probe>]``.
+``cv``, ``folds``, ``seed``, ``class_weight``, ``tune_thresholds``, ``bootstrap``, ``jobs`` (parallel folds),
+``[probes.params.<probe>]``.
 ``[[sweeps]]`` ``name`` and the fields of ``probekit.sweep.SweepSpec``, with ``[sweeps.grid]`` / ``[sweeps.range]``.
 
 ``run_recipe`` runs extract -> probe -> sweep into one output folder and skips a step whose output is finished:
@@ -46,7 +47,7 @@ _SECTION_KEYS = {
     "encoders": {"model", "revision", "whisper_mode"},
     "extract": {"pooling", "dtype", "batch_seconds"},
     "probes": {"name", "task", "target", "positive", "labels", "min_support", "probes", "layers", "cv", "folds", "seed",
-               "class_weight", "tune_thresholds", "bootstrap", "params"},
+               "class_weight", "tune_thresholds", "bootstrap", "jobs", "params"},
     "sweeps": {"name", "task", "target", "positive", "labels", "min_support", "probe", "grid", "range", "trials",
                "layers", "cv", "outer_folds", "inner_folds", "seed", "metric"},
 }
@@ -160,6 +161,8 @@ def _check_probe_table(i: int, p: dict, columns: set[str], vocab: dict, problems
         problems.append(f"{where}: cv = {p.get('cv')!r}; use one of {', '.join(PROTOCOLS)}")
     if "folds" in p and (not isinstance(p["folds"], int) or p["folds"] < 2):
         problems.append(f"{where}: folds must be an integer >= 2")
+    if "jobs" in p and (not isinstance(p["jobs"], int) or p["jobs"] < 1):
+        problems.append(f"{where}: jobs must be an integer >= 1")
     params = p.get("params", {})
     if not isinstance(params, dict):
         problems.append(f"{where}: params must be a table of [probes.params.<probe>] tables")
@@ -507,7 +510,7 @@ def _run_probe_step(step: dict, caches: list[Path], out: Path, progress: bool) -
                     labels=tuple(step["labels"]) if step.get("labels") else None, min_support=int(step.get("min_support", 1)))
     params = tuple((f"{probe}.{k}", v) for probe, values in step.get("params", {}).items() for k, v in values.items())
     kwargs: dict[str, Any] = {}
-    for key in ("class_weight", "tune_thresholds", "bootstrap"):
+    for key in ("class_weight", "tune_thresholds", "bootstrap", "jobs"):
         if key in step:
             kwargs[key] = step[key]
     config = ProbeConfig(
