@@ -36,6 +36,8 @@ def run(
         raise typer.Exit(1)
     for step in report.steps:
         typer.echo(f"{step.kind:<8} {step.name:<28} {step.status:<8} {step.path}")
+        if step.detail.get("skipped_rows"):
+            typer.echo(f"         {step.detail['skipped_rows']} unreadable or too-short row(s) left out; the cache lists them")
     for step in report.steps:
         if step.kind != "probe":
             continue
