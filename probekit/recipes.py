@@ -563,7 +563,8 @@ def run_recipe(
     caches: list[Path] = []
     for entry in encoders:
         ref = resolve_model(recipe, entry)
-        cache_path = out / "cache" / f"{_slug(entry.model if entry.model != DEFAULT else Path(ref).name)}.h5"
+        # A local folder is named by its folder name, a hub id by its slug (never by the unexpanded template).
+        cache_path = out / "cache" / f"{Path(ref).name if Path(ref).is_dir() else _slug(ref)}.h5"
         caches.append(cache_path)
         if _cache_matches(cache_path, ref, recipe.extract, entry.whisper_mode if "whisper" in ref.lower() else None):
             report.steps.append(StepResult("extract", Path(ref).name, "skipped", cache_path))
