@@ -230,10 +230,16 @@ class EmbeddingCache:
         return data if dtype is None else data.astype(dtype, copy=False)
 
 
-def merge_shards(shards: Sequence[str | Path], out: str | Path, order: Sequence[str] | None = None) -> Path:
+def merge_shards(
+    shards: Sequence[str | Path],
+    out: str | Path,
+    order: Sequence[str] | None = None,
+    extra_attrs: Mapping[str, object] | None = None,
+) -> Path:
     """Join shard caches of the same encoder into one file.
 
     Rows follow ``order`` (ids) when given, else shard order. Encoder, pooling and dtype must match.
+    ``extra_attrs`` override the attributes copied from the first shard.
     """
     caches = [EmbeddingCache(p) for p in shards]
     if not caches:
@@ -269,5 +275,6 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, order: Sequence[
         w.write_rows(target[sel], block, durations[sel])
     attrs = {k: v for k, v in ref.attrs.items() if k not in ("fingerprint", "schema_version", "probekit_version", "shard", "created")}
     attrs["shard"] = f"merged from {len(caches)} shard(s)"
+    attrs.update(extra_attrs or {})
     skipped = [s for c in caches for s in c.skipped]
     return w.finalize(metadata, attrs, skipped)

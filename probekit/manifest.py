@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,8 +89,16 @@ class Manifest:
         Labels are left out on purpose: relabelling a manifest must not force a new extraction.
         """
         h = hashlib.sha256()
+        base = Path(os.path.abspath(self.source.parent))
         for s in sorted(self.segments, key=lambda s: s.id):
-            h.update(f"{s.id}\t{s.path}\t{s.start}\t{s.end}\n".encode())
+            # Paths relative to the manifest's folder, so the same manifest read from another
+            # working directory (or a moved dataset folder) has the same fingerprint.
+            absolute = Path(os.path.abspath(s.path))
+            try:
+                where = absolute.relative_to(base).as_posix()
+            except ValueError:
+                where = absolute.as_posix()
+            h.update(f"{s.id}\t{where}\t{s.start}\t{s.end}\n".encode())
         return h.hexdigest()
 
 

@@ -1,0 +1,147 @@
+"""Decode one manifest segment into the mono float32 waveform an encoder expects.
+
+``probe_segment`` reads only the header (for batch planning); ``load_segment`` reads only the
+frames between ``start`` and ``end``, downmixes to mono and resamples with soxr. Anything that
+would make an embedding meaningless (unreadable, empty, truncated, silent, too short, cut past
+the end of the file) raises :class:`AudioError` naming the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+# Peak amplitude below which a segment counts as silent: -80 dBFS, far under any recorded voice
+# or line noise, but above the dither of a digitally silent file.
+SILENCE_PEAK = 1e-4
+
+
+class AudioError(ValueError):
+    """A segment cannot be encoded; ``reason`` is a short phrase for reports."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """What the header says about a segment: source rate (Hz), first frame and frame count."""
+
+    sample_rate: int
+    first_frame: int
+    num_frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.num_frames / self.sample_rate
+
+
+def resampled_length(num_frames: int, source_rate: int, target_rate: int) -> int:
+    """Samples soxr returns for ``num_frames`` at ``source_rate`` resampled to ``target_rate``."""
+    if source_rate == target_rate:
+        return num_frames
+    return int(math.floor(num_frames * target_rate / source_rate + 0.5))
+
+
+def _wav_truncated(path: Path) -> bool:
+    """True when a RIFF/WAVE header promises more sample bytes than the file holds.
+
+    libsndfile silently shortens such files, so a cut-off download would otherwise pass as a
+    shorter clip.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return False
+            size = path.stat().st_size
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
+                if chunk_id == b"data":
+                    # 0 and 0xFFFFFFFF mark streamed files whose size was never filled in.
+                    return chunk_size not in (0, 0xFFFFFFFF) and pos + 8 + chunk_size > size
+                pos += 8 + chunk_size + (chunk_size & 1)
+    except OSError:
+        return False
+    return False
+
+
+def probe_segment(path: str | Path, start: float | None = None, end: float | None = None) -> SegmentInfo:
+    """Read the header of ``path`` and locate ``[start, end)`` seconds in it (no samples decoded)."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.SoundFileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"unreadable audio file ({_short(exc)})") from exc
+    if info.frames <= 0:
+        raise AudioError("empty audio file (0 frames)")
+    if _wav_truncated(path):
+        raise AudioError("truncated WAV file: the header promises more samples than the file holds")
+    rate = int(info.samplerate)
+    total = int(info.frames)
+    first = 0 if start is None else int(round(start * rate))
+    last = total if end is None else int(round(end * rate))
+    file_seconds = total / rate
+    if first >= total:
+        raise AudioError(f"start {start} s is at or past the end of the file ({file_seconds:.3f} s)")
+    # Half a millisecond of slack: manifests often round end times to the file's duration.
+    if end is not None and last > total + max(1, rate // 2000):
+        raise AudioError(f"end {end} s is past the end of the file ({file_seconds:.3f} s)")
+    last = min(last, total)
+    if last <= first:
+        raise AudioError("segment has no samples")
+    return SegmentInfo(sample_rate=rate, first_frame=first, num_frames=last - first)
+
+
+def load_segment(
+    path: str | Path,
+    start: float | None = None,
+    end: float | None = None,
+    sample_rate: int = 16000,
+    min_samples: int = 0,
+    silence_peak: float = SILENCE_PEAK,
+) -> np.ndarray:
+    """Decode ``[start, end)`` seconds of ``path`` as mono float32 at ``sample_rate`` Hz: ``(n_samples,)``.
+
+    Only the needed frames are read (seek, then read). Channels are averaged. Resampling uses
+    soxr's high-quality filter. Raises :class:`AudioError` when the segment is unusable,
+    including when it is shorter than ``min_samples`` (the encoder's receptive field).
+    """
+    seg = probe_segment(path, start, end)
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            if seg.first_frame:
+                fh.seek(seg.first_frame)
+            data = fh.read(seg.num_frames, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"corrupt audio: decoding failed ({_short(exc)})") from exc
+    if data.shape[0] < seg.num_frames:
+        raise AudioError(f"truncated or corrupt audio: read {data.shape[0]} of {seg.num_frames} frames")
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(wave).all():
+        raise AudioError("corrupt audio: samples are not finite numbers")
+    peak = float(np.abs(wave).max())
+    if peak < silence_peak:
+        raise AudioError(f"silent: peak amplitude {peak:.1e} is below {silence_peak:.0e}")
+    if seg.sample_rate != sample_rate:
+        wave = soxr.resample(wave, seg.sample_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    if len(wave) < min_samples:
+        raise AudioError(
+            f"too short: {len(wave) / sample_rate * 1000:.1f} ms is under the encoder's minimum of "
+            f"{min_samples / sample_rate * 1000:.1f} ms"
+        )
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -1,0 +1,78 @@
+"""``probekit extract``: one per-layer embedding cache per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from probekit.cli._app import app
+
+
+@app.command()
+def extract(
+    manifest: Annotated[Path, typer.Argument(help="Manifest (CSV, TSV or JSONL) with id, path, speaker and label columns.")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Hugging Face hub id or local folder; repeat for several models.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the caches (default: cache/<manifest-stem>).")] = None,
+    pooling: Annotated[str, typer.Option(help="mean or mean+std over each layer's valid frames.")] = "mean",
+    dtype: Annotated[str, typer.Option(help="Storage precision: float16 or float32.")] = "float16",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_seconds: Annotated[float, typer.Option(help="Bound on padded audio seconds per batch.")] = 120.0,
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of every --model.")] = None,
+    whisper_mode: Annotated[str, typer.Option(help="Whisper only: padded (30 s window, exact) or fast (real frames only).")] = "padded",
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even when some rows could not be encoded.")] = False,
+    shard: Annotated[str | None, typer.Option(help="Extract only shard i/n (0-based) into <slug>.shard-i-of-n.h5; torchrun's RANK/WORLD_SIZE are used when absent.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Extract every layer's pooled hidden states of MANIFEST's segments into one HDF5 cache per model.
+
+    Interrupted runs resume where they stopped when rerun with the same command; a finished cache is left as is.
+    """
+    from probekit.extract import ExtractError, extract_models, parse_shard
+    from probekit.journal import JournalMismatch, RunLocked
+    from probekit.manifest import ManifestError
+
+    err = Console(stderr=True)
+    if pooling not in ("mean", "mean+std"):
+        raise typer.BadParameter("use mean or mean+std", param_hint="--pooling")
+    if dtype not in ("float16", "float32"):
+        raise typer.BadParameter("use float16 or float32", param_hint="--dtype")
+    if whisper_mode not in ("padded", "fast"):
+        raise typer.BadParameter("use padded or fast", param_hint="--whisper-mode")
+    if batch_seconds <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--batch-seconds")
+    try:
+        shard_ = parse_shard(shard)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
+    from probekit import encoders
+
+    EncoderSpec = encoders.EncoderSpec
+    # A model that cannot be loaded (bad id, no network, unsupported architecture) is bad input too.
+    load_errors = (encoders.EncoderError,) if hasattr(encoders, "EncoderError") else ()
+    specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode, device=device) for m in model]
+    try:
+        results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
+                                 shard=shard_, progress=not quiet)
+    except (ManifestError, ExtractError, JournalMismatch, RunLocked, *load_errors) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    bad = 0
+    for r in results:
+        state = "already up to date" if r.up_to_date else f"{r.batches_computed} batch(es) computed, {r.batches_resumed} resumed"
+        typer.echo(
+            f"{r.path}: {r.n_segments} segments x {r.num_layers} layers x {r.dim} dims, "
+            f"{r.audio_seconds:.1f} s of audio, {r.wall_seconds:.1f} s wall ({state}); {len(r.skipped)} row(s) skipped"
+        )
+        for s in r.skipped:
+            typer.echo(f"  skipped line {s['line']}, id {s['id']}: {s['reason']}")
+        bad += len(r.skipped)
+    if bad and not skip_bad:
+        err.print(f"{bad} row(s) could not be encoded (listed above and recorded in the cache); "
+                  "fix or drop them and delete the cache to extract again, or pass --skip-bad to accept it as is", highlight=False)
+        raise typer.Exit(1)

@@ -1,0 +1,92 @@
+"""``probekit probe``."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from probekit.cli._app import app
+
+
+class Task(str, Enum):
+    binary = "binary"
+    multiclass = "multiclass"
+    multilabel = "multilabel"
+
+
+class CV(str, Enum):
+    speaker_kfold = "speaker-kfold"
+    loso = "loso"
+    split = "split"
+
+
+@app.command()
+def probe(
+    caches: Annotated[list[Path], typer.Argument(help="Embedding cache files (.h5), one per encoder.")],
+    task: Annotated[Task, typer.Option(help="binary, multiclass or multilabel.")],
+    target: Annotated[str, typer.Option(help="Metadata column holding the label (or ';'-separated label set).")],
+    positive: Annotated[str | None, typer.Option(help="Binary: the label that makes a row positive, e.g. negative.")] = None,
+    probe: Annotated[list[str] | None, typer.Option("--probe", help="Probe(s): logreg, mlp, lgbm. Repeat for several.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Hidden states to probe, e.g. 0-12 or 2,4,6 (default: all).")] = None,
+    cv: Annotated[CV, typer.Option(help="speaker-kfold, loso (leave one speaker out) or split (the manifest's train/test column).")] = CV.speaker_kfold,
+    folds: Annotated[int, typer.Option(help="K for speaker-kfold.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for folds, probes and the bootstrap.")] = 0,
+    jobs: Annotated[int, typer.Option(help="Folds fitted in parallel (CPU processes).")] = 1,
+    manifest: Annotated[Path | None, typer.Option(help="Relabelling manifest, joined to the cache by id.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder for results.json, results.csv, report.md and plots.")] = Path("probe_results"),
+    param: Annotated[list[str] | None, typer.Option("--param", help="Probe hyperparameter NAME=VALUE or PROBE.NAME=VALUE, e.g. C=0.1, mlp.hidden=256.")] = None,
+    class_weight: Annotated[str | None, typer.Option(help="'balanced' to weight classes by inverse frequency.")] = None,
+    tune_thresholds: Annotated[bool, typer.Option("--tune-thresholds", help="Tune F1-optimal decision thresholds on inner speaker folds (binary, multilabel).")] = False,
+    labels: Annotated[str | None, typer.Option(help="Comma-separated label subset (multiclass/multilabel).")] = None,
+    min_support: Annotated[int, typer.Option(help="Drop labels with fewer rows than this.")] = 1,
+    bootstrap: Annotated[int, typer.Option(help="Speaker resamples for the 95% confidence intervals (0 = none).")] = 1000,
+) -> None:
+    """Train a probe on every layer of every cache and report which layer carries the target best."""
+    from rich.console import Console
+
+    from probekit.cache import CacheError
+    from probekit.manifest import ManifestError
+    from probekit.probing import ProbeConfig, parse_layers, parse_param, run_probe
+    from probekit.report import RichProgress, rich_table
+    from probekit.tasks import ProbeInputError, TaskSpec
+
+    console = Console(stderr=True)
+    if class_weight not in (None, "balanced"):
+        typer.echo(f"error: --class-weight must be 'balanced' (or omitted), not {class_weight!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        config = ProbeConfig(
+            caches=tuple(str(c) for c in caches),
+            task=TaskSpec(
+                kind=task.value,
+                target=target,
+                positive=positive,
+                labels=tuple(s.strip() for s in labels.split(",") if s.strip()) if labels else None,
+                min_support=min_support,
+            ),
+            probes=tuple(probe or ("logreg",)),
+            params=tuple(parse_param(p) for p in (param or ())),
+            layers=parse_layers(layers),
+            cv=cv.value,
+            folds=folds,
+            seed=seed,
+            jobs=jobs,
+            manifest=str(manifest) if manifest else None,
+            out=str(out),
+            class_weight=class_weight,
+            tune_thresholds=tune_thresholds,
+            bootstrap=bootstrap,
+        )
+        with RichProgress(console=console) as bar:
+            results = run_probe(config, progress=bar)
+    except (ProbeInputError, CacheError, ManifestError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    Console().print(rich_table(results.document))
+    for c in results.document["caches"]:
+        if c["missing_from_manifest"]["count"]:
+            typer.echo(f"note: {c['missing_from_manifest']['count']} row(s) of {c['path']} are not in the manifest and were left out", err=True)
+    typer.echo(f"wrote {out}/: " + ", ".join(sorted(results.files)))

@@ -1,0 +1,444 @@
+"""Pre-trained speech encoders: waveforms in, per-layer pooled hidden states out.
+
+The only module that imports ``transformers``. Supported: Wav2Vec2, HuBERT, WavLM, Data2VecAudio
+(the "wav2vec2 family": raw waveform in, CNN feature encoder, transformer) and the encoder of
+Whisper (log-mel in). Every hidden state (embedding output plus each layer) comes from one
+forward pass and is pooled over valid frames only (:mod:`probekit.pooling`).
+
+Batch invariance is part of the contract: a segment's vectors do not depend on what else is in
+the list given to :meth:`Encoder.encode` (to about 1e-5 in float32 on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+from probekit.pooling import PoolAccumulator, check_pooling
+
+WHISPER_MODES = ("padded", "fast")
+DEVICES = ("auto", "cpu", "cuda")
+
+# model_type -> family. The wav2vec2 family shares the feature-encoder/transformer layout and
+# the `_get_feat_extract_output_lengths` helper.
+_FAMILIES = {
+    "wav2vec2": "wav2vec2",
+    "hubert": "wav2vec2",
+    "wavlm": "wav2vec2",
+    "data2vec-audio": "wav2vec2",
+    "whisper": "whisper",
+}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+
+
+class EncoderError(RuntimeError):
+    """An encoder cannot be loaded or run; the message names what to fix."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What encoder to run.
+
+    model: Hugging Face hub id or local folder. revision: hub branch, tag or commit.
+    whisper_mode: "padded" feeds Whisper the 30 s window it was trained on; "fast" feeds only the
+    real frames (faster, slightly different vectors; see docs/encoders.md). Ignored otherwise.
+    device: auto (cuda when available) | cpu | cuda. trust_remote_code: never on by default.
+    max_layer: compute hidden states 0..max_layer only (0 = embedding output); deeper layers are
+    dropped before the forward pass.
+    """
+
+    model: str
+    revision: str | None = None
+    whisper_mode: str = "padded"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    max_layer: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def frames_for(n_samples: int, conv_layers: list[tuple[int, int]]) -> int:
+    """Frames a stack of unpadded 1-D convolutions, given as (kernel, stride), yields for n_samples."""
+    n = n_samples
+    for kernel, stride in conv_layers:
+        n = (n - kernel) // stride + 1 if n >= kernel else 0
+    return max(n, 0)
+
+
+def receptive_field(conv_layers: list[tuple[int, int]]) -> int:
+    """Shortest input (samples) for which :func:`frames_for` gives one frame."""
+    n = 1
+    for kernel, stride in reversed(conv_layers):
+        n = (n - 1) * stride + kernel
+    return n
+
+
+def whisper_frames(n_samples: int, samples_per_frame: int = 320) -> int:
+    """Whisper encoder frames carrying audio: ceil(n_samples / 320) at 16 kHz (10 ms hop, conv stride 2)."""
+    return math.ceil(n_samples / samples_per_frame)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device not in DEVICES:
+        raise EncoderError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EncoderError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    return torch.device(device)
+
+
+def _config_hash(config) -> str:
+    # Fields that vary with the library version or the load path, not with the model, are left out.
+    data = config.to_dict()
+    for key in ("transformers_version", "_name_or_path", "_commit_hash", "dtype", "torch_dtype"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _local_weights_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
+    if not files:
+        raise EncoderError(f"{folder} holds no weight file (*.safetensors or *.bin): is it a saved checkpoint?")
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _hub_commit(model: str, revision: str | None) -> str:
+    """Commit hash of a hub download, read from the snapshot folder the config was cached in."""
+    try:
+        path = transformers.utils.cached_file(model, "config.json", revision=revision)
+    except OSError:
+        path = None
+    match = re.search(r"snapshots[/\\]([0-9a-f]{40})[/\\]", str(path or ""))
+    if match:
+        return match.group(1)
+    return revision or ""
+
+
+def _load_failure(spec: EncoderSpec, what: str, exc: Exception) -> EncoderError:
+    where = f"local folder {spec.model}" if Path(spec.model).exists() else f"hub id {spec.model!r}"
+    rev = f" at revision {spec.revision!r}" if spec.revision else ""
+    return EncoderError(
+        f"cannot load the {what} of {where}{rev}: {exc}. Check the id or path and the revision; "
+        "offline, the model must already be in the Hugging Face cache (or pass a local folder)."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the encoder
+
+
+class Encoder:
+    """A loaded encoder. Build with :func:`load_encoder`.
+
+    Attributes: sample_rate (Hz), num_hidden_states (embedding output + layers kept), hidden_size,
+    min_samples (shortest input giving one frame), pads_safely (False where zero padding in a batch
+    would change outputs: callers should then batch equal lengths; encode() copes anyway),
+    identity (strings describing exactly what ran, for the cache attributes).
+    """
+
+    sample_rate: int
+    num_hidden_states: int
+    hidden_size: int
+    min_samples: int
+    pads_safely: bool
+    identity: dict[str, str]
+
+    def __init__(self, spec: EncoderSpec, family: str, model, feature_extractor, config, device: torch.device, identity: dict[str, str]):
+        self.spec = spec
+        self.family = family
+        self.model = model
+        self.feature_extractor = feature_extractor
+        self.config = config
+        self.device = device
+        self.identity = identity
+        self.sample_rate = int(feature_extractor.sampling_rate)
+        self.hidden_size = int(config.d_model if family == "whisper" else config.hidden_size)
+        total = int(config.encoder_layers if family == "whisper" else config.num_hidden_layers)
+        self.num_hidden_states = (total if spec.max_layer is None else spec.max_layer) + 1
+        if family == "whisper":
+            self.min_samples = 1
+            self.pads_safely = True
+            self._samples_per_frame = int(feature_extractor.hop_length) * int(model.conv1.stride[0] * model.conv2.stride[0])
+            self._window_samples = int(feature_extractor.n_samples)
+        else:
+            self._convs = list(zip(config.conv_kernel, config.conv_stride))
+            self.min_samples = receptive_field(self._convs)
+            # Group norm in the first conv normalises over time, padding included; no mask helps.
+            # Data2VecAudio's positional embedding is a stack of convolutions that lets padding
+            # leak into the last valid frames (only its input is zeroed), so it is unsafe too.
+            self.pads_safely = getattr(config, "feat_extract_norm", "layer") == "layer" and config.model_type != "data2vec-audio"
+
+    # -- public -------------------------------------------------------------------------------
+
+    def encode(self, waves: list[np.ndarray], pooling: str = "mean") -> np.ndarray:
+        """Pool every hidden state of each waveform.
+
+        waves: float32 mono arrays at ``sample_rate`` Hz, each (n_samples,) with
+        n_samples >= ``min_samples``. Returns (len(waves), num_hidden_states, pooled_dim) float32,
+        pooled_dim = hidden_size (mean) or 2 * hidden_size (mean+std, mean first).
+        """
+        check_pooling(pooling)
+        waves = [np.asarray(w, dtype=np.float32) for w in waves]
+        for i, wave in enumerate(waves):
+            if wave.ndim != 1:
+                raise ValueError(f"wave {i} must be mono (n_samples,), got shape {wave.shape}")
+            if wave.shape[0] < self.min_samples:
+                raise ValueError(
+                    f"wave {i} has {wave.shape[0]} samples, fewer than the encoder's receptive field of {self.min_samples}"
+                )
+        accs = [PoolAccumulator(self.num_hidden_states, self.hidden_size, pooling) for _ in waves]
+        if waves:
+            with torch.inference_mode(), self._autocast():
+                if self.family == "whisper":
+                    self._encode_whisper(waves, accs)
+                else:
+                    self._encode_wav2vec2(waves, accs)
+        dim = self.hidden_size * (2 if pooling == "mean+std" else 1)
+        out = np.empty((len(waves), self.num_hidden_states, dim), dtype=np.float32)
+        for i, acc in enumerate(accs):
+            out[i] = acc.result()
+        return out
+
+    # -- wav2vec2 family ----------------------------------------------------------------------
+
+    def frames(self, n_samples: int) -> int:
+        """Valid encoder frames for an input of n_samples, from the model's own length function."""
+        if self.family == "whisper":
+            return whisper_frames(min(n_samples, self._window_samples), self._samples_per_frame)
+        return int(self.model._get_feat_extract_output_lengths(torch.tensor(n_samples)).item())
+
+    def _encode_wav2vec2(self, waves: list[np.ndarray], accs: list[PoolAccumulator]) -> None:
+        if self.pads_safely:
+            groups = [list(range(len(waves)))]
+        else:
+            # Equal lengths need no padding, so group norm sees exactly what it sees solo.
+            by_length: dict[int, list[int]] = {}
+            for i, wave in enumerate(waves):
+                by_length.setdefault(wave.shape[0], []).append(i)
+            groups = list(by_length.values())
+        for group in groups:
+            self._forward_wav2vec2([waves[i] for i in group], [accs[i] for i in group])
+
+    def _forward_wav2vec2(self, waves: list[np.ndarray], accs: list[PoolAccumulator]) -> None:
+        fe = self.feature_extractor
+        # The extractor normalises each segment on its own (do_normalize), before any padding.
+        values = [fe(w, sampling_rate=self.sample_rate, return_tensors="np").input_values[0].astype(np.float32) for w in waves]
+        longest = max(v.shape[0] for v in values)
+        batch = np.zeros((len(values), longest), dtype=np.float32)
+        mask = np.zeros((len(values), longest), dtype=np.int64)
+        for i, v in enumerate(values):
+            batch[i, : v.shape[0]] = v
+            mask[i, : v.shape[0]] = 1
+        kwargs = {}
+        if self.pads_safely:
+            kwargs["attention_mask"] = torch.from_numpy(mask).to(self.device)
+        out = self.model(torch.from_numpy(batch).to(self.device), output_hidden_states=True, **kwargs)
+        hidden = self._checked(out.hidden_states)
+        for i, (wave, acc) in enumerate(zip(waves, accs)):
+            n = self.frames(wave.shape[0])
+            acc.add(hidden[:, i, :n].float().cpu().numpy())
+
+    # -- whisper ------------------------------------------------------------------------------
+
+    def _encode_whisper(self, waves: list[np.ndarray], accs: list[PoolAccumulator]) -> None:
+        # Segments longer than one window are cut into consecutive 30 s windows; each window's
+        # valid frames go into the same accumulator.
+        chunks: list[tuple[np.ndarray, PoolAccumulator]] = []
+        for wave, acc in zip(waves, accs):
+            for start in range(0, wave.shape[0], self._window_samples):
+                chunks.append((wave[start : start + self._window_samples], acc))
+        pieces = [c for c, _ in chunks]
+        if self.spec.whisper_mode == "padded":
+            hidden = self._whisper_padded(pieces)
+        else:
+            hidden = self._whisper_fast(pieces)
+        for i, (chunk, acc) in enumerate(chunks):
+            n = self.frames(chunk.shape[0])
+            acc.add(hidden[:, i, :n].float().cpu().numpy())
+
+    def _whisper_padded(self, chunks: list[np.ndarray]) -> torch.Tensor:
+        feats = self.feature_extractor(chunks, sampling_rate=self.sample_rate, return_tensors="pt")
+        out = self.model(feats.input_features.to(self.device), output_hidden_states=True)
+        return self._checked(out.hidden_states)
+
+    def _whisper_fast(self, chunks: list[np.ndarray]) -> torch.Tensor:
+        frames = [self.frames(c.shape[0]) for c in chunks]
+        mels = []
+        for chunk, n in zip(chunks, frames):
+            # Zero-pad a little past the last valid frame so the STFT frames we keep see the same
+            # samples as in the padded 30 s window (zeros, not reflection, after the audio).
+            padded = np.zeros(n * self._samples_per_frame + self.feature_extractor.n_fft, dtype=np.float32)
+            padded[: chunk.shape[0]] = chunk
+            mel = self.feature_extractor(padded, sampling_rate=self.sample_rate, padding="longest", return_tensors="np").input_features[0]
+            mels.append(mel[:, : 2 * n])
+        longest = max(m.shape[1] for m in mels)
+        batch = np.zeros((len(mels), mels[0].shape[0], longest), dtype=np.float32)
+        for i, mel in enumerate(mels):
+            batch[i, :, : mel.shape[1]] = mel
+        mel_lengths = torch.tensor([m.shape[1] for m in mels], device=self.device)
+        hidden = whisper_encoder_hidden_states(self.model, torch.from_numpy(batch).to(self.device), mel_lengths, self._apply_final_norm)
+        return hidden[: self.num_hidden_states]
+
+    # -- shared -------------------------------------------------------------------------------
+
+    @property
+    def _apply_final_norm(self) -> bool:
+        return self.spec.max_layer is None or self.spec.max_layer >= int(self.config.encoder_layers)
+
+    def _checked(self, hidden_states) -> torch.Tensor:
+        """Stack HF hidden states to (num_hidden_states, batch, frames, hidden), checking their count."""
+        expected = len(self.model.layers if self.family == "whisper" else self.model.encoder.layers) + 1
+        if hidden_states is None or len(hidden_states) != expected:
+            got = 0 if hidden_states is None else len(hidden_states)
+            raise EncoderError(
+                f"{self.spec.model}: the forward pass returned {got} hidden states, expected {expected} "
+                "(embedding output + one per layer); this transformers version may not be supported"
+            )
+        return torch.stack(list(hidden_states[: self.num_hidden_states]))
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", enabled=False)
+
+
+def whisper_encoder_hidden_states(encoder, mel: torch.Tensor, mel_lengths: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
+    """Run a WhisperEncoder's submodules on mel frames of any length (HF insists on 3000).
+
+    mel: (batch, n_mels, n_mel_frames) log-mel, zero beyond each row's length; mel_lengths:
+    (batch,) valid mel frames (even). Returns (len(layers) + 1, batch, n_mel_frames // 2, d_model):
+    the embedding output (after the positional add), then each layer's output, the last one
+    after the final layer norm when ``final_norm`` (as HF's ``output_hidden_states``). Padding
+    never reaches valid frames: it is zeroed between the convolutions and masked as attention keys.
+    """
+    gelu = torch.nn.functional.gelu
+    steps = torch.arange(mel.shape[-1], device=mel.device)
+    mel_valid = (steps[None, :] < mel_lengths[:, None]).to(mel.dtype)
+    x = gelu(encoder.conv1(mel))
+    # Zero what conv1 made of the padding (gelu(bias) != 0), as a solo run's conv2 padding is zero.
+    x = x * mel_valid[:, None, :].to(x.dtype)
+    x = gelu(encoder.conv2(x)).permute(0, 2, 1)
+    n_frames = x.shape[1]
+    if n_frames > encoder.embed_positions.num_embeddings:
+        raise EncoderError(f"Whisper input of {n_frames} frames exceeds the {encoder.embed_positions.num_embeddings}-frame window")
+    x = x + encoder.embed_positions.weight[:n_frames].to(x.dtype)
+    lengths = (mel_lengths + 1) // 2
+    valid = torch.arange(n_frames, device=mel.device)[None, :] < lengths[:, None]
+    # Additive key mask, (batch, 1, query, key); float16's minimum is safe under autocast too.
+    mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
+    mask = mask.masked_fill(~valid, torch.finfo(torch.float16).min)[:, None, None, :].expand(-1, 1, n_frames, -1)
+    states = [x]
+    for layer in encoder.layers:
+        x = layer(x, mask)
+        states.append(x)
+    if final_norm and len(encoder.layers) > 0:
+        states[-1] = encoder.layer_norm(states[-1])
+    return torch.stack(states)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_encoder(spec: EncoderSpec) -> Encoder:
+    """Load ``spec.model`` in eval mode, float32 weights, on the chosen device.
+
+    Raises EncoderError for an unsupported architecture, a missing or unreachable checkpoint, a
+    bad option, or a max_layer outside 0..num_layers.
+    """
+    if spec.whisper_mode not in WHISPER_MODES:
+        raise EncoderError(f"unknown whisper_mode {spec.whisper_mode!r}: choose one of {', '.join(WHISPER_MODES)}")
+    device = _resolve_device(spec.device)
+    try:
+        config = AutoConfig.from_pretrained(spec.model, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_failure(spec, "config", exc) from exc
+    model_type = getattr(config, "model_type", "")
+    family = _FAMILIES.get(model_type)
+    if family is None:
+        names = ", ".join(getattr(config, "architectures", None) or []) or "no architectures listed"
+        raise EncoderError(
+            f"{spec.model}: unsupported architecture {model_type!r} ({names}); probekit supports "
+            "Wav2Vec2, HuBERT, WavLM, Data2VecAudio and Whisper checkpoints"
+        )
+    total = int(config.encoder_layers if family == "whisper" else config.num_hidden_layers)
+    if spec.max_layer is not None and not 0 <= spec.max_layer <= total:
+        raise EncoderError(f"max_layer {spec.max_layer} is outside 0..{total} for {spec.model} ({total} layers)")
+
+    try:
+        feature_extractor = AutoFeatureExtractor.from_pretrained(
+            spec.model, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        if family == "whisper":
+            raise _load_failure(spec, "feature extractor (preprocessor_config.json)", exc) from exc
+        # Some wav2vec2-family checkpoints ship no preprocessor config: the library default
+        # (16 kHz, per-segment normalisation) is what they were trained with.
+        feature_extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+
+    try:
+        # float32 whatever the checkpoint's dtype: float16 matmuls are slow or missing on CPU and
+        # on CUDA autocast picks half precision where it is safe.
+        model = AutoModel.from_pretrained(
+            spec.model, revision=spec.revision, config=config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_failure(spec, "weights", exc) from exc
+    if family == "whisper":
+        # Only the encoder is kept and run; the decoder is dropped here.
+        model = model.get_encoder()
+    model.eval()
+    _truncate(model, family, spec.max_layer)
+    model.to(device)
+
+    local = Path(spec.model).is_dir()
+    identity = {
+        "encoder": spec.model,
+        "revision": spec.revision or "",
+        "commit": _local_weights_hash(Path(spec.model)) if local else _hub_commit(spec.model, spec.revision),
+        "config_hash": _config_hash(config),
+        "architecture": (getattr(config, "architectures", None) or [type(model).__name__])[0],
+        "whisper_mode": spec.whisper_mode if family == "whisper" else "",
+        "sample_rate": str(int(feature_extractor.sampling_rate)),
+        "device": str(device),
+    }
+    if spec.max_layer is not None:
+        identity["max_layer"] = str(spec.max_layer)
+    return Encoder(spec, family, model, feature_extractor, config, device, identity)
+
+
+def _truncate(model, family: str, max_layer: int | None) -> None:
+    """Drop the layers after ``max_layer`` so they are never computed."""
+    if max_layer is None:
+        return
+    layers = model.layers if family == "whisper" else model.encoder.layers
+    if max_layer >= len(layers):
+        return
+    # HF records hidden states by hooking the layers, so one layer must remain even for
+    # max_layer = 0 (its output is then discarded).
+    kept = torch.nn.ModuleList(list(layers)[: max(max_layer, 1)])
+    if family == "whisper":
+        model.layers = kept
+        # HF applies the final layer norm to the last hidden state; a truncated stack's last
+        # state is an inner layer's output, which has no such norm.
+        model.layer_norm = torch.nn.Identity()
+    else:
+        model.encoder.layers = kept

@@ -1,0 +1,651 @@
+"""Safe export of a fitted probe, and safe loading of it back, with no pickle anywhere.
+
+An export is a folder::
+
+    manifest.json        {"format": "probekit-scorer", "format_version": 1,
+                          "files": {name: {"sha256": hex, "bytes": n}}}
+    config.json          task, labels, thresholds, layer, probe kind and params, encoder identity
+                         (id, revision, commit, config hash, pooling, whisper_mode, sample rate),
+                         source cache fingerprint, cross-validated metrics, tensor shapes
+    weights.safetensors  standardiser mean/scale and, for logreg/MLP, every weight matrix
+    lgbm_<j>.txt         LightGBM's own text model format, one per output head (lgbm only)
+
+Loading reads only these files, through parsers that cannot run code (``json``, ``safetensors``,
+LightGBM's text parser). Every file's size and sha256 are checked against the manifest, any file the
+manifest does not list is refused, and every tensor's shape is checked against the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "probekit-scorer"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+WEIGHTS = "weights.safetensors"
+_MAX_JSON_BYTES = 16 * 2**20
+_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+
+
+class ExportError(RuntimeError):
+    """An export folder is missing, tampered with, truncated or of an unknown format. The message names the file."""
+
+
+# --------------------------------------------------------------------------------------------- heads
+@dataclass(frozen=True)
+class Part:
+    """One output head: a standardiser ``mean``/``scale`` ``(dim,)`` then either ``layers`` (``(W (in, out),
+    b (out,))`` pairs; one pair for a linear model), a LightGBM ``booster`` text, or a ``constant``
+    probability (a multi-label label that had a single class in training)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    layers: tuple = ()
+    booster: str | None = None
+    constant: float | None = None
+    _cache: list = field(default_factory=list, compare=False, repr=False)
+
+    def raw(self, x: np.ndarray, activation: str) -> np.ndarray:
+        """``(n, k)`` logits; for a booster or a constant, probabilities."""
+        if self.constant is not None:
+            return np.full((len(x), 1), self.constant)
+        z = (x - self.mean) / self.scale
+        if self.booster is not None:
+            if not self._cache:
+                import lightgbm as lgb
+
+                self._cache.append(lgb.Booster(model_str=self.booster))
+            return np.asarray(self._cache[0].predict(z), dtype=np.float64).reshape(len(z), -1)
+        h = z
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = _activate(h, activation)
+        return h
+
+
+@dataclass(frozen=True)
+class Head:
+    """The scoring function of one fitted probe, as plain arrays.
+
+    ``kind``: ``"linear"``, ``"mlp"`` or ``"lgbm"``. ``output``: ``"softmax"`` (multi-class: one part giving
+    every class) or ``"sigmoid"`` (binary: one part; multi-label: one independent part per label).
+    """
+
+    kind: str
+    output: str  # "softmax" | "sigmoid" | "sigmoid_joint" (multi-label: one part, a sigmoid per output unit)
+    n_outputs: int
+    dim: int
+    parts: tuple[Part, ...]
+    activation: str = "relu"
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """``x``: ``(n, dim)`` pooled embeddings -> ``(n, n_outputs)`` probabilities (float64)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected embeddings of shape (n, {self.dim}), got {x.shape}")
+        if self.output == "softmax":
+            raw = self.parts[0].raw(x, self.activation)
+            return raw if self.kind == "lgbm" else _softmax(raw)
+        if self.output == "sigmoid_joint":
+            return _sigmoid(self.parts[0].raw(x, self.activation))
+        cols = []
+        for part in self.parts:
+            raw = part.raw(x, self.activation)
+            if part.constant is not None or part.booster is not None:
+                cols.append(raw[:, -1])
+            elif raw.shape[1] == 2:
+                cols.append(_softmax(raw)[:, 1])
+            else:
+                cols.append(_sigmoid(raw[:, 0]))
+        return np.stack(cols, axis=1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Split by sign like scipy.special.expit, so results match sklearn's to the last few ulps without overflow.
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _activate(h: np.ndarray, name: str) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(h, 0)
+    if name == "tanh":
+        return np.tanh(h)
+    if name == "logistic":
+        return _sigmoid(h)
+    return h
+
+
+# ---------------------------------------------------------------------- fitted estimator -> Head
+def _unwrap(est):
+    """``(scaler or None, final classifier)`` through Pipelines and probe wrappers (``estimator_``, ...)."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(est, Pipeline):
+        scaler = None
+        for _, step in est.steps[:-1]:
+            if hasattr(step, "mean_") and hasattr(step, "scale_"):
+                if scaler is not None:
+                    raise ExportError("cannot export a pipeline with two standardisers")
+                scaler = step
+            elif step not in (None, "passthrough"):
+                raise ExportError(f"cannot export pipeline step {type(step).__name__}: only a standardiser and a classifier are supported")
+        inner_scaler, final = _unwrap(est.steps[-1][1])
+        if scaler is not None and inner_scaler is not None:
+            raise ExportError("cannot export a pipeline with two standardisers")
+        return scaler or inner_scaler, final
+    for attr in ("estimator_", "pipeline_", "model_"):
+        inner = getattr(est, attr, None)
+        if inner is not None and inner is not est and not isinstance(inner, (list, tuple, float)):
+            return _unwrap(inner)
+    return None, est
+
+
+def _scaler_arrays(scaler, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if scaler is None:
+        return np.zeros(dim), np.ones(dim)
+    mean = getattr(scaler, "mean_", None)
+    scale = getattr(scaler, "scale_", None)
+    return (np.zeros(dim) if mean is None else np.asarray(mean, np.float64),
+            np.ones(dim) if scale is None else np.asarray(scale, np.float64))
+
+
+def _part(est, dim: int) -> tuple[str | None, Part, str]:
+    """One fitted binary or multi-class (pipeline of) classifier -> (kind, Part, activation)."""
+    if isinstance(est, (float, int, np.floating)):  # probekit stores a constant rate for a one-class label
+        return None, Part(np.zeros(dim), np.ones(dim), constant=float(est)), "relu"
+    if type(est).__name__ == "_ConstantPredictor":  # sklearn's one-vs-rest, for a label with one class in training
+        return None, Part(np.zeros(dim), np.ones(dim), constant=float(np.ravel(est.y_)[0])), "relu"
+    scaler, final = _unwrap(est)
+    mean, scale = _scaler_arrays(scaler, dim)
+    if hasattr(final, "booster_"):
+        return "lgbm", Part(mean, scale, booster=final.booster_.model_to_string()), "relu"
+    if hasattr(final, "coefs_") and hasattr(final, "intercepts_"):
+        act = getattr(final, "activation", "relu")
+        if act not in _ACTIVATIONS:
+            raise ExportError(f"cannot export MLP activation {act!r}")
+        pairs = tuple((np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in zip(final.coefs_, final.intercepts_))
+        return "mlp", Part(mean, scale, layers=pairs), act
+    if hasattr(final, "coef_") and hasattr(final, "intercept_"):
+        pair = (np.asarray(final.coef_, np.float64).T.copy(), np.atleast_1d(np.asarray(final.intercept_, np.float64)))
+        return "linear", Part(mean, scale, layers=(pair,)), "relu"
+    raise ExportError(f"cannot export a {type(final).__name__}: only logistic regression, MLP and LightGBM probes are supported")
+
+
+def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
+    """Read a fitted probe's internals into a :class:`Head`.
+
+    ``task``: ``binary`` | ``multiclass`` | ``multilabel``; ``n_labels``: output columns (1 for binary).
+    Handles a Pipeline(StandardScaler, clf), probekit probes (``estimator_`` / per-label ``estimators_``),
+    and sklearn one-vs-rest ensembles behind a shared standardiser.
+    """
+    if task == "multilabel":
+        scaler, final = _unwrap(est)
+        subs = getattr(final, "estimators_", None) if getattr(est, "estimators_", None) is None else est.estimators_
+        if subs is None:
+            # One model with a sigmoid output per label (probekit's MLP fits all labels at once).
+            kind, part, act = _part(est, dim)
+            width = part.layers[-1][1].shape[0] if part.layers else 0
+            if kind not in ("linear", "mlp") or width != n_labels or getattr(final, "out_activation_", "logistic") != "logistic":
+                raise ExportError(f"a multi-label probe must hold one estimator per label (estimators_) or one model with "
+                                  f"{n_labels} sigmoid outputs; got {type(final).__name__}")
+            return Head(kind, "sigmoid_joint", n_labels, dim, (part,), act)
+        subs = list(subs)
+        if len(subs) != n_labels:
+            raise ExportError(f"multi-label probe has {len(subs)} heads for {n_labels} labels")
+        found = [_part(sub, dim) for sub in subs]
+        if scaler is not None:  # a shared standardiser in front of a one-vs-rest ensemble
+            mean, scale = _scaler_arrays(scaler, dim)
+            found = [(k, p if p.constant is not None else Part(mean, scale, p.layers, p.booster), a) for k, p, a in found]
+        kinds = {k for k, _, _ in found if k is not None}
+        if len(kinds) > 1:
+            raise ExportError(f"mixed head kinds {sorted(kinds)}")
+        kind = kinds.pop() if kinds else "linear"
+        act = next((a for k, _, a in found if k is not None), "relu")
+        return Head(kind, "sigmoid", n_labels, dim, tuple(p for _, p, _ in found), act)
+    kind, part, act = _part(est, dim)
+    if kind is None:
+        raise ExportError("a binary or multi-class probe cannot be a constant")
+    return Head(kind, "sigmoid" if task == "binary" else "softmax", n_labels, dim, (part,), act)
+
+
+# --------------------------------------------------------------------------------- write and read
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tensors(head: Head) -> dict[str, np.ndarray]:
+    out = {}
+    for j, part in enumerate(head.parts):
+        if part.constant is not None:
+            continue
+        out[f"head{j}.scaler.mean"], out[f"head{j}.scaler.scale"] = part.mean, part.scale
+        for i, (w, b) in enumerate(part.layers):
+            out[f"head{j}.layer{i}.weight"], out[f"head{j}.layer{i}.bias"] = w, b
+    return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def save_export(out_dir: str | Path, head: Head, config: Mapping) -> Path:
+    """Write ``head`` and ``config`` (task, labels, thresholds, encoder, cache, metrics) into ``out_dir``.
+
+    The folder must be empty or absent, so that a stale file can never sit beside a new manifest.
+    """
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"{out}: folder is not empty; choose a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = _tensors(head)
+    parts = []
+    for j, p in enumerate(head.parts):
+        if p.constant is not None:
+            parts.append({"type": "constant", "value": p.constant})
+        elif p.booster is not None:
+            parts.append({"type": "lgbm", "file": f"lgbm_{j}.txt"})
+        else:
+            parts.append({"type": "layers", "depth": len(p.layers)})
+    cfg = dict(config)
+    cfg["head"] = {"kind": head.kind, "output": head.output, "n_outputs": head.n_outputs, "dim": head.dim,
+                   "activation": head.activation, "parts": parts,
+                   "tensors": {k: list(v.shape) for k, v in tensors.items()}}
+    boosters = [(p["file"], head.parts[j].booster) for j, p in enumerate(parts) if p["type"] == "lgbm"]
+    files = [CONFIG, WEIGHTS, *(name for name, _ in boosters)]
+    (out / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=_jsonable) + "\n", encoding="utf-8")
+    save_file(tensors, str(out / WEIGHTS), metadata={"format": FORMAT})
+    for name, text in boosters:
+        (out / name).write_text(text, encoding="utf-8")
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "files": {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _read_json(path: Path) -> dict:
+    if path.stat().st_size > _MAX_JSON_BYTES:
+        raise ExportError(f"{path}: implausibly large ({path.stat().st_size} bytes)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ExportError(f"{path}: expected a JSON object")
+    return data
+
+
+def verify_export(model_dir: str | Path) -> dict:
+    """Check the folder against its manifest; return the manifest. Raises :class:`ExportError` naming the bad file."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise ExportError(f"{root}: not a folder (expected a `probekit export` output folder)")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise ExportError(f"{mpath}: missing; this is not a probekit export")
+    manifest = _read_json(mpath)
+    if manifest.get("format") != FORMAT:
+        raise ExportError(f"{mpath}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ExportError(f"{mpath}: unknown format_version {version!r} (this probekit reads 1..{FORMAT_VERSION}); upgrade probekit")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or CONFIG not in files or WEIGHTS not in files:
+        raise ExportError(f"{mpath}: 'files' must list {CONFIG} and {WEIGHTS}")
+    present = {p.name for p in root.iterdir()}
+    for extra in sorted(present - set(files) - {MANIFEST}):
+        raise ExportError(f"{root / extra}: file not listed in {MANIFEST}; refusing a folder with unexpected content")
+    for name, entry in files.items():
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") or not isinstance(entry, dict):
+            raise ExportError(f"{mpath}: bad entry {name!r}")
+        path = root / name
+        if path.is_symlink() or not path.is_file():
+            raise ExportError(f"{path}: listed in {MANIFEST} but missing (or not a plain file)")
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            raise ExportError(f"{path}: {size} bytes, manifest says {entry.get('bytes')} (truncated or modified)")
+        if _sha256(path) != entry.get("sha256"):
+            raise ExportError(f"{path}: sha256 does not match {MANIFEST} (the file was modified)")
+    return manifest
+
+
+def load_export(model_dir: str | Path) -> tuple[dict, Head]:
+    """Verify and read an export: ``(config, head)``. Never unpickles, evals or imports anything from the folder."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    root = Path(model_dir)
+    listed = set(verify_export(root)["files"])
+    cfg = _read_json(root / CONFIG)
+    bad = f"{root / CONFIG}"
+    spec = cfg.get("head")
+    if not isinstance(spec, dict):
+        raise ExportError(f"{bad}: missing 'head' section")
+    kind, output, act = spec.get("kind"), spec.get("output"), spec.get("activation")
+    if kind not in ("linear", "mlp", "lgbm") or output not in ("sigmoid", "softmax", "sigmoid_joint") or act not in _ACTIVATIONS:
+        raise ExportError(f"{bad}: unknown head kind/output/activation {kind!r}/{output!r}/{act!r}")
+    try:
+        tensors = load_file(str(root / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ExportError(f"{root / WEIGHTS}: not a valid safetensors file ({exc})") from exc
+    expected = {k: tuple(v) for k, v in (spec.get("tensors") or {}).items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        raise ExportError(f"{root / WEIGHTS}: tensors {got} do not match the shapes in {CONFIG} {expected}")
+    for k, v in tensors.items():
+        if v.dtype != np.float64 or not np.all(np.isfinite(v)):
+            raise ExportError(f"{root / WEIGHTS}: tensor {k} is not finite float64")
+    dim = spec.get("dim")
+    enc_dim = (cfg.get("encoder") or {}).get("dim", dim)
+    if not isinstance(dim, int) or dim != enc_dim:
+        raise ExportError(f"{bad}: head dim {dim!r} does not match the encoder dim {enc_dim!r}")
+    labels, n_out = cfg.get("labels"), spec.get("n_outputs")
+    if not isinstance(labels, list) or len(labels) != n_out:
+        raise ExportError(f"{bad}: {n_out} outputs but labels {labels!r}")
+    specs = spec.get("parts")
+    want_parts = 1 if output in ("softmax", "sigmoid_joint") or n_out == 1 else n_out
+    if not isinstance(specs, list) or len(specs) != want_parts:
+        raise ExportError(f"{bad}: {len(specs) if isinstance(specs, list) else specs!r} head parts, expected {want_parts}")
+    parts = []
+    for j, ps in enumerate(specs):
+        t = ps.get("type") if isinstance(ps, dict) else None
+        if t == "constant":
+            value = ps.get("value")
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ExportError(f"{bad}: part {j} constant {value!r} is not a probability")
+            parts.append(Part(np.zeros(dim), np.ones(dim), constant=float(value)))
+            continue
+        mean, scale = tensors.get(f"head{j}.scaler.mean"), tensors.get(f"head{j}.scaler.scale")
+        if mean is None or scale is None or mean.shape != (dim,) or scale.shape != (dim,):
+            raise ExportError(f"{root / WEIGHTS}: part {j} has no standardiser of shape ({dim},)")
+        if t == "lgbm":
+            name = ps.get("file")
+            if kind != "lgbm" or name not in listed or name in (CONFIG, WEIGHTS):
+                raise ExportError(f"{bad}: part {j} names booster {name!r}, which is not a listed model file")
+            try:
+                text = (root / name).read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise ExportError(f"{root / name}: not a LightGBM text model ({exc})") from exc
+            parts.append(Part(mean, scale, booster=text))
+        elif t == "layers":
+            depth = ps.get("depth")
+            if not isinstance(depth, int) or depth < 1 or (kind == "linear" and depth != 1):
+                raise ExportError(f"{bad}: part {j} depth {depth!r}")
+            pairs, width = [], dim
+            for i in range(depth):
+                w, b = tensors.get(f"head{j}.layer{i}.weight"), tensors.get(f"head{j}.layer{i}.bias")
+                if w is None or b is None or w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                    raise ExportError(f"{root / WEIGHTS}: head{j}.layer{i} is missing or has input width other than {width}")
+                width = w.shape[1]
+                pairs.append((w, b))
+            parts.append(Part(mean, scale, layers=tuple(pairs)))
+        else:
+            raise ExportError(f"{bad}: part {j} has unknown type {t!r}")
+    head = Head(kind, output, n_out, dim, tuple(parts), act)
+    try:
+        p = head.predict_proba(np.zeros((2, dim)))
+    except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error type for a malformed model text
+        raise ExportError(f"{root}: model files do not load ({exc})") from exc
+    if p.shape != (2, n_out) or not np.all((p >= 0) & (p <= 1)):
+        raise ExportError(f"{root}: model produces {p.shape} outputs, expected (2, {n_out}) probabilities")
+    return cfg, head
+
+
+def thresholds_for(config: Mapping, n: int) -> np.ndarray:
+    """Decision thresholds ``(n,)`` from a config (0.5 where none were tuned)."""
+    t = config.get("thresholds")
+    if t is None:
+        return np.full(n, 0.5)
+    arr = np.asarray(t, dtype=np.float64).reshape(-1)
+    if arr.shape != (n,):
+        raise ExportError(f"thresholds {t!r} do not match {n} labels")
+    return arr
+
+
+# ------------------------------------------------------------------------ fit on a cache, export
+def build_targets(metadata: Mapping[str, np.ndarray], task: str, target: str, positive: str | None = None,
+                  labels: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Targets from cache metadata: ``(y, label_names)``.
+
+    binary: ``y (n,)`` 0/1, rows whose ``;``-set in ``target`` contains ``positive``; names ``[positive]``.
+    multiclass: ``y (n,)`` int indices into the sorted names. multilabel: ``y (n, L)`` 0/1 indicator.
+    """
+    if target not in metadata:
+        raise ValueError(f"column {target!r} is not in the cache metadata (have: {', '.join(sorted(metadata))})")
+    values = [str(v) for v in metadata[target]]
+    sets = [{p.strip() for p in v.split(";") if p.strip()} for v in values]
+    if task == "binary":
+        if not positive:
+            raise ValueError("binary task needs --positive VALUE")
+        y = np.array([positive in s for s in sets], dtype=np.int64)
+        if y.min() == y.max():
+            raise ValueError(f"--positive {positive!r}: every row is in the same class")
+        return y, [positive]
+    if task == "multiclass":
+        names = sorted(set(values))
+        index = {n: i for i, n in enumerate(names)}
+        return np.array([index[v] for v in values], dtype=np.int64), names
+    if task == "multilabel":
+        names = list(labels) if labels else sorted(set().union(*sets))
+        unknown = [n for n in names if not any(n in s for s in sets)]
+        if unknown:
+            raise ValueError(f"labels {unknown} never occur in column {target!r}")
+        return np.array([[n in s for n in names] for s in sets], dtype=np.int64), names
+    raise ValueError(f"unknown task {task!r}: use binary, multiclass or multilabel")
+
+
+def make_estimator(probe: str, task: str, params: Mapping | None = None, seed: int = 0):
+    """The probe to fit: probekit's own probes when available, else the same plain recipe
+    (standardise, then C=1 logistic regression / a small MLP / LightGBM; one-vs-rest for multi-label)."""
+    params = dict(params or {})
+    try:
+        from probekit.probes import make_probe
+    except ImportError:
+        make_probe = None
+    if make_probe is not None:
+        return make_probe(probe, **{"seed": seed, **params})
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if probe == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(**{"C": 1.0, "max_iter": 2000, **params})
+    elif probe == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        clf = MLPClassifier(**{"hidden_layer_sizes": (128,), "max_iter": 500, "random_state": seed, **params})
+    elif probe == "lgbm":
+        from lightgbm import LGBMClassifier
+
+        clf = LGBMClassifier(**{"n_estimators": 200, "random_state": seed, "verbose": -1, **params})
+    else:
+        raise ValueError(f"unknown probe {probe!r}: use logreg, mlp or lgbm")
+    if task == "multilabel":
+        from sklearn.pipeline import Pipeline
+
+        return Pipeline([("scaler", StandardScaler()), ("ovr", OneVsRestClassifier(clf))])
+    return make_pipeline(StandardScaler(), clf)
+
+
+def _metrics(task: str, y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics as m
+
+    if task == "binary":
+        pred = (proba[:, 0] >= thresholds[0]).astype(int)
+        return {
+            "f1": m.f1_score(y, pred), "precision": m.precision_score(y, pred, zero_division=0),
+            "recall": m.recall_score(y, pred), "accuracy": m.accuracy_score(y, pred),
+            "balanced_accuracy": m.balanced_accuracy_score(y, pred), "roc_auc": m.roc_auc_score(y, proba[:, 0]),
+            "pr_auc": m.average_precision_score(y, proba[:, 0]),
+        }
+    if task == "multiclass":
+        pred = proba.argmax(axis=1)
+        return {
+            "accuracy": m.accuracy_score(y, pred), "uar": m.balanced_accuracy_score(y, pred),
+            "macro_f1": m.f1_score(y, pred, average="macro"), "weighted_f1": m.f1_score(y, pred, average="weighted"),
+        }
+    pred = (proba >= thresholds).astype(int)
+    return {
+        "weighted_f1": m.f1_score(y, pred, average="weighted", zero_division=0),
+        "macro_f1": m.f1_score(y, pred, average="macro", zero_division=0),
+        "micro_f1": m.f1_score(y, pred, average="micro", zero_division=0),
+        "subset_accuracy": m.accuracy_score(y, pred),
+    }
+
+
+def predict_proba_columns(est, x: np.ndarray, task: str) -> np.ndarray:
+    """A fitted estimator's probabilities as output columns: ``(n, 1)`` binary, ``(n, K)`` otherwise."""
+    p = est.predict_proba(x)
+    if isinstance(p, list):  # some multi-output estimators return one (n, 2) array per label
+        p = np.stack([q[:, 1] for q in p], axis=1)
+    p = np.asarray(p, dtype=np.float64)
+    return p[:, 1:2] if task == "binary" else p
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray, groups: np.ndarray, task: str, probe: str,
+                   params: Mapping | None = None, thresholds: np.ndarray | None = None, seed: int = 0) -> dict:
+    """Speaker-grouped CV (leave-one-speaker-out up to 12 speakers, else 5 grouped folds) of one layer.
+
+    Returns ``{"protocol", "n_folds", "pooled": {metric: value}}``, metrics over pooled out-of-fold predictions.
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
+
+    n_groups = len(set(groups))
+    if n_groups < 2:
+        raise ValueError("cross-validation needs at least two speakers")
+    splitter = LeaveOneGroupOut() if n_groups <= 12 else GroupKFold(n_splits=5)
+    proto = "loso" if n_groups <= 12 else "speaker-kfold-5"
+    n_out = 1 if task == "binary" else (y.shape[1] if task == "multilabel" else int(y.max()) + 1)
+    oof = np.zeros((len(x), n_out))
+    template = make_estimator(probe, task, params, seed)
+    for train, test in splitter.split(x, y, groups):
+        est = clone(template).fit(x[train], y[train])
+        oof[test] = predict_proba_columns(est, x[test], task)
+    t = thresholds if thresholds is not None else np.full(n_out, 0.5)
+    return {"protocol": proto, "n_folds": int(splitter.get_n_splits(x, y, groups)),
+            "pooled": {k: float(v) for k, v in _metrics(task, y, oof, t).items()}}
+
+
+def _metrics_from_results(results_path: Path, encoder: str, layer: int, probe: str) -> dict:
+    data = _read_json(Path(results_path))
+    rows = data.get("rows") or data.get("results") or []
+    for row in rows:
+        if int(row.get("layer", -1)) == layer and row.get("probe") == probe and (
+            not row.get("encoder") or str(row.get("encoder")) in (encoder, Path(encoder).name) or Path(str(row.get("encoder"))).name == Path(encoder).name
+        ):
+            return {"source": str(results_path), "row": row}
+    raise ValueError(f"{results_path}: no row for encoder {encoder!r}, layer {layer}, probe {probe!r}")
+
+
+def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, task: str, target: str,
+                 positive: str | None = None, labels: Sequence[str] | None = None, probe: str = "logreg",
+                 params: Mapping | None = None, thresholds: Sequence[float] | None = None,
+                 results: str | Path | None = None, exclude_speakers: Sequence[str] = (), seed: int = 0,
+                 cv: bool = True) -> Path:
+    """Fit ``probe`` on hidden state ``layer`` of every cache row (minus ``exclude_speakers``) and export it.
+
+    Metrics come from ``results`` (a probekit results.json) when given, else from a speaker-grouped CV run
+    here (``cv=False`` skips it). Returns the export folder.
+    """
+    from sklearn.base import clone
+
+    from probekit.cache import EmbeddingCache
+
+    cache = EmbeddingCache(cache_path)
+    x = cache.read_layer(layer, dtype=np.float32)
+    keep = np.ones(len(x), dtype=bool)
+    speakers = np.asarray(cache.metadata.get("speaker", np.array([""] * len(x))), dtype=object)
+    if exclude_speakers:
+        unknown = set(exclude_speakers) - set(speakers)
+        if unknown:
+            raise ValueError(f"--exclude-speaker {sorted(unknown)}: not in the cache's speaker column")
+        keep &= ~np.isin(speakers, list(exclude_speakers))
+    meta = {k: v[keep] for k, v in cache.metadata.items()}
+    x, speakers = x[keep], speakers[keep]
+    y, names = build_targets(meta, task, target, positive, labels)
+    n_out = len(names)
+    t = np.asarray(thresholds, dtype=np.float64) if thresholds is not None else None
+    if t is not None and t.shape != (n_out,):
+        raise ValueError(f"{len(t)} thresholds given for {n_out} labels {names}")
+    est = clone(make_estimator(probe, task, params, seed)).fit(x, y)
+    head = head_from_estimator(est, task, n_out, cache.dim)
+    if not np.allclose(head.predict_proba(x[:64]), predict_proba_columns(est, x[:64], task), atol=1e-6, rtol=0):
+        raise ExportError("exported head does not reproduce the fitted probe's probabilities; refusing to export")
+    if t is None and hasattr(est, "thresholds_"):
+        t = np.asarray(est.thresholds_, dtype=np.float64).reshape(-1)
+    if results is not None:
+        metrics = _metrics_from_results(Path(results), cache.encoder, layer, probe)
+        tuned = metrics["row"].get("thresholds")
+        if t is None and tuned and task != "multiclass":
+            # Thresholds were tuned per outer fold on inner folds; deploy their median per label.
+            t = np.median(np.asarray(tuned, dtype=np.float64).reshape(len(tuned), -1), axis=0)
+            if t.shape != (n_out,):
+                raise ValueError(f"{results}: thresholds for {t.shape[0]} labels, the task has {n_out}")
+    elif cv and len(set(speakers)) >= 2:
+        metrics = {"source": "computed at export", **cross_validate(x, y, speakers, task, probe, params, t, seed)}
+    else:
+        metrics = {}
+    attrs = cache.attrs
+    config = {
+        "probekit_version": _version(),
+        "task": {"kind": task, "target": target, "positive": positive},
+        "labels": names,
+        "thresholds": None if (t is None or task == "multiclass") else [float(v) for v in t],
+        "layer": int(layer),
+        "probe": {"kind": probe, "params": dict(params or {}), "seed": seed},
+        "encoder": {
+            "model": str(attrs.get("encoder", "")), "revision": str(attrs.get("revision", "") or ""),
+            "commit": str(attrs.get("commit", "") or ""), "config_hash": str(attrs.get("config_hash", "") or ""),
+            "pooling": str(attrs.get("pooling", "mean")), "whisper_mode": str(attrs.get("whisper_mode", "padded") or "padded"),
+            "sample_rate": int(attrs.get("sample_rate", 16000)), "num_hidden_states": cache.num_layers, "dim": cache.dim,
+        },
+        "cache": {"path": str(cache.path), "fingerprint": cache.fingerprint, "n_rows": int(keep.sum()),
+                  "excluded_speakers": sorted(exclude_speakers)},
+        "metrics": metrics,
+    }
+    return save_export(out_dir, head, config)
+
+
+def _version() -> str:
+    from probekit import __version__
+
+    return __version__
+
+
+__all__ = ["ExportError", "Head", "Part", "head_from_estimator", "save_export", "verify_export", "load_export",
+           "thresholds_for", "build_targets", "make_estimator", "cross_validate", "export_probe"]

@@ -1,0 +1,167 @@
+"""Crash-safe bookkeeping for a running extraction: a lock and a per-batch journal.
+
+- :class:`RunLock` holds ``fcntl.flock`` on ``<out>.lock``. The kernel drops it when the process
+  dies, even by ``kill -9``, so a stale lock never blocks a rerun, while a live writer is never
+  joined by a second one.
+- :class:`Journal` keeps each finished batch as ``<out>.partial/batch-NNNNNN.npz``, written to a
+  temporary name, fsynced and renamed, so a file in the folder is always complete. ``spec.json``
+  records what the run computes; a rerun with another model, revision or pooling is refused
+  rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class RunLocked(RuntimeError):
+    """Another live process is writing the same cache."""
+
+
+class JournalMismatch(RuntimeError):
+    """An unfinished journal belongs to a different run (model, revision, pooling, manifest...)."""
+
+
+class RunLock:
+    """Exclusive, non-blocking lock on ``<out>.lock`` for the life of a ``with`` block."""
+
+    def __init__(self, out: str | Path):
+        self.path = Path(str(out) + ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLocked(
+                f"{str(self.path)[:-5]} is being written by process {holder}; wait for it to finish "
+                "(or stop it), then rerun to resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            # The file stays: deleting it would let a process that opened it just before the
+            # unlink lock a dead inode while a third locks a new file.
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One finished batch: manifest ``rows`` ``(n,)``, ``pooled`` ``(n, layers, dim)`` float32,
+    ``durations`` ``(n,)`` seconds, and the rows of the batch that failed, with reasons."""
+
+    rows: np.ndarray
+    pooled: np.ndarray
+    durations: np.ndarray
+    bad_rows: np.ndarray
+    bad_reasons: tuple[str, ...]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """The ``<out>.partial/`` folder of a run identified by ``spec`` (a JSON-able dict)."""
+
+    def __init__(self, out: str | Path, spec: dict):
+        self.dir = Path(str(out) + ".partial")
+        self.spec = json.loads(json.dumps(spec, sort_keys=True))
+
+    def exists(self) -> bool:
+        return (self.dir / "spec.json").is_file()
+
+    def stored_spec(self) -> dict | None:
+        try:
+            return json.loads((self.dir / "spec.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def open(self) -> None:
+        """Create the journal, or check that the existing one is for this same run."""
+        stored = self.stored_spec()
+        if stored is None and any(self.dir.glob("batch-*.npz")):
+            raise JournalMismatch(f"{self.dir} holds batches but no readable spec.json; delete {self.dir} to start over")
+        if stored is not None:
+            diff = [k for k in sorted(set(stored) | set(self.spec)) if stored.get(k) != self.spec.get(k)]
+            if diff:
+                details = "; ".join(f"{k}: journal has {stored.get(k)!r}, this run asks {self.spec.get(k)!r}" for k in diff)
+                raise JournalMismatch(
+                    f"{self.dir} holds an unfinished extraction of a different run ({details}). "
+                    f"Rerun with the journal's settings to finish it, choose another --out, or delete {self.dir} to start over"
+                )
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(self.dir / "spec.json", json.dumps(self.spec, sort_keys=True, indent=1).encode())
+        _fsync_dir(self.dir.parent)
+
+    def _file(self, index: int) -> Path:
+        return self.dir / f"batch-{index:06d}.npz"
+
+    def done(self) -> set[int]:
+        """Indices of batches already journaled."""
+        out = set()
+        for p in self.dir.glob("batch-*.npz"):
+            try:
+                out.add(int(p.stem.split("-")[1]))
+            except (IndexError, ValueError):
+                continue
+        return out
+
+    def save(self, index: int, record: BatchRecord) -> None:
+        """Journal batch ``index`` atomically (temporary file, fsync, rename)."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            rows=np.asarray(record.rows, dtype=np.int64),
+            pooled=np.asarray(record.pooled, dtype=np.float32),
+            durations=np.asarray(record.durations, dtype=np.float32),
+            bad_rows=np.asarray(record.bad_rows, dtype=np.int64),
+            bad_reasons=np.array(record.bad_reasons, dtype=np.str_).reshape(-1),
+        )
+        _atomic_write_bytes(self._file(index), buf.getvalue())
+
+    def load(self, index: int) -> BatchRecord:
+        with np.load(self._file(index), allow_pickle=False) as z:
+            return BatchRecord(
+                rows=z["rows"],
+                pooled=z["pooled"],
+                durations=z["durations"],
+                bad_rows=z["bad_rows"],
+                bad_reasons=tuple(str(r) for r in z["bad_reasons"]),
+            )
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,240 @@
+"""Metrics per task, and speaker-resampling bootstrap confidence intervals.
+
+Point values come from scikit-learn. The bootstrap resamples *speakers* with replacement
+(a speaker drawn twice counts twice) and is vectorised: every metric is a function of per-speaker
+sufficient statistics (confusion counts, per-score-bucket counts, per-row scores), so one matrix
+product per statistic gives all resamples at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    hamming_loss,
+    label_ranking_average_precision_score,
+    precision_recall_fscore_support,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+SCALAR_METRICS = {
+    "binary": ("f1", "precision", "recall", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc"),
+    "multiclass": ("uar", "accuracy", "macro_f1", "weighted_f1"),
+    "multilabel": ("weighted_f1", "macro_f1", "micro_f1", "hamming_loss", "subset_accuracy", "lrap"),
+}
+HEADLINE = {"binary": "f1", "multiclass": "uar", "multilabel": "weighted_f1"}
+LOWER_IS_BETTER = frozenset({"hamming_loss"})
+
+
+def _safe(fn, *args, **kw) -> float:
+    try:
+        return float(fn(*args, **kw))
+    except ValueError:  # e.g. ROC-AUC of a fold whose test speaker has a single class
+        return float("nan")
+
+
+def compute_metrics(kind: str, y_true, y_pred, y_score, classes) -> dict[str, float | list]:
+    """All metrics of ``kind`` for one set of predictions.
+
+    binary: ``y_true``/``y_pred`` ``(n,)`` {0,1}, ``y_score`` ``(n,)`` positive-class score;
+    multiclass: ``(n,)`` class indices, ``y_score`` ``(n, C)``; adds ``confusion_matrix`` (C x C list, rows = truth);
+    multilabel: ``(n, k)`` indicators and scores; adds ``precision_per_label``, ``recall_per_label``,
+    ``f1_per_label``, ``support_per_label`` (lists of length k).
+    """
+    y_true, y_pred, y_score = np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score)
+    if kind == "binary":
+        return {
+            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+            "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": _safe(balanced_accuracy_score, y_true, y_pred),
+            "roc_auc": _safe(roc_auc_score, y_true, y_score),
+            "pr_auc": _safe(average_precision_score, y_true, y_score) if y_true.any() else float("nan"),
+        }
+    labels = list(range(len(classes)))
+    if kind == "multiclass":
+        return {
+            "uar": float(_recall_mean(confusion_matrix(y_true, y_pred, labels=labels))),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        }
+    if kind == "multilabel":
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+        return {
+            "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+            "hamming_loss": float(hamming_loss(y_true, y_pred)),
+            "subset_accuracy": float(accuracy_score(y_true, y_pred)),
+            "lrap": float(label_ranking_average_precision_score(y_true, y_score)),
+            "precision_per_label": p.tolist(),
+            "recall_per_label": r.tolist(),
+            "f1_per_label": f.tolist(),
+            "support_per_label": s.astype(int).tolist(),
+        }
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def _recall_mean(cm: np.ndarray) -> np.ndarray:
+    """Mean recall over classes present in the truth; ``cm`` ``(..., C, C)`` rows = truth.
+
+    Equals balanced accuracy (UAR)."""
+    support = cm.sum(-1)
+    diag = np.diagonal(cm, axis1=-2, axis2=-1)
+    present = support > 0
+    rec = np.divide(diag, support, out=np.zeros_like(diag, dtype=float), where=present)
+    return rec.sum(-1) / np.maximum(present.sum(-1), 1)
+
+
+def _f1(tp, fp, fn):
+    den = 2 * tp + fp + fn
+    return np.divide(2 * tp, den, out=np.zeros_like(den, dtype=float), where=den > 0)
+
+
+def _ratio(a, b):
+    return np.divide(a, b, out=np.zeros_like(np.asarray(a, dtype=float)), where=np.asarray(b) > 0)
+
+
+def _per_group(values: np.ndarray, inv: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sum rows of ``values`` ``(n, ...)`` per group -> ``(n_groups, ...)``."""
+    out = np.zeros((n_groups,) + values.shape[1:])
+    np.add.at(out, inv, values)
+    return out
+
+
+def _ranking_stats(y_true: np.ndarray, y_score: np.ndarray, inv: np.ndarray, n_groups: int):
+    """Per group and per score bucket (descending), positive and negative counts: ``(G, U)`` each."""
+    uniq, bucket = np.unique(-y_score, return_inverse=True)
+    pos = np.zeros((n_groups, len(uniq)))
+    neg = np.zeros((n_groups, len(uniq)))
+    np.add.at(pos, (inv, bucket), y_true == 1)
+    np.add.at(neg, (inv, bucket), y_true == 0)
+    return pos, neg
+
+
+def _auc_from_buckets(P: np.ndarray, N: np.ndarray):
+    """ROC-AUC and average precision from bucket counts ``(B, U)`` sorted by descending score."""
+    tot_p, tot_n = P.sum(1), N.sum(1)
+    neg_below = tot_n[:, None] - np.cumsum(N, 1)  # negatives with a strictly lower score
+    auc = _ratio((P * (neg_below + 0.5 * N)).sum(1), tot_p * tot_n)
+    tp, fp = np.cumsum(P, 1), np.cumsum(N, 1)
+    prec = _ratio(tp, tp + fp)
+    ap = _ratio((P * prec).sum(1), tot_p)
+    undefined_auc = (tot_p == 0) | (tot_n == 0)
+    return np.where(undefined_auc, np.nan, auc), np.where(tot_p == 0, np.nan, ap)
+
+
+def _row_lrap(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """Label-ranking average precision of each row ``(n,)``, as sklearn defines it (ties rank high;
+    rows with no or all labels relevant score 1), so speaker weights can average it."""
+    y = y_true.astype(bool)
+    ge = y_score[:, None, :] >= y_score[:, :, None]  # [i, j, l]: label l ranks at or above label j
+    rank = ge.sum(2)
+    hits = (ge & y[:, None, :]).sum(2)
+    n_rel = y.sum(1)
+    per = np.where(y, hits / rank, 0.0).sum(1)
+    trivial = (n_rel == 0) | (n_rel == y.shape[1])
+    return np.where(trivial, 1.0, per / np.maximum(n_rel, 1))
+
+
+def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[str, np.ndarray]:
+    """Each scalar metric for every row of group weights ``W`` ``(B, G)`` -> ``(B,)`` arrays."""
+    if kind == "binary":
+        cells = np.stack([(y_true == 1) & (y_pred == 1), (y_true == 0) & (y_pred == 1), (y_true == 1) & (y_pred == 0), (y_true == 0) & (y_pred == 0)], 1)
+        tp, fp, fn, tn = (W @ _per_group(cells.astype(float), inv, n_groups)).T
+        P, N = _ranking_stats(y_true, y_score, inv, n_groups)
+        auc, ap = _auc_from_buckets(W @ P, W @ N)
+        rec = _ratio(tp, tp + fn)
+        spec = _ratio(tn, tn + fp)
+        has_both = ((tp + fn) > 0) & ((tn + fp) > 0)
+        return {
+            "f1": _f1(tp, fp, fn),
+            "precision": _ratio(tp, tp + fp),
+            "recall": rec,
+            "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+            "balanced_accuracy": np.where(has_both, (rec + spec) / 2, np.where((tp + fn) > 0, rec, spec)),
+            "roc_auc": auc,
+            "pr_auc": ap,
+        }
+    if kind == "multiclass":
+        C = y_score.shape[1]
+        onehot = np.zeros((len(y_true), C * C))
+        onehot[np.arange(len(y_true)), y_true * C + y_pred] = 1
+        cm = (W @ _per_group(onehot, inv, n_groups)).reshape(len(W), C, C)
+        support, predicted, diag = cm.sum(2), cm.sum(1), np.diagonal(cm, axis1=1, axis2=2)
+        f1 = _f1(diag, predicted - diag, support - diag)
+        total = support.sum(1)
+        return {
+            "uar": _recall_mean(cm),
+            "accuracy": _ratio(diag.sum(1), total),
+            "macro_f1": f1.mean(1),
+            "weighted_f1": _ratio((f1 * support).sum(1), total),
+        }
+    if kind == "multilabel":
+        n, k = y_true.shape
+        stats = np.concatenate(
+            [
+                (y_true & y_pred),
+                ((1 - y_true) & y_pred),
+                (y_true & (1 - y_pred)),
+                (y_true != y_pred).sum(1, keepdims=True),
+                (y_true == y_pred).all(1, keepdims=True),
+                _row_lrap(y_true, y_score)[:, None],
+                np.ones((n, 1)),
+            ],
+            1,
+        ).astype(float)
+        S = W @ _per_group(stats, inv, n_groups)
+        tp, fp, fn = S[:, :k], S[:, k : 2 * k], S[:, 2 * k : 3 * k]
+        wrong, exact, lrap, rows = S[:, 3 * k], S[:, 3 * k + 1], S[:, 3 * k + 2], S[:, 3 * k + 3]
+        f1 = _f1(tp, fp, fn)
+        support = tp + fn
+        return {
+            "weighted_f1": _ratio((f1 * support).sum(1), support.sum(1)),
+            "macro_f1": f1.mean(1),
+            "micro_f1": _f1(tp.sum(1), fp.sum(1), fn.sum(1)),
+            "hamming_loss": _ratio(wrong, rows * k),
+            "subset_accuracy": _ratio(exact, rows),
+            "lrap": _ratio(lrap, rows),
+        }
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def bootstrap_ci(kind, y_true, y_pred, y_score, groups, classes, n_boot=1000, seed=0) -> dict[str, tuple[float, float]]:
+    """95% percentile interval of every scalar metric over ``n_boot`` resamples of speakers.
+
+    ``groups``: ``(n,)`` speaker per row. Resamples where a metric is undefined are ignored for it.
+    """
+    y_true, y_pred, y_score = np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score)
+    if kind == "multiclass" and y_score.ndim == 1:
+        raise ValueError("multiclass bootstrap needs (n, C) scores")
+    uniq, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    G = len(uniq)
+    if n_boot <= 0:
+        return {m: (float("nan"), float("nan")) for m in SCALAR_METRICS[kind]}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, G, size=(n_boot, G))
+    W = np.zeros((n_boot, G))
+    np.add.at(W, (np.repeat(np.arange(n_boot), G), draws.ravel()), 1.0)
+    values = _resampled_metrics(kind, y_true, y_pred, y_score, inv, G, W)
+    out = {}
+    for name, v in values.items():
+        v = v[np.isfinite(v)]
+        out[name] = (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) else (float("nan"), float("nan"))
+    return out
+
+
+def resampled_point(kind, y_true, y_pred, y_score, groups, classes) -> dict[str, float]:
+    """The vectorised metrics at unit weights (the un-resampled data); used to check them against sklearn."""
+    uniq, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    W = np.ones((1, len(uniq)))
+    return {k: float(v[0]) for k, v in _resampled_metrics(kind, np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score), inv, len(uniq), W).items()}

@@ -1,0 +1,94 @@
+"""Shared machinery of every probe: standardise on the training rows, then classify.
+
+Multi-label targets (a 2-D ``{0,1}`` indicator) are fitted one-vs-rest: one binary classifier per label.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+
+
+class ScaledProbe(ClassifierMixin, BaseEstimator):
+    """Base: subclasses implement ``_classifier()`` returning an unfitted sklearn classifier.
+
+    ``fit(X (n, d), y (n,) or (n, k))``; ``predict_proba`` gives ``(n, n_classes)`` for 1-D targets and
+    ``(n, k)`` positive-label probabilities for multi-label targets.
+    """
+
+    # Classifiers that take class_weight natively; the rest get balanced sample weights in fit.
+    _native_class_weight = True
+    # Classifiers that fit a {0,1} indicator matrix in one model; the rest go one-vs-rest.
+    _native_multilabel = False
+
+    def _classifier(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit_one(self, X, y):
+        with warnings.catch_warnings():
+            # An unconverged probe is still a valid measurement at its iteration budget; the budget is a parameter.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._fit_pipeline(X, y)
+
+    def _fit_pipeline(self, X, y):
+        clf = self._classifier()
+        pipe = make_pipeline(StandardScaler(), clf)
+        if getattr(self, "class_weight", None) == "balanced" and not self._native_class_weight:
+            name = pipe.steps[-1][0]
+            pipe.fit(X, y, **{f"{name}__sample_weight": compute_sample_weight("balanced", y)})
+        else:
+            pipe.fit(X, y)
+        return pipe
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        self.multilabel_ = y.ndim == 2
+        if self.multilabel_ and self._native_multilabel:
+            self.estimator_ = self._fit_one(X, y)
+            self.classes_ = np.arange(y.shape[1])
+        elif self.multilabel_:
+            self.estimators_ = []
+            for j in range(y.shape[1]):
+                col = y[:, j]
+                if col.min() == col.max():
+                    # A label absent (or always present) in this training part: predict its constant rate.
+                    self.estimators_.append(float(col[0]))
+                else:
+                    self.estimators_.append(self._fit_one(X, col))
+            self.classes_ = np.arange(y.shape[1])
+        else:
+            self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                raise ValueError(f"the training rows hold a single class ({self.classes_[0]}); a probe needs two or more")
+            self.estimator_ = self._fit_one(X, y)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        if self.multilabel_ and self._native_multilabel:
+            return self.estimator_.predict_proba(X)
+        if self.multilabel_:
+            out = np.empty((len(X), len(self.estimators_)))
+            for j, est in enumerate(self.estimators_):
+                out[:, j] = est if isinstance(est, float) else est.predict_proba(X)[:, 1]
+            return out
+        return self.estimator_.predict_proba(X)
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        if self.multilabel_:
+            return (proba >= 0.5).astype(np.int64)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+def clone_probe(probe):
+    """A fresh unfitted copy: probes are never refitted in place."""
+    return clone(probe)

@@ -1,0 +1,62 @@
+"""A rich progress bar counted in seconds of audio, with throughput (audio-s/s) and ETA."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+
+class AudioRateColumn(ProgressColumn):
+    """Seconds of audio encoded per wall-clock second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        return Text("  -- audio-s/s" if speed is None else f"{speed:7.1f} audio-s/s", style="progress.data.speed")
+
+
+class AudioProgress:
+    """Progress over ``total_seconds`` of audio; ``advance(seconds)`` after each batch.
+
+    ``enabled=False`` makes every call a no-op, for libraries and tests. Messages (bad rows)
+    go through :meth:`log` so they print above the bar instead of breaking it.
+    """
+
+    def __init__(self, description: str, total_seconds: float, enabled: bool = True, console: Console | None = None):
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:8.1f}/{task.total:.1f} s"),
+            AudioRateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not enabled,
+            # Rate over the last minute, so resumed (instant) batches do not inflate it for long.
+            speed_estimate_period=60.0,
+        )
+        self._task = self._progress.add_task(description, total=max(total_seconds, 1e-9))
+
+    def __enter__(self) -> AudioProgress:
+        if self.enabled:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+    def skip(self, seconds: float) -> None:
+        """Account for audio done earlier (resumed from the journal) without counting it as speed."""
+        task = self._progress.tasks[0]
+        task.completed += seconds
+
+    def advance(self, seconds: float) -> None:
+        self._progress.advance(self._task, seconds)
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            self._progress.console.print(message, markup=False, highlight=False)

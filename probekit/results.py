@@ -1,0 +1,161 @@
+"""The results document: ``results.json`` (schema below), ``results.csv``, and writing the output folder.
+
+Schema (``schema_version`` 1)::
+
+    schema_version  int, 1
+    created         ISO-8601 UTC timestamp (the only field that differs between identical runs)
+    task            {kind, target, positive, labels, min_support, classes: [str]}
+    headline        {metric: "f1" | "uar" | "weighted_f1", aggregate: "pooled"}
+    config          the ProbeConfig (without the output folder), plus probe_params: {probe: {param: value}}
+    seeds           {seed, bootstrap_seed, fold_seed}
+    versions        {probekit, python, numpy, scikit-learn, lightgbm}
+    caches          [{encoder, path, fingerprint, num_layers, dim, dtype, n_rows, n_rows_used,
+                      n_speakers, n_folds, missing_from_manifest: {count, ids}}]
+    rows            [{encoder, layer, probe, n_folds,
+                      metrics: {name: {value, mean, std, ci_low, ci_high}},
+                      confusion_matrix?  (multiclass: [[int]], rows = truth, classes in task.classes order)
+                      per_label?         (multilabel: {label: {precision, recall, f1, support}})
+                      thresholds?        (when tuned: per outer fold, [float] per label / positive class)}]
+    best            [{encoder, probe, layer, metric, value}]   one per (encoder, probe), by headline value
+
+``value`` is pooled over all out-of-fold predictions; ``mean``/``std`` are over folds; ``ci_low``/
+``ci_high`` bound a 95% bootstrap interval resampling speakers. Undefined numbers are ``null``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from probekit.metrics import SCALAR_METRICS
+
+SCHEMA_VERSION = 1
+STAT_KEYS = ("value", "mean", "std", "ci_low", "ci_high")
+
+
+class ResultsSchemaError(ValueError):
+    """A results document does not follow the schema; ``problems`` lists every deviation."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("results.json does not follow the schema:\n  " + "\n  ".join(problems[:30]))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _clean(obj):
+    """NaN/inf -> None so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalar
+        return _clean(obj.item())
+    return obj
+
+
+def validate_results(doc: dict) -> None:
+    """Raise :class:`ResultsSchemaError` listing every way ``doc`` departs from the schema."""
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        raise ResultsSchemaError(["the document is not a JSON object"])
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        problems.append(f"schema_version {version!r} is not one this probekit reads (1..{SCHEMA_VERSION})")
+    for key, typ in (("task", dict), ("headline", dict), ("config", dict), ("seeds", dict), ("versions", dict), ("caches", list), ("rows", list), ("best", list)):
+        if not isinstance(doc.get(key), typ):
+            problems.append(f"'{key}' is missing or not a {typ.__name__}")
+    if problems:
+        raise ResultsSchemaError(problems)
+    kind = doc["task"].get("kind")
+    if kind not in SCALAR_METRICS:
+        problems.append(f"task.kind {kind!r} is unknown")
+        raise ResultsSchemaError(problems)
+    if doc["headline"].get("metric") not in SCALAR_METRICS[kind]:
+        problems.append(f"headline.metric {doc['headline'].get('metric')!r} is not a {kind} metric")
+    for i, row in enumerate(doc["rows"]):
+        for key in ("encoder", "layer", "probe", "metrics"):
+            if key not in row:
+                problems.append(f"rows[{i}] lacks '{key}'")
+        metrics = row.get("metrics", {})
+        for name in SCALAR_METRICS[kind]:
+            stats = metrics.get(name)
+            if not isinstance(stats, dict):
+                problems.append(f"rows[{i}].metrics lacks '{name}'")
+                continue
+            for s in STAT_KEYS:
+                if s not in stats or not (stats[s] is None or isinstance(stats[s], (int, float))):
+                    problems.append(f"rows[{i}].metrics.{name}.{s} is missing or not a number")
+        if kind == "multiclass" and "confusion_matrix" not in row:
+            problems.append(f"rows[{i}] lacks 'confusion_matrix'")
+        if kind == "multilabel" and "per_label" not in row:
+            problems.append(f"rows[{i}] lacks 'per_label'")
+    for i, b in enumerate(doc["best"]):
+        for key in ("encoder", "probe", "layer", "metric", "value"):
+            if key not in b:
+                problems.append(f"best[{i}] lacks '{key}'")
+    if problems:
+        raise ResultsSchemaError(problems)
+
+
+def load_results(path: str | Path) -> dict:
+    """Read and validate a results.json written by this or an older probekit."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsSchemaError([f"{path}: file not found"]) from None
+    except json.JSONDecodeError as exc:
+        raise ResultsSchemaError([f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})"]) from None
+    validate_results(doc)
+    return doc
+
+
+def write_results(doc: dict, path: str | Path) -> Path:
+    """Validate and write ``doc`` as strict, indented JSON."""
+    doc = _clean(doc)
+    validate_results(doc)
+    path = Path(path)
+    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_csv(doc: dict, path: str | Path) -> Path:
+    """One line per (encoder, layer, probe): ``<metric>``, ``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high``, ``best``."""
+    kind = doc["task"]["kind"]
+    best = {(b["encoder"], b["probe"], b["layer"]) for b in doc["best"]}
+    header = ["encoder", "layer", "probe", "best"]
+    for name in SCALAR_METRICS[kind]:
+        header += [name, f"{name}_mean", f"{name}_std", f"{name}_ci_low", f"{name}_ci_high"]
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for r in doc["rows"]:
+            line = [r["encoder"], r["layer"], r["probe"], int((r["encoder"], r["probe"], r["layer"]) in best)]
+            for name in SCALAR_METRICS[kind]:
+                s = r["metrics"][name]
+                line += ["" if s[k] is None else f"{s[k]:.6f}" for k in STAT_KEYS]
+            w.writerow(line)
+    return path
+
+
+def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
+    """Write results.json, results.csv, report.md and the PNG plots into ``out``."""
+    from probekit.plots import plot_best_layer, plot_layers
+    from probekit.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    doc = _clean(doc)
+    files = {"results.json": write_results(doc, out / "results.json"), "results.csv": write_csv(doc, out / "results.csv")}
+    files.update(plot_layers(doc, out))
+    files.update(plot_best_layer(doc, out))
+    files["report.md"] = write_report(doc, out / "report.md", plots=[p.name for k, p in files.items() if k.endswith(".png")])
+    return files

@@ -1,0 +1,191 @@
+"""Export round trip and the safety of loading: tampering is rejected and nothing from the folder runs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from probekit.cache import EmbeddingCache
+from probekit.export import (ExportError, build_targets, export_probe, load_export, make_estimator,
+                             predict_proba_columns)
+
+from _predict_helpers import build_cache
+
+CASES = [
+    ("binary", "labels", "tonal", "logreg"),
+    ("multiclass", "label", None, "logreg"),
+    ("multiclass", "label", None, "mlp"),
+    ("binary", "labels", "tonal", "lgbm"),
+    ("multilabel", "labels", None, "logreg"),
+    ("multilabel", "labels", None, "lgbm"),
+    ("multilabel", "labels", None, "mlp"),
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    path, _ = build_cache(tmp_path_factory.mktemp("c") / "synthetic.h5")
+    return path
+
+
+@pytest.mark.parametrize("task,target,positive,probe", CASES)
+def test_export_reproduces_in_memory_probe(cache, tmp_path, task, target, positive, probe):
+    out = export_probe(cache, 1, tmp_path / "m", task=task, target=target, positive=positive, probe=probe, cv=False)
+    config, head = load_export(out)
+    c = EmbeddingCache(cache)
+    x = c.read_layer(1)
+    y, names = build_targets(c.metadata, task, target, positive)
+    est = clone(make_estimator(probe, task)).fit(x, y)
+    np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, task), atol=1e-6, rtol=0)
+    assert config["labels"] == names and config["layer"] == 1
+    assert config["cache"]["fingerprint"] == c.fingerprint
+    assert config["task"] == {"kind": task, "target": target, "positive": positive}
+
+
+def test_export_records_encoder_cv_metrics_and_manifest(cache, tmp_path):
+    out = export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", probe="logreg")
+    config = json.loads((out / "config.json").read_text())
+    assert config["encoder"]["model"] == "spectral-test" and config["encoder"]["dim"] == 8
+    # Only hidden state 1 carries the tones: CV on it must be far above the 1/3 chance level.
+    assert config["metrics"]["pooled"]["uar"] > 0.9
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    noise = export_probe(cache, 0, tmp_path / "m0", task="multiclass", target="label", probe="logreg")
+    assert json.loads((noise / "config.json").read_text())["metrics"]["pooled"]["uar"] < 0.6
+
+
+def test_export_refuses_a_non_empty_folder(cache, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "old.txt").write_text("x")
+    with pytest.raises(ExportError, match="not empty"):
+        export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", cv=False)
+
+
+@pytest.fixture()
+def exported(cache, tmp_path) -> Path:
+    return export_probe(cache, 1, tmp_path / "m", task="binary", target="labels", positive="tonal", probe="lgbm", cv=False)
+
+
+def _rehash(folder: Path) -> None:
+    """Rewrite the manifest to match the folder: an attacker who controls the whole folder."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = {}
+    for p in folder.iterdir():
+        if p.name != "manifest.json":
+            files[p.name] = {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+    manifest["files"] = files
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_flipped_byte_is_rejected_naming_the_file(exported):
+    path = exported / "weights.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="weights.safetensors.*sha256"):
+        load_export(exported)
+
+
+@pytest.mark.parametrize("name", ["config.json", "weights.safetensors", "lgbm_0.txt"])
+def test_truncated_file_is_rejected_naming_it(exported, name):
+    path = exported / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ExportError, match=f"{name}.*truncated"):
+        load_export(exported)
+
+
+def test_missing_and_extra_files_are_rejected(exported):
+    (exported / "extra.pkl").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ExportError, match="extra.pkl.*not listed"):
+        load_export(exported)
+    (exported / "extra.pkl").unlink()
+    (exported / "lgbm_0.txt").unlink()
+    with pytest.raises(ExportError, match="lgbm_0.txt.*missing"):
+        load_export(exported)
+
+
+class _Payload:
+    """Unpickling this touches the sentinel file: proof that code ran."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (Path.touch, (self.sentinel,))
+
+
+def test_crafted_pickles_never_run(exported, tmp_path):
+    sentinel = tmp_path / "code_ran"
+    payload = pickle.dumps(_Payload(sentinel))
+    # The payload is live: unpickling it does run code (on a second sentinel, to keep the first clean).
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(_Payload(control)))
+    assert control.exists()
+
+    # 1) Weights replaced by the pickle, manifest rewritten to match.
+    (exported / "weights.safetensors").write_bytes(payload)
+    _rehash(exported)
+    with pytest.raises(ExportError, match="weights.safetensors.*not a valid safetensors"):
+        load_export(exported)
+    # 2) Weights replaced by an npz holding a pickled object array.
+    buf = io.BytesIO()
+    np.savez(buf, **{"scaler.mean": np.array([_Payload(sentinel)], dtype=object)})
+    (exported / "weights.safetensors").write_bytes(buf.getvalue())
+    _rehash(exported)
+    with pytest.raises(ExportError, match="weights.safetensors"):
+        load_export(exported)
+    # 3) The booster replaced by the pickle.
+    (exported / "lgbm_0.txt").write_bytes(payload)
+    _rehash(exported)
+    with pytest.raises(ExportError):
+        load_export(exported)
+    assert not sentinel.exists()
+
+
+def test_config_shape_lies_are_rejected(cache, tmp_path):
+    out = export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", probe="logreg", cv=False)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["labels"] = cfg["labels"][:2]
+    (out / "config.json").write_text(json.dumps(cfg))
+    _rehash(out)
+    with pytest.raises(ExportError, match="labels"):
+        load_export(out)
+
+
+def test_a_label_constant_in_training_exports_as_its_constant(cache, tmp_path):
+    from probekit.export import head_from_estimator
+
+    c = EmbeddingCache(cache)
+    x = c.read_layer(1)
+    y, names = build_targets(c.metadata, "multilabel", "labels")
+    y = np.concatenate([y, np.ones((len(y), 1), dtype=y.dtype)], axis=1)  # a label every row carries
+    est = clone(make_estimator("logreg", "multilabel")).fit(x, y)
+    head = head_from_estimator(est, "multilabel", y.shape[1], x.shape[1])
+    assert head.parts[-1].constant == 1.0
+    np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, "multilabel"), atol=1e-6)
+
+
+def test_metrics_and_thresholds_come_from_results_json(cache, tmp_path):
+    doc = {"rows": [
+        {"encoder": "spectral-test", "layer": 0, "probe": "logreg", "metrics": {"f1": {"value": 0.4}}},
+        {"encoder": "spectral-test", "layer": 1, "probe": "logreg", "metrics": {"f1": {"value": 0.97}},
+         "thresholds": [[0.3], [0.5], [0.4]]},
+    ]}
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    out = export_probe(cache, 1, tmp_path / "m", task="binary", target="labels", positive="tonal",
+                       results=tmp_path / "results.json")
+    config, _ = load_export(out)
+    assert config["metrics"]["row"]["metrics"]["f1"]["value"] == 0.97
+    assert config["thresholds"] == [0.4]
+    with pytest.raises(ValueError, match="no row"):
+        export_probe(cache, 2, tmp_path / "m2", task="binary", target="labels", positive="tonal", results=tmp_path / "results.json")

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from probekit.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, resampled_point
+
+
+def _data(kind, n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"s{i}" for i in range(8)], n // 8)
+    if kind == "binary":
+        y = rng.integers(0, 2, n)
+        score = np.clip(0.35 * y + rng.random(n) * 0.7, 0, 1).round(2)  # rounding makes ties
+        return y, (score >= 0.5).astype(int), score, groups, ("no", "yes")
+    if kind == "multiclass":
+        y = rng.integers(0, 4, n)
+        score = rng.random((n, 4)) + 0.8 * np.eye(4)[y]
+        return y, score.argmax(1), score, groups, ("a", "b", "c", "d")
+    y = rng.integers(0, 2, (n, 3))
+    score = np.clip(0.4 * y + rng.random((n, 3)) * 0.7, 0, 1).round(1)  # ties exercise LRAP ranking
+    return y, (score >= 0.5).astype(int), score, groups, ("x", "y", "z")
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_vectorised_metrics_equal_sklearn_at_unit_weights(kind):
+    y, pred, score, groups, classes = _data(kind)
+    ref = compute_metrics(kind, y, pred, score, classes)
+    fast = resampled_point(kind, y, pred, score, groups, classes)
+    assert set(fast) == set(SCALAR_METRICS[kind])
+    for name in SCALAR_METRICS[kind]:
+        assert fast[name] == pytest.approx(ref[name], abs=1e-9), name
+
+
+def test_duplicated_speaker_weights_match_sklearn_on_repeated_rows():
+    y, pred, score, groups, classes = _data("multiclass")
+    # Speaker s0 drawn twice, s1 dropped: same as sklearn on the rows repeated accordingly.
+    keep = np.concatenate([np.flatnonzero(groups == "s0")] * 2 + [np.flatnonzero((groups != "s0") & (groups != "s1"))])
+    ref = compute_metrics("multiclass", y[keep], pred[keep], score[keep], classes)
+    from probekit.metrics import _resampled_metrics
+
+    uniq, inv = np.unique(groups, return_inverse=True)
+    W = np.ones((1, len(uniq)))
+    W[0, list(uniq).index("s0")] = 2
+    W[0, list(uniq).index("s1")] = 0
+    got = _resampled_metrics("multiclass", y, pred, score, inv, len(uniq), W)
+    for name in SCALAR_METRICS["multiclass"]:
+        assert got[name][0] == pytest.approx(ref[name]), name
+
+
+def test_multiclass_uar_is_balanced_accuracy_and_has_confusion_matrix():
+    y = np.array([0, 0, 0, 1, 2, 2])
+    pred = np.array([0, 1, 0, 1, 2, 0])
+    m = compute_metrics("multiclass", y, pred, np.eye(3)[pred], ("a", "b", "c"))
+    assert m["uar"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["weighted_f1"] == pytest.approx(f1_score(y, pred, average="weighted"))
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_multilabel_per_label_lists():
+    y = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    pred = np.array([[1, 0], [0, 1], [0, 1], [1, 0]])
+    m = compute_metrics("multilabel", y, pred, pred.astype(float), ("p", "q"))
+    assert m["support_per_label"] == [2, 2]
+    assert m["f1_per_label"][1] == pytest.approx(1.0)
+    assert m["f1_per_label"][0] == pytest.approx(0.5)
+    assert m["hamming_loss"] == pytest.approx(2 / 8)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_bootstrap_ci_brackets_point_and_is_seeded(kind):
+    y, pred, score, groups, classes = _data(kind)
+    ci = bootstrap_ci(kind, y, pred, score, groups, classes, n_boot=300, seed=3)
+    ref = compute_metrics(kind, y, pred, score, classes)
+    for name in SCALAR_METRICS[kind]:
+        lo, hi = ci[name]
+        assert lo <= hi
+        assert lo - 1e-9 <= ref[name] <= hi + 1e-9 or hi - lo < 1e-9, name
+    assert bootstrap_ci(kind, y, pred, score, groups, classes, n_boot=300, seed=3) == ci
+
+
+def test_bootstrap_is_degenerate_with_one_speaker_constant_data():
+    y = np.array([0, 1, 0, 1])
+    pred = y.copy()
+    ci = bootstrap_ci("binary", y, pred, y.astype(float), np.array(["a"] * 4), ("n", "p"), n_boot=50)
+    assert ci["f1"] == (1.0, 1.0)
+
+
+def test_bootstrap_interval_narrows_with_more_speakers():
+    widths = []
+    for n_spk in (4, 40):
+        rng = np.random.default_rng(0)
+        n = n_spk * 20
+        groups = np.repeat(np.arange(n_spk).astype(str), 20)
+        y = rng.integers(0, 2, n)
+        pred = np.where(rng.random(n) < 0.8, y, 1 - y)
+        lo, hi = bootstrap_ci("binary", y, pred, pred.astype(float), groups, ("n", "p"), n_boot=400)["accuracy"]
+        widths.append(hi - lo)
+    assert widths[1] < widths[0]

@@ -1,0 +1,56 @@
+"""Real-data acceptance: layer-wise probing of a float32 whisper-tiny.en EmoDB cache.
+
+Needs $PROBEKIT_SHARED (set by .ci/run) and a cache at $PROBEKIT_EMODB_CACHE; built by
+`probekit extract` (or the plain transformers loop described in docs/probe.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from probekit.probing import ProbeConfig, run_probe
+from probekit.tasks import TaskSpec
+
+pytestmark = pytest.mark.slow
+
+REFERENCE_UAR = (0.770, 0.856, 0.915, 0.902, 0.884)
+REFERENCE_F1 = (0.843, 0.877, 0.916, 0.906, 0.896)
+
+
+@pytest.fixture(scope="module")
+def emodb_cache(shared_dir) -> str:
+    value = os.environ.get("PROBEKIT_EMODB_CACHE")
+    if not value or not Path(value).is_file():
+        pytest.skip("set PROBEKIT_EMODB_CACHE to a float32 whisper-tiny.en EmoDB cache (see docs/probe.md)")
+    return value
+
+
+def test_multiclass_loso_matches_reference(emodb_cache):
+    res = run_probe(ProbeConfig(caches=(emodb_cache,), task=TaskSpec("multiclass", "label"), cv="loso", bootstrap=200))
+    uar = [r["metrics"]["uar"]["value"] for r in sorted(res.rows, key=lambda r: r["layer"])]
+    assert len(uar) == 5
+    for got, want in zip(uar, REFERENCE_UAR):
+        assert abs(got - want) <= 0.015, (uar, REFERENCE_UAR)
+    assert res.best[0]["layer"] == 2
+
+
+def test_binary_negative_loso_matches_reference(emodb_cache):
+    res = run_probe(ProbeConfig(caches=(emodb_cache,), task=TaskSpec("binary", "labels", positive="negative"), cv="loso", bootstrap=200))
+    f1 = [r["metrics"]["f1"]["value"] for r in sorted(res.rows, key=lambda r: r["layer"])]
+    for got, want in zip(f1, REFERENCE_F1):
+        assert abs(got - want) <= 0.015, (f1, REFERENCE_F1)
+
+
+def test_multilabel_runs_all_probes(emodb_cache):
+    res = run_probe(
+        ProbeConfig(
+            caches=(emodb_cache,), task=TaskSpec("multilabel", "labels"), probes=("logreg", "mlp", "lgbm"),
+            layers=(2,), bootstrap=100, params=(("mlp.hidden", 64), ("mlp.max_iter", 150), ("lgbm.n_estimators", 40)),
+        )
+    )
+    assert {r["probe"] for r in res.rows} == {"logreg", "mlp", "lgbm"}
+    for r in res.rows:
+        assert r["metrics"]["weighted_f1"]["value"] > 0.6

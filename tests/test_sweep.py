@@ -1,0 +1,205 @@
+"""Nested sweeps: known answers, no peeking at outer test folds, resume, widened grids, mixed inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import probekit.sweep as sw
+from probekit.cache import EmbeddingCache
+from probekit.store import ResultStore, StoreError
+from probekit.sweep import SweepError, SweepSpec, candidate_params, fold_rows, fold_table, load_sweep_file, run_sweep, write_outputs
+
+from _sweep_data import planted_cache
+
+GRID = (("C", (0.01, 0.1, 1.0)),)
+
+
+def _spec(**kw):
+    base = dict(task="binary", target="binary", positive="neg", grid=GRID, outer_folds=3, inner_folds=2)
+    base.update(kw)
+    return SweepSpec(**base)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return planted_cache(tmp_path_factory.mktemp("c") / "a.h5", signal_layer=1, row_feature=True)
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass"])
+def test_planted_layer_is_best_and_outputs_are_written(cache, tmp_path, task):
+    kw = {"binary": {}, "multilabel": {"target": "labels", "positive": None, "labels": ("e0", "e1", "e2")},
+          "multiclass": {"target": "binary", "positive": None}}[task]
+    res = run_sweep([cache], _spec(task=task, **kw), tmp_path)
+    h = res.headline
+    best = max(res.rows, key=lambda r: r[h])
+    assert best["layer"] == 1
+    assert all(best[h] > r[h] + 0.05 for r in res.rows if r is not best)
+    paths = write_outputs(res, tmp_path)
+    doc = json.loads(paths["json"].read_text())
+    assert doc["best"][0]["layer"] == 1 and doc["headline_metric"] == h
+    assert {"best_params", "fold_params", "inner_score", h, f"{h}_std"} <= set(doc["rows"][0])
+    assert paths["png"].stat().st_size > 1000
+
+
+def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkeypatch):
+    """Instrument every fit: selection fits and scores only rows of the outer training part."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, **params):
+            self.params = params
+
+        def get_params(self, deep=True):
+            return dict(self.params)
+
+        def set_params(self, **p):
+            self.params.update(p)
+            return self
+
+        def fit(self, X, y):
+            calls.append(("fit", frozenset(X[:, -1].astype(int).tolist())))
+            self.mean_ = X[:, :-1].mean(0)
+            return self
+
+        def predict(self, X):
+            calls.append(("predict", frozenset(X[:, -1].astype(int).tolist())))
+            return (X[:, 0] > self.mean_[0]).astype(int)
+
+    monkeypatch.setattr(sw, "_make_estimator", lambda probe, kind, params: Recorder(**params))
+    spec = _spec(probe="logreg", layers=(1,))
+    res = run_sweep([cache], spec, tmp_path)
+    c = EmbeddingCache(cache)
+    Y, _, mask = sw._targets(spec, c.metadata)
+    table = fold_table(spec, c.metadata["speaker"][mask], Y)
+    outer_tests = [set(fold_rows(table, f"o{k}")[1].tolist()) for k in range(table.shape[0])]
+    pairs = list(zip(calls[::2], calls[1::2]))
+    n_inner = len(candidate_params(spec)) * sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
+    assert len(pairs) == n_inner + table.shape[0] == res.computed
+    per_outer = [len(candidate_params(spec)) * (int(table[k].max()) + 1) for k in range(table.shape[0])]
+    owner = [k for k, m in enumerate(per_outer) for _ in range(m)]  # cells run outer fold by outer fold
+    for i, ((_, fit_rows), (_, pred_rows)) in enumerate(pairs):
+        if i < n_inner:  # the selection phase comes first, all of it
+            k = owner[i]
+            assert fit_rows and pred_rows
+            assert not (fit_rows | pred_rows) & outer_tests[k], f"selection for outer fold {k} touched its test rows"
+        else:
+            k = i - n_inner
+            assert pred_rows == outer_tests[k]
+            assert not fit_rows & outer_tests[k]
+
+
+def test_fast_path_selection_masks_exclude_outer_test(cache, tmp_path, monkeypatch):
+    seen = []
+    real = sw.fit_batched
+
+    def spy(X, Y, masks, gf, gc, **kw):
+        seen.append(np.asarray(masks).copy())
+        return real(X, Y, masks, gf, gc, **kw)
+
+    monkeypatch.setattr(sw, "fit_batched", spy)
+    spec = _spec(layers=(0,))
+    run_sweep([cache], spec, tmp_path)
+    c = EmbeddingCache(cache)
+    Y, _, mask = sw._targets(spec, c.metadata)
+    table = fold_table(spec, c.metadata["speaker"][mask], Y)
+    inner_masks = seen[0]  # phase 1: every inner training mask
+    assert inner_masks.shape[1] == sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
+    col = 0
+    for k in range(table.shape[0]):
+        for _ in range(int(table[k].max()) + 1):
+            assert not inner_masks[table[k] == sw.OUTER_TEST, col].any()
+            col += 1
+
+
+def test_interrupted_sweep_resumes_computing_only_missing_cells(cache, tmp_path, monkeypatch):
+    spec = _spec()
+    full = run_sweep([cache], spec, tmp_path / "full")
+    real_append = ResultStore.append
+    written = {"n": 0}
+
+    def failing(self, records):
+        if written["n"] >= 17:
+            raise RuntimeError("injected crash")
+        written["n"] += 1
+        return real_append(self, records)
+
+    monkeypatch.setattr(ResultStore, "append", failing)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run_sweep([cache], spec, tmp_path / "cut")
+    monkeypatch.setattr(ResultStore, "append", real_append)
+    assert len(ResultStore(tmp_path / "cut" / "results.jsonl")) == 17
+    resumed = run_sweep([cache], spec, tmp_path / "cut")
+    assert resumed.computed == full.computed - 17
+    assert resumed.reused == 17
+    assert [(r["layer"], r["f1"], r["fold_params"]) for r in resumed.rows] == [(r["layer"], r["f1"], r["fold_params"]) for r in full.rows]
+    again = run_sweep([cache], spec, tmp_path / "cut")
+    assert again.computed == 0
+
+
+def test_widened_grid_computes_only_new_cells(cache, tmp_path):
+    first = run_sweep([cache], _spec(grid=(("C", (0.01, 0.1)),)), tmp_path)
+    second = run_sweep([cache], _spec(grid=(("C", (0.01, 0.1, 1.0)),)), tmp_path)
+    layers, K, inner = 3, 3, 2
+    new_outer = sum(a != b for r1, r2 in zip(first.rows, second.rows) for a, b in zip(r1["fold_params"], r2["fold_params"]))
+    assert second.computed == layers * K * inner + new_outer
+    assert len(ResultStore(tmp_path / "results.jsonl")) == layers * K * inner * 3 + K * layers + new_outer
+
+
+def test_changed_cache_or_labels_is_refused(tmp_path):
+    path = planted_cache(tmp_path / "c.h5", seed=1)
+    run_sweep([path], _spec(layers=(0,)), tmp_path / "out")
+    with pytest.raises(StoreError, match="label definition"):
+        run_sweep([path], _spec(layers=(0,), positive="pos"), tmp_path / "out")
+    path.unlink()
+    planted_cache(path, seed=2)  # re-extracted: same path, new content
+    with pytest.raises(StoreError, match="re-extracted"):
+        run_sweep([path], _spec(layers=(0,)), tmp_path / "out")
+
+
+def test_random_search_is_seeded_and_in_range():
+    spec = _spec(grid=(), ranges=sw.parse_range(["C=1e-3:1e2:log"]), trials=6, seed=3)
+    a, b = candidate_params(spec), candidate_params(spec)
+    assert a == b and len(a) == 6
+    assert all(1e-3 <= p["C"] <= 1e2 for p in a)
+    assert candidate_params(_spec(grid=(), ranges=spec.ranges, trials=6, seed=4)) != a
+
+
+def test_bad_specs_name_what_to_fix(cache, tmp_path):
+    with pytest.raises(SweepError, match="NAME=V1"):
+        sw.parse_grid(["C"])
+    with pytest.raises(SweepError, match="LOW < HIGH"):
+        sw.parse_range(["C=10:1:log"])
+    with pytest.raises(SweepError, match="target column 'nope'"):
+        run_sweep([cache], _spec(target="nope"), tmp_path)
+    with pytest.raises(SweepError, match="speaker"):
+        run_sweep([cache], _spec(outer_folds=50), tmp_path)
+
+
+def test_shipped_sweep_files_validate():
+    files = sorted((Path(__file__).parents[1] / "recipes" / "sweeps").glob("*.toml"))
+    assert files
+    for f in files:
+        kw = load_sweep_file(f)
+        for k in ("caches", "out", "jobs", "backend", "scheduler"):
+            kw.pop(k, None)
+        spec = SweepSpec(**kw)
+        assert candidate_params(spec)
+        assert f.read_text().startswith("# probekit sweep")
+
+
+def test_cli_sweep_runs_and_reports_bad_input(cache, tmp_path):
+    from probekit.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--positive", "neg",
+                            "--grid", "C=0.1,1", "--folds", "3", "--inner-folds", "2", "--layers", "0-1", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "layer_curve.png").is_file()
+    assert "cells computed" in r.output
+    r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--grid", "C", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "NAME=V1" in r.output
