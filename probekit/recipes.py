@@ -595,8 +595,27 @@ def run_recipe(
 
 
 def shipped_recipes(root: str | Path | None = None) -> list[Path]:
-    """Every ``recipes/**/*.toml`` of the checkout."""
+    """Every ``recipes/**/*.toml`` of the checkout that is a recipe (has a ``[recipe]`` table).
+
+    The other TOML files there are sweep files for ``probekit sweep --file`` (see :func:`shipped_sweep_files`).
+    """
+    return [p for p in _shipped_toml(root) if _is_recipe(p)]
+
+
+def shipped_sweep_files(root: str | Path | None = None) -> list[Path]:
+    """Every ``recipes/**/*.toml`` without a ``[recipe]`` table: sweep files read by ``probekit.sweep``."""
+    return [p for p in _shipped_toml(root) if not _is_recipe(p)]
+
+
+def _shipped_toml(root: str | Path | None) -> list[Path]:
     from probekit.defaults import repo_root
 
     base = Path(root) if root else repo_root() / "recipes"
     return sorted(base.glob("**/*.toml"))
+
+
+def _is_recipe(path: Path) -> bool:
+    try:
+        return "recipe" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return True  # let parse_recipe report the broken file

@@ -18,6 +18,7 @@ from probekit.recipes import (
     probe_names,
     resolve_manifest,
     shipped_recipes,
+    shipped_sweep_files,
     step_hash,
     validate_recipe,
 )
@@ -87,6 +88,16 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
     recipe = validate_recipe(path)
     assert any("probekit run" in c and str(path.relative_to(path.parents[2])) in c for c in recipe.commands)
     assert recipe.encoders and (recipe.probes or recipe.sweeps)
+
+
+@pytest.mark.parametrize("path", shipped_sweep_files(), ids=[p.stem for p in shipped_sweep_files()])
+def test_every_shipped_sweep_file_loads(path: Path) -> None:
+    from probekit.sweep import SweepSpec, candidate_params, load_sweep_file
+
+    kw = load_sweep_file(path)
+    spec = SweepSpec(**{k: v for k, v in kw.items() if k in SweepSpec.__dataclass_fields__})
+    assert candidate_params(spec)
+    assert any("probekit sweep" in line for line in path.read_text().splitlines()[:3])
 
 
 def test_emodb_recipe_columns_match_the_real_manifest(emodb_manifest: Path) -> None:
