@@ -1,0 +1,64 @@
+"""``probekit run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from probekit.cli._app import app
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="A recipe TOML file, e.g. recipes/emodb/emodb.toml.")],
+    data: Annotated[Optional[Path], typer.Option(help="Data folder (or a manifest file) for ${PROBEKIT_DATA}; default: $PROBEKIT_DATA, then the recipe's default_data.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Run this encoder (hub id or folder) instead of the recipe's [[encoders]].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<recipe name>).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate the recipe (names, grid parameters, manifest columns) and stop.")] = False,
+) -> None:
+    """Run a recipe's extract -> probe -> sweep steps, skipping the steps that are already finished."""
+    from probekit.recipes import RecipeError, run_recipe, validate_recipe
+
+    try:
+        if check:
+            r = validate_recipe(recipe, data)
+            typer.echo(f"{recipe}: valid ({len(r.encoders)} encoder(s), {len(r.probes)} probe step(s), {len(r.sweeps)} sweep step(s))")
+            return
+        report = run_recipe(recipe, data=data, out=out, model=model, echo=typer.echo)
+    except RecipeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except (ValueError, RuntimeError, OSError) as exc:
+        # Library errors (bad manifest, unreadable cache, a probe that cannot run) already name what to fix.
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    for step in report.steps:
+        typer.echo(f"{step.kind:<8} {step.name:<28} {step.status:<8} {step.path}")
+        if step.detail.get("skipped_rows"):
+            typer.echo(f"         {step.detail['skipped_rows']} unreadable or too-short row(s) left out; the cache lists them")
+    for step in report.steps:
+        if step.kind != "probe":
+            continue
+        _print_layer_table(step.name, step.path)
+
+
+def _print_layer_table(name: str, folder: Path) -> None:
+    """The probe step's layer table (the probe command's own rendering when present) and its plots."""
+    import json
+
+    results = folder / "results.json"
+    if not results.is_file():
+        return
+    typer.echo(f"\n== {name}")
+    try:
+        from rich.console import Console
+
+        from probekit.report import rich_table
+
+        Console().print(rich_table(json.loads(results.read_text())))
+    except ImportError:
+        typer.echo((folder / "report.md").read_text() if (folder / "report.md").is_file() else str(results))
+    for png in sorted(folder.glob("*.png")):
+        typer.echo(f"plot: {png}")

