@@ -26,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from probekit.cache import EmbeddingCache
 from probekit.distributed import run_jobs
 from probekit.fastlogreg import decision_batched, fit_batched
+from probekit.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, compute_metrics
+from probekit.probes import make_probe
+from probekit.splits import make_folds
 from probekit.store import ResultStore, cell_key, params_key, stable_hash
+from probekit.tasks import ProbeInputError, Targets, TaskSpec, build_targets
 
 __all__ = [
     "SweepError",
@@ -47,7 +50,6 @@ __all__ = [
     "HEADLINE",
 ]
 
-HEADLINE = {"binary": "f1", "multiclass": "uar", "multilabel": "weighted_f1"}
 OUTER_TEST = -1
 NOT_USED = -2
 
@@ -89,8 +91,13 @@ class SweepSpec:
         return self.metric or HEADLINE[self.task]
 
     def task_definition(self) -> dict:
-        """Everything that defines the labels and the folds; its hash keys the store."""
+        """Everything that defines the labels and the folds; its hash keys the store.
+
+        ``definition`` versions how labels and folds are derived from these fields (2: labels from
+        :func:`probekit.tasks.build_targets`, folds from :func:`probekit.splits.make_folds`), so a
+        store written under another derivation is refused rather than mixed."""
         return {
+            "definition": 2,
             "task": self.task,
             "target": self.target,
             "positive": self.positive,
@@ -200,86 +207,52 @@ def load_sweep_file(path: str | Path) -> dict:
 
 
 # --------------------------------------------------------------------------- labels and folds
-# Stand-ins for probekit.tasks / probekit.splits, used only while those modules are absent.
 
 
-def _targets(spec: SweepSpec, metadata: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """``(Y (n_used, k) uint8 for fast solving, class names, used-row mask (n,))``.
+def sweep_targets(spec: SweepSpec, metadata: Mapping[str, np.ndarray]) -> Targets:
+    """The task's targets from row-aligned metadata, through :func:`probekit.tasks.build_targets`
+    (the same labels ``probekit probe`` trains on); input errors become :class:`SweepError`."""
+    try:
+        return build_targets(TaskSpec(spec.task, spec.target, spec.positive, spec.labels, spec.min_support), metadata)
+    except ProbeInputError as exc:
+        raise SweepError(str(exc)) from exc
 
-    binary: one column (positive); multiclass: one-hot over classes; multilabel: one column per label.
+
+def indicator(targets: Targets) -> np.ndarray:
+    """``(n, k)`` uint8 0/1 columns for the batched solver: binary one column (the positive class),
+    multiclass one-hot over ``targets.classes``, multilabel the label indicator itself."""
+    if targets.kind == "binary":
+        return targets.y.astype(np.uint8)[:, None]
+    if targets.kind == "multiclass":
+        return np.eye(len(targets.classes), dtype=np.uint8)[targets.y]
+    return targets.y.astype(np.uint8)
+
+
+def fold_table(spec: SweepSpec, groups: np.ndarray, y: np.ndarray, split: np.ndarray | None = None) -> np.ndarray:
+    """``(K, n)`` int8: for outer fold k, row i is ``-1`` (outer test), its inner fold index, or
+    ``-2`` (not used, e.g. a split value other than train/test).
+
+    ``y``: ``Targets.y`` (``(n,)`` classes or ``(n, k)`` indicator), used for stratification.
+    Outer folds come from :func:`probekit.splits.make_folds` with ``spec.cv``; the inner folds of
+    outer fold k are speaker-grouped folds of outer fold k's training rows only.
     """
-    if spec.target not in metadata:
-        raise SweepError(f"target column '{spec.target}' is not in the cache metadata (columns: {sorted(metadata)})")
-    col = np.asarray(metadata[spec.target]).astype(str)
-    mask = col != ""
-    sets = [frozenset(x.strip() for x in v.split(";") if x.strip()) for v in col]
-    if spec.task == "binary":
-        if not spec.positive:
-            raise SweepError("--task binary needs --positive VALUE (the label that marks the positive class)")
-        y = np.array([spec.positive in s for s in sets], dtype=np.uint8)
-        if not y[mask].any():
-            raise SweepError(f"no row of column '{spec.target}' contains positive label '{spec.positive}'")
-        return y[mask][:, None], [spec.positive], mask
-    if spec.task == "multiclass":
-        classes = sorted(set(col[mask]))
-        if len(classes) < 2:
-            raise SweepError(f"column '{spec.target}' has fewer than two classes")
-        y = (col[mask][:, None] == np.array(classes)[None, :]).astype(np.uint8)
-        return y, classes, mask
-    if spec.task == "multilabel":
-        counts = Counter(lab for s, m in zip(sets, mask) if m for lab in s)
-        labels = list(spec.labels) if spec.labels else sorted(counts)
-        missing = [lab for lab in labels if lab not in counts]
-        if missing:
-            raise SweepError(f"label(s) {missing} never occur in column '{spec.target}' (known: {sorted(counts)})")
-        labels = [lab for lab in labels if counts[lab] >= spec.min_support]
-        if not labels:
-            raise SweepError(f"no label of '{spec.target}' reaches --min-support {spec.min_support}")
-        y = np.array([[lab in s for lab in labels] for s in sets], dtype=np.uint8)
-        return y[mask], labels, mask
-    raise SweepError(f"unknown task {spec.task!r}: use binary, multiclass or multilabel")
-
-
-def _strat(Y: np.ndarray) -> np.ndarray:
-    """One stratification label per row: the positive flag, the class, or a row's first label."""
-    return Y[:, 0] if Y.shape[1] == 1 else Y.argmax(1)
-
-
-def _group_folds(groups: np.ndarray, Y: np.ndarray, n_folds: int, seed: int, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_groups = len(np.unique(groups))
-    if n_groups < n_folds:
-        raise SweepError(f"{what}: {n_groups} speaker(s) cannot make {n_folds} speaker-grouped folds; lower the number of folds")
-    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return list(cv.split(np.zeros(len(groups)), _strat(Y), groups))
-
-
-def fold_table(spec: SweepSpec, groups: np.ndarray, Y: np.ndarray, split: np.ndarray | None = None) -> np.ndarray:
-    """``(K, n)`` int8: for outer fold k, row i is ``-1`` (outer test), or its inner fold index.
-
-    Inner folds split only outer fold k's training rows, grouped by speaker.
-    """
-    n = len(groups)
-    if spec.cv == "speaker-kfold":
-        outer = _group_folds(groups, Y, spec.outer_folds, spec.seed, "outer --folds")
-    elif spec.cv == "loso":
-        outer = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in np.unique(groups)]
-    elif spec.cv == "split":
-        if split is None:
-            raise SweepError("--cv split needs a 'split' column in the cache metadata")
-        test = np.isin(np.char.lower(split.astype(str)), ["test", "eval", "evaluation"])
-        if not test.any() or test.all():
-            raise SweepError("--cv split: the split column must mark some rows 'test' and others for training")
-        if set(groups[test]) & set(groups[~test]):
-            raise SweepError("--cv split: a speaker appears in both the training and the test split")
-        outer = [(np.flatnonzero(~test), np.flatnonzero(test))]
-    else:
-        raise SweepError(f"unknown --cv {spec.cv!r}: use speaker-kfold, loso or split")
-    table = np.full((len(outer), n), NOT_USED, dtype=np.int8)
+    groups = np.asarray(groups).astype(str)
+    try:
+        outer = make_folds(spec.cv, groups, y, spec.outer_folds, spec.seed, split)
+    except ProbeInputError as exc:
+        raise SweepError(f"outer folds: {exc}") from exc
+    table = np.full((len(outer), len(groups)), NOT_USED, dtype=np.int8)
     for k, (tr, te) in enumerate(outer):
         table[k, te] = OUTER_TEST
-        inner = _group_folds(groups[tr], Y[tr], spec.inner_folds, spec.seed + 1 + k, f"inner folds of outer fold {k}")
+        n_speakers = len(np.unique(groups[tr]))
+        if n_speakers < spec.inner_folds:
+            raise SweepError(
+                f"outer fold {k}: its training part has {n_speakers} speaker(s), too few for {spec.inner_folds} inner folds; lower --inner-folds"
+            )
+        try:
+            inner = make_folds("speaker-kfold", groups[tr], y[tr], spec.inner_folds, spec.seed + 1 + k)
+        except ProbeInputError as exc:
+            raise SweepError(f"inner folds of outer fold {k}: {exc}") from exc
         for j, (_, ite) in enumerate(inner):
             table[k, tr[ite]] = j
     return table
@@ -298,37 +271,22 @@ def fold_rows(table: np.ndarray, fold: str) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- computing cells
 
 
-def _scores(kind: str, Y: np.ndarray, S: np.ndarray) -> dict:
-    """Metrics of one cell from 0/1 targets ``Y (n, k)`` and scores ``S (n, k)`` (threshold 0)."""
-    if kind == "binary":
-        y, p = Y[:, 0], (S[:, 0] > 0).astype(np.uint8)
-        return {
-            "f1": float(f1_score(y, p, zero_division=0)),
-            "accuracy": float(accuracy_score(y, p)),
-            "balanced_accuracy": float(balanced_accuracy_score(y, p)),
-        }
-    if kind == "multiclass":
-        y, p = Y.argmax(1), S.argmax(1)
-        return {
-            "uar": float(balanced_accuracy_score(y, p)),
-            "accuracy": float(accuracy_score(y, p)),
-            "macro_f1": float(f1_score(y, p, average="macro", zero_division=0)),
-        }
-    P = (S > 0).astype(np.uint8)
-    return {
-        "weighted_f1": float(f1_score(Y, P, average="weighted", zero_division=0)),
-        "macro_f1": float(f1_score(Y, P, average="macro", zero_division=0)),
-        "micro_f1": float(f1_score(Y, P, average="micro", zero_division=0)),
-    }
+def cell_metrics(kind: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """The scalar metrics of one cell from :func:`probekit.metrics.compute_metrics` (the same names
+    and definitions as ``probekit probe``); shapes as there. Lists (confusion matrix, per-label
+    scores) are left out: a store record holds one number per metric."""
+    scores = compute_metrics(kind, y_true, y_pred, y_score, classes)
+    return {m: float(scores[m]) for m in SCALAR_METRICS[kind]}
 
 
 @dataclass(frozen=True)
 class LayerJob:
     """All missing cells of one (cache, layer): plain data, cheap to ship to a worker.
 
-    ``rows``: used row positions in the cache (sorted); ``Y``: ``(len(rows), k)`` uint8;
-    ``table``: ``(K, len(rows))`` int8 fold assignment (see :func:`fold_table`);
-    ``cells``: ``((params, fold), ...)``.
+    ``rows``: used row positions in the cache (sorted); ``y``: ``Targets.y`` of those rows
+    (``(n,)`` class index, 1 = positive for binary, or ``(n, k)`` 0/1 for multilabel), compact dtype;
+    ``classes``: ``Targets.classes``; ``table``: ``(K, len(rows))`` int8 fold assignment
+    (see :func:`fold_table`); ``cells``: ``((params, fold), ...)``.
     """
 
     cache_path: str
@@ -336,49 +294,37 @@ class LayerJob:
     kind: str
     probe: str
     rows: np.ndarray
-    Y: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...]
     table: np.ndarray
     cells: tuple
 
 
-def _make_estimator(probe: str, kind: str, params: Mapping[str, object]):
-    """A fresh (cloned) estimator for a generic probe; standardisation fitted on training rows only."""
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    try:  # the probe helper's registry, once it is on main
-        from probekit.probes import make_probe  # type: ignore[import-not-found]
-
-        est = make_probe(probe, **params)
-    except ImportError:
-        # STAND-IN until probekit.probes lands: plain scikit-learn models.
-        from sklearn.linear_model import LogisticRegression
-
-        if probe != "logreg":
-            raise SweepError(f"probe {probe!r} needs probekit.probes; only logreg and logreg-fast are available here")
-        est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, **params))
-    if kind == "multilabel":
-        from sklearn.multiclass import OneVsRestClassifier
-
-        est = OneVsRestClassifier(est)
-    return clone(est)
+def _make_estimator(probe: str, params: Mapping[str, object]):
+    """A fresh (cloned) probe from :func:`probekit.probes.make_probe`; it standardises on its
+    training rows and handles multi-label targets one-vs-rest itself."""
+    return clone(make_probe(probe, **params))
 
 
 def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple[dict, str, dict, int]]:
     out = []
     for params, fold in job.cells:
         tr, te = fold_rows(job.table, fold)
-        est = _make_estimator(job.probe, job.kind, params)
-        y_tr = job.Y[tr] if job.kind == "multilabel" else (job.Y[tr, 0] if job.kind == "binary" else job.Y[tr].argmax(1))
-        est.fit(X[tr].astype(np.float32), y_tr)
+        est = _make_estimator(job.probe, params).fit(X[tr].astype(np.float32), job.y[tr])
+        proba = np.asarray(est.predict_proba(X[te].astype(np.float32)))
+        y_true = job.y[te]
         if job.kind == "multilabel":
-            S = est.decision_function(X[te].astype(np.float32)) if hasattr(est, "decision_function") else est.predict_proba(X[te].astype(np.float32)) - 0.5
-        elif job.kind == "binary":
-            S = (est.predict(X[te].astype(np.float32)) == 1).astype(np.float32)[:, None] - 0.5
+            score, pred = proba, (proba >= 0.5).astype(np.int64)
         else:
-            pred = est.predict(X[te].astype(np.float32))
-            S = np.eye(job.Y.shape[1], dtype=np.float32)[pred]
-        out.append((params, fold, _scores(job.kind, job.Y[te], np.asarray(S).reshape(len(te), -1)), len(te)))
+            # Columns of predict_proba follow est.classes_: spread them over every class index.
+            full = np.zeros((len(te), len(job.classes)))
+            full[:, np.asarray(est.classes_, dtype=int)] = proba
+            if job.kind == "binary":
+                score = full[:, 1]
+                pred = (score >= 0.5).astype(np.int64)
+            else:
+                score, pred = full, full.argmax(1)
+        out.append((params, fold, cell_metrics(job.kind, y_true, pred, score, job.classes), len(te)))
     return out
 
 
@@ -398,12 +344,18 @@ def _fast_cells(X: np.ndarray, job: LayerJob) -> list[tuple[dict, str, dict, int
             raise SweepError(f"logreg-fast takes only C; got {sorted(extra)}")
     gf = [fidx[f] for _, f in job.cells]
     gc = [float(p.get("C", 1.0)) for p, _ in job.cells]
-    fit = fit_batched(X, job.Y, masks, gf, gc)
+    fit = fit_batched(X, indicator(Targets(job.y, job.classes, job.kind, np.ones(len(job.y), bool))), masks, gf, gc)
     out = []
     for g, (params, fold) in enumerate(job.cells):
         te = tests[fold]
-        S = decision_batched(X[te], fit, [g])[:, 0, :]
-        out.append((params, fold, _scores(job.kind, job.Y[te], S), len(te)))
+        S = decision_batched(X[te], fit, [g])[:, 0, :]  # (n_test, k) decision values, threshold 0
+        if job.kind == "binary":
+            score, pred = S[:, 0], (S[:, 0] > 0).astype(np.int64)
+        elif job.kind == "multiclass":
+            score, pred = S, S.argmax(1)
+        else:
+            score, pred = S, (S > 0).astype(np.int64)
+        out.append((params, fold, cell_metrics(job.kind, job.y[te], pred, score, job.classes), len(te)))
     return out
 
 
@@ -441,6 +393,22 @@ class SweepResult:
     caches: dict[str, str] = field(default_factory=dict)
 
 
+def _finite_mean(values) -> float:
+    """Mean over the defined values (e.g. ROC-AUC is undefined on a one-class test speaker); NaN if none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _check_spec(spec: SweepSpec) -> None:
+    if spec.task not in SCALAR_METRICS:
+        raise SweepError(f"unknown task {spec.task!r}: use binary, multiclass or multilabel")
+    h = spec.headline()
+    if h not in SCALAR_METRICS[spec.task] or h in LOWER_IS_BETTER:
+        ok = [m for m in SCALAR_METRICS[spec.task] if m not in LOWER_IS_BETTER]
+        raise SweepError(f"metric {h!r} cannot select parameters for a {spec.task} task; use one of {', '.join(ok)}")
+
+
 def run_sweep(
     caches: Sequence[str | Path],
     spec: SweepSpec,
@@ -453,7 +421,14 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) a nested-CV sweep of ``spec`` over ``caches``, recording cells in ``out/results.jsonl``."""
     out = Path(out)
+    _check_spec(spec)
     params_list = candidate_params(spec)
+    if spec.probe != "logreg-fast":
+        for p in params_list:  # fail now, not inside a worker an hour in
+            try:
+                make_probe(spec.probe, **p)
+            except ProbeInputError as exc:
+                raise SweepError(str(exc)) from exc
     task_def = spec.task_definition()
     task_hash = stable_hash(task_def)
     opened = []
@@ -469,13 +444,14 @@ def run_sweep(
         for cache in opened:
             cpath = str(Path(cache.path).resolve())
             fp = cache.fingerprint
-            Y, classes, mask = _targets(spec, cache.metadata)
-            used = np.flatnonzero(mask)
+            targets = sweep_targets(spec, cache.metadata)
+            used = np.flatnonzero(targets.mask)
+            y = targets.y.astype(np.int32 if len(targets.classes) > 255 else np.uint8)  # compact: shipped with every job
             if "speaker" not in cache.metadata:
                 raise SweepError(f"{cache.path}: no 'speaker' column; nested speaker-grouped CV needs one")
             groups = np.asarray(cache.metadata["speaker"])[used]
             split = cache.metadata.get("split")
-            table = fold_table(spec, groups, Y, None if split is None else np.asarray(split)[used])
+            table = fold_table(spec, groups, y, None if split is None else np.asarray(split)[used])
             layers = list(spec.layers) if spec.layers is not None else list(range(cache.num_layers))
             bad = [la for la in layers if not 0 <= la < cache.num_layers]
             if bad:
@@ -494,7 +470,7 @@ def run_sweep(
                     missing = tuple((p, f) for p, f in cells if not store.has(key(layer, p, f)))
                     reused += len(cells) - len(missing)
                     if missing:
-                        jobs.append(LayerJob(cpath, layer, spec.task, spec.probe, used, Y, table, missing))
+                        jobs.append(LayerJob(cpath, layer, spec.task, spec.probe, used, y, targets.classes, table, missing))
                 for i, results in run_jobs(run_layer_job, jobs, backend=backend, n_jobs=n_jobs, scheduler=scheduler):
                     job = jobs[i]
                     for params, fold, scores, n_test in results:
@@ -515,8 +491,8 @@ def run_sweep(
             for la in layers:
                 chosen[la], inner_best[la] = [], []
                 for k in range(K):
-                    means = [np.mean([store.get(key(la, p, f"o{k}/i{j}"))["scores"][spec.headline()] for j in range(n_inner[k])]) for p in params_list]
-                    b = int(np.argmax(means))
+                    means = [_finite_mean([store.get(key(la, p, f"o{k}/i{j}"))["scores"][spec.headline()] for j in range(n_inner[k])]) for p in params_list]
+                    b = int(np.argmax(np.nan_to_num(means, nan=-np.inf)))  # ties and all-undefined: the first candidate
                     chosen[la].append(params_list[b])
                     inner_best[la].append(float(means[b]))
             run_phase({la: [(chosen[la][k], f"o{k}") for k in range(K)] for la in layers})
@@ -531,18 +507,18 @@ def run_sweep(
                     "cache_fingerprint": fp,
                     "layer": la,
                     "probe": spec.probe,
-                    spec.headline(): float(vals.mean()),
+                    spec.headline(): _finite_mean(vals),
                     f"{spec.headline()}_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
                     "n_folds": K,
                     "best_params": best,
                     "fold_params": chosen[la],
-                    "inner_score": float(np.mean(inner_best[la])),
+                    "inner_score": _finite_mean(inner_best[la]),
                     "n_candidates": len(params_list),
-                    "classes": classes,
+                    "classes": list(targets.classes),
                 }
-                for m in outer[0]:
+                for m in SCALAR_METRICS[spec.task]:
                     if m != spec.headline():
-                        row[m] = float(np.mean([s[m] for s in outer]))
+                        row[m] = _finite_mean([s[m] for s in outer])
                 rows.append(row)
     finally:
         store.close()

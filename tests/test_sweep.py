@@ -64,18 +64,20 @@ def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkey
         def fit(self, X, y):
             calls.append(("fit", frozenset(X[:, -1].astype(int).tolist())))
             self.mean_ = X[:, :-1].mean(0)
+            self.classes_ = np.unique(y)
             return self
 
-        def predict(self, X):
+        def predict_proba(self, X):
             calls.append(("predict", frozenset(X[:, -1].astype(int).tolist())))
-            return (X[:, 0] > self.mean_[0]).astype(int)
+            p = (X[:, 0] > self.mean_[0]).astype(float)
+            return np.stack([1 - p, p], 1)
 
-    monkeypatch.setattr(sw, "_make_estimator", lambda probe, kind, params: Recorder(**params))
+    monkeypatch.setattr(sw, "_make_estimator", lambda probe, params: Recorder(**params))
     spec = _spec(probe="logreg", layers=(1,))
     res = run_sweep([cache], spec, tmp_path)
     c = EmbeddingCache(cache)
-    Y, _, mask = sw._targets(spec, c.metadata)
-    table = fold_table(spec, c.metadata["speaker"][mask], Y)
+    t = sw.sweep_targets(spec, c.metadata)
+    table = fold_table(spec, c.metadata["speaker"][t.mask], t.y)
     outer_tests = [set(fold_rows(table, f"o{k}")[1].tolist()) for k in range(table.shape[0])]
     pairs = list(zip(calls[::2], calls[1::2]))
     n_inner = len(candidate_params(spec)) * sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
@@ -105,8 +107,8 @@ def test_fast_path_selection_masks_exclude_outer_test(cache, tmp_path, monkeypat
     spec = _spec(layers=(0,))
     run_sweep([cache], spec, tmp_path)
     c = EmbeddingCache(cache)
-    Y, _, mask = sw._targets(spec, c.metadata)
-    table = fold_table(spec, c.metadata["speaker"][mask], Y)
+    t = sw.sweep_targets(spec, c.metadata)
+    table = fold_table(spec, c.metadata["speaker"][t.mask], t.y)
     inner_masks = seen[0]  # phase 1: every inner training mask
     assert inner_masks.shape[1] == sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
     col = 0
