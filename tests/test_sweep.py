@@ -205,3 +205,22 @@ def test_cli_sweep_runs_and_reports_bad_input(cache, tmp_path):
     assert "cells computed" in r.output
     r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--grid", "C", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "NAME=V1" in r.output
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_shared_probe_path_agrees_with_batched_path(cache, tmp_path, task):
+    """``logreg`` (probekit.probes, one-vs-rest inside the probe) and ``logreg-fast`` solve the same
+    objective on the same folds, so their per-layer scores agree; rows carry probe's metric names."""
+    from probekit.metrics import SCALAR_METRICS
+
+    kw = {"binary": {}, "multiclass": {"positive": None}, "multilabel": {"target": "labels", "positive": None}}[task]
+    fast = run_sweep([cache], _spec(task=task, grid=(("C", (0.1, 1.0)),), **kw), tmp_path / "fast")
+    slow = run_sweep([cache], _spec(task=task, grid=(("C", (0.1, 1.0)),), probe="logreg", **kw), tmp_path / "slow")
+    h = fast.headline
+    assert h == {"binary": "f1", "multiclass": "uar", "multilabel": "weighted_f1"}[task]
+    for a, b in zip(fast.rows, slow.rows):
+        assert a["layer"] == b["layer"]
+        assert abs(a[h] - b[h]) < 0.02, (a["layer"], a[h], b[h])
+        assert set(SCALAR_METRICS[task]) <= set(b)
+    cells = [json.loads(line) for line in (tmp_path / "slow" / "results.jsonl").read_text().splitlines()]
+    assert all(set(c["scores"]) == set(SCALAR_METRICS[task]) for c in cells)
