@@ -78,3 +78,26 @@ def test_merge_refuses_mixed_encoders(tmp_path):
     p2 = write_cache(tmp_path / "s2.h5", ["z"], rng.standard_normal((1, 3, 5)), {"speaker": ["x"], "label": ["y"]}, {"encoder": "other", "pooling": "mean"}, dtype="float32")
     with pytest.raises(CacheError, match="encoder"):
         merge_shards([p1, p2], tmp_path / "m.h5")
+
+
+def test_golden_v1_cache_keeps_loading():
+    """A cache written by schema version 1 (tests/golden/cache_v1.h5) must stay readable, content and all.
+
+    Its embeddings are float16 of a standard normal drawn with seed 20261124; regenerating them here
+    means the check does not just compare the reader with itself.
+    """
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "golden" / "cache_v1.h5"
+    c = EmbeddingCache(golden)
+    expected = np.random.default_rng(20261124).standard_normal((6, 3, 4)).astype(np.float32).astype(np.float16)
+    assert (c.num_layers, len(c), c.dim) == (3, 6, 4)
+    assert list(c.ids) == [f"seg{i}" for i in range(6)]
+    for layer in range(3):
+        np.testing.assert_array_equal(c.read_layer(layer, dtype=None), expected[:, layer])
+    assert list(c.metadata["speaker"]) == ["a", "a", "b", "b", "c", "c"]
+    assert list(c.metadata["labels"])[:2] == ["anger;negative", "neutral"]
+    np.testing.assert_array_equal(c.durations, np.arange(1, 7))
+    assert c.skipped == [{"id": "seg_bad", "line": 9, "reason": "silent: peak amplitude 0 is below 1e-04"}]
+    assert c.attrs["schema_version"] == 1 and c.attrs["pooling"] == "mean" and c.encoder == "golden/toy"
+    assert c.fingerprint == "ba5607a9067d1623ae44a1c54acf4b07a3ecf40d82a8d66a227b70485b2a8328"
