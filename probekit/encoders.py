@@ -394,6 +394,9 @@ def load_encoder(spec: EncoderSpec) -> Encoder:
         # (16 kHz, per-segment normalisation) is what they were trained with.
         feature_extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
 
+    # probekit draws its own progress bar over the audio; transformers' per-tensor loading bar
+    # would interleave with it and tells the user nothing they need.
+    transformers.utils.logging.disable_progress_bar()
     try:
         # float32 whatever the checkpoint's dtype: float16 matmuls are slow or missing on CPU and
         # on CUDA autocast picks half precision where it is safe.
