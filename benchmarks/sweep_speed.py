@@ -1,53 +1,65 @@
-"""probekit's batched logistic regression against the plain scikit-learn loop, side by side.
+"""probekit's nested C sweep (``logreg-fast``) against the plain scikit-learn loop, side by side.
 
-Builds hotline-scale synthetic caches with a planted signal (1024 dims, float16) in a temporary
-folder outside the repository, then for each size and task measures in this one run:
+Builds hotline-scale synthetic caches with a planted signal (1024 dims, float16) in a folder
+outside the repository (``--dir``), then for each size and task measures, in this one run:
 
-* probekit: ``fit_batched`` on ``--layers`` layers x 5 speaker-grouped folds x 4 C values (a cell =
-  one (layer, fold, C); for the 11-label task a cell holds all 11 one-vs-rest problems), in a
-  child process whose peak RSS is reported; time includes reading the layer from HDF5;
-* the plain loop: ``StandardScaler`` + ``LogisticRegression(C)`` (float64, lbfgs, one fit per label),
-  on a stated SUBSET of the same cells (the full loop at 80k would take hours on 2 cores): per-cell
-  time ratios, and the largest |F1 difference| over the cells both computed;
-* peak RSS of a full nested sweep (``run_sweep``, 5 outer x 3 inner folds, 4 C) over the
-  20,630 x 25 x 1024 cache, in a subprocess (``--sweep-layers`` of the 25 layers; one layer is in
-  memory at a time, so peak memory does not grow with the number of layers).
+* **probekit**: every cell of one layer of a real nested sweep, through the sweep's own worker
+  (:func:`probekit.sweep.run_layer_job`): 5 outer speaker-grouped folds, 3 inner folds in each
+  (20 training folds) x 4 C values = 80 cells; for the 11-label task a cell holds all 11
+  one-vs-rest problems. The time covers reading the layer from HDF5, the batched solve and the
+  metrics of all 80 cells; it runs in a fresh child process whose peak resident memory is reported.
+* **the plain loop**: per cell ``StandardScaler`` + ``LogisticRegression(C)`` (scikit-learn
+  defaults: lbfgs, tol 1e-4, float64; one fit per label), on the same layer and cells of outer
+  fold 0 and its first inner fold (8 cells; timing all 80 would take hours at 80k on 2 cores).
+  Its time per cell is weighted 1:3 (outer:inner), the mix of a nested sweep's cells.
+* **F1**: the headline metric (binary F1, 11-label weighted F1) of probekit and of the loop on
+  those 8 shared cells, with the largest and the mean absolute difference in points.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/sweep_speed.py`` (single thread for both paths).
+Then a whole nested sweep (``run_sweep``) over the 20,630 x 25 x 1024 float16 cache in a child
+process: time and peak resident memory.
+
+Both sides use one thread unless ``OMP_NUM_THREADS`` is set (the same for both).
+Run: ``python benchmarks/sweep_speed.py`` (about 20 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
-import argparse
-import multiprocessing as mp
 import os
-import resource
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy/torch load their thread pools
+
+import argparse  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 CS = (0.01, 0.1, 1.0, 10.0)
-N_FOLDS = 5
+LABELS = tuple(f"emo{j:02d}" for j in range(11))
+TASKS = {
+    "binary": {"task": "binary", "target": "negative", "positive": "negative"},
+    "11-label": {"task": "multilabel", "target": "labels", "labels": LABELS},
+}
+LOOP_FOLDS = ("o0", "o0/i0")  # the cells the plain loop computes: weighted 1:3 (outer:inner)
 
 
 def peak_rss_mb() -> float:
-    """This process's own peak resident memory (VmHWM). ``ru_maxrss`` is not used: on Linux a
-    spawned child inherits its parent's resident size at fork time into it."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak resident memory (VmHWM), in MB. ``ru_maxrss`` is not used: on Linux
+    a spawned child inherits its parent's resident size at fork time into it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int = 11, seed: int = 0) -> Path:
-    """Synthetic cache: 32 latent factors mixed into every layer; 8 of them (the signal) are
-    strongest in the middle layer and drive the binary target and 11 labels of 4-30 % prevalence."""
+    """Synthetic cache ``(layers, n, dim)`` float16: 32 latent factors mixed into every layer; 8 of
+    them (the signal) are strongest in the middle layer and drive the binary target and 11 labels
+    of 1-36 % prevalence. About 40 segments per speaker."""
     from probekit.cache import CacheWriter
 
     if path.exists():
@@ -79,188 +91,129 @@ def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int =
     return w.finalize(meta, {"encoder": f"synthetic-{n}"})
 
 
-def targets(cache, task: str) -> np.ndarray:
-    if task == "binary":
-        return (cache.metadata["negative"] == "negative").astype(np.uint8)[:, None]
-    names = [f"emo{j:02d}" for j in range(11)]
-    sets = [set(s.split(";")) for s in cache.metadata["labels"]]
-    return np.array([[nm in s for nm in names] for s in sets], dtype=np.uint8)
-
-
-def folds(cache) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import GroupKFold
-
-    return list(GroupKFold(n_splits=N_FOLDS).split(np.zeros(len(cache.ids)), groups=cache.metadata["speaker"]))
-
-
-def f1_of(kind: str, Y: np.ndarray, S: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    if kind == "binary":
-        return float(f1_score(Y[:, 0], S[:, 0] > 0, zero_division=0))
-    return float(f1_score(Y, (S > 0).astype(int), average="weighted", zero_division=0))
-
-
-def probekit_cells(path: str, task: str, layers: list[int], n_folds: int = N_FOLDS) -> dict:
-    """Child process: batched solve of layers x the first ``n_folds`` folds x C; time, F1 per cell, peak RSS."""
+def _setup(path: str, task: str):
+    """The sweep's own targets and nested fold table for ``task`` on the cache at ``path``."""
     from probekit.cache import EmbeddingCache
-    from probekit.fastlogreg import decision_batched, fit_batched
+    from probekit.sweep import SweepSpec, fold_table, sweep_targets
 
     cache = EmbeddingCache(path)
-    Y = targets(cache, task)
-    fl = folds(cache)
-    masks = np.zeros((len(Y), n_folds), dtype=bool)
-    for f, (tr, _) in enumerate(fl[:n_folds]):
-        masks[tr, f] = True
-    gf = np.repeat(np.arange(n_folds), len(CS))
-    gc = np.tile(CS, n_folds)
+    spec = SweepSpec(**TASKS[task], grid=(("C", CS),), outer_folds=5, inner_folds=3)
+    targets = sweep_targets(spec, cache.metadata)
+    used = np.flatnonzero(targets.mask)
+    y = targets.y.astype(np.uint8)
+    table = fold_table(spec, np.asarray(cache.metadata["speaker"])[used], y)
+    folds = [f"o{k}" for k in range(table.shape[0])] + [f"o{k}/i{j}" for k in range(table.shape[0]) for j in range(int(table[k].max()) + 1)]
+    return cache, spec, targets, used, y, table, folds
+
+
+def probekit_layer(path: str, task: str, layer: int) -> dict:
+    """Child process: all 80 cells of one layer through the sweep's worker; time, scores, peak RSS."""
+    from probekit.sweep import LayerJob, run_layer_job
+
+    cache, spec, targets, used, y, table, folds = _setup(path, task)
+    cells = tuple(({"C": C}, f) for f in folds for C in CS)
+    job = LayerJob(path, layer, spec.task, "logreg-fast", used, y, targets.classes, table, cells)
     t0 = time.perf_counter()
-    f1 = {}
-    for la in layers:
-        X = cache.read_layer(la, dtype=None)  # float16, no float64 copy
-        fit = fit_batched(X, Y, masks, gf, gc)
-        for g, (f, C) in enumerate(zip(gf, gc)):
-            te = fl[f][1]
-            f1[(la, int(f), float(C))] = f1_of(task, Y[te], decision_batched(X[te], fit, [g])[:, 0, :])
-        del X, fit
+    out = run_layer_job(job)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "cells": len(layers) * len(gf), "f1": f1, "maxrss_mb": peak_rss_mb()}
+    scores = {(f, p["C"]): s[spec.headline()] for p, f, s, _ in out}
+    return {"seconds": seconds, "cells": len(cells), "scores": scores, "rss_mb": peak_rss_mb()}
 
 
-def sklearn_cells(path: str, task: str, layer: int, fold: int, cs, label_subset: int | None) -> dict:
-    """The plain loop on a subset: one layer, one fold, ``cs``; multilabel fits ``label_subset`` labels
-    (all 11 when None) and scales its per-cell time to 11 labels."""
+def loop_cells(path: str, task: str, layer: int) -> dict:
+    """Child process: the plain scikit-learn loop on the cells of ``LOOP_FOLDS`` x ``CS``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from probekit.cache import EmbeddingCache
+    from probekit.sweep import cell_metrics, fold_rows, indicator
 
-    cache = EmbeddingCache(path)
-    Y = targets(cache, task)
-    tr, te = folds(cache)[fold]
-    X = cache.read_layer(layer, dtype=np.float64)
-    t0 = time.perf_counter()
-    sc = StandardScaler().fit(X[tr])
-    Xtr, Xte = sc.transform(X[tr]), sc.transform(X[te])
-    t_scale = time.perf_counter() - t0
-    k = Y.shape[1]
-    labs = list(range(k)) if label_subset is None else list(range(min(k, label_subset)))
-    out = {}
-    fit_time = 0.0
-    for C in cs:
-        S = np.zeros((len(te), k), dtype=np.float32)
-        for j in labs:
-            t = time.perf_counter()
-            m = LogisticRegression(C=C, max_iter=1000).fit(Xtr, Y[tr, j])
-            fit_time += time.perf_counter() - t
-            S[:, j] = m.decision_function(Xte)
-        out[float(C)] = S
-    per_cell = (t_scale + fit_time * k / len(labs)) / len(cs)
-    f1 = {}
-    for C, S in out.items():
-        if len(labs) == k:
-            f1[float(C)] = f1_of(task, Y[te], S)
-        else:  # compare only the fitted labels (weighted F1 over them)
-            f1[float(C)] = f1_of(task, Y[te][:, labs], S[:, labs])
-    return {"per_cell": per_cell, "f1": f1, "labels": labs, "Y_te": None}
+    cache, spec, targets, used, y, table, _ = _setup(path, task)
+    X = cache.read_layer(layer, dtype=np.float64)[used]  # the plain approach: one float64 copy
+    Y = indicator(targets)
+    per_cell, scores = {}, {}
+    for fold in LOOP_FOLDS:
+        tr, te = fold_rows(table, fold)
+        t0 = time.perf_counter()
+        scaler = StandardScaler().fit(X[tr])
+        Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
+        t_scale = time.perf_counter() - t0
+        for C in CS:
+            t0 = time.perf_counter()
+            S = np.column_stack([LogisticRegression(C=C, max_iter=1000).fit(Xtr, Y[tr, j]).decision_function(Xte) for j in range(Y.shape[1])])
+            per_cell[(fold, C)] = time.perf_counter() - t0 + t_scale / len(CS)
+            if spec.task == "binary":
+                s = cell_metrics("binary", y[te], (S[:, 0] > 0).astype(np.int64), S[:, 0], targets.classes)
+            else:
+                s = cell_metrics("multilabel", y[te], (S > 0).astype(np.int64), S, targets.classes)
+            scores[(fold, C)] = s[spec.headline()]
+    outer = np.mean([per_cell[("o0", C)] for C in CS])
+    inner = np.mean([per_cell[("o0/i0", C)] for C in CS])
+    return {"per_cell": (outer + 3 * inner) / 4, "outer": outer, "inner": inner, "scores": scores, "rss_mb": peak_rss_mb()}
 
 
-def sweep_memory(path: str, layers: list[int], out: str) -> dict:
-    """Child process: a full nested sweep (binary, 4 C, 5x3 folds) on ``layers``; peak RSS."""
+def whole_sweep(path: str, task: str, out: str) -> dict:
+    """Child process: a whole nested sweep (4 C, 5 outer x 3 inner folds) over every layer."""
     from probekit.sweep import SweepSpec, run_sweep
 
+    spec = SweepSpec(**TASKS[task], grid=(("C", CS),), outer_folds=5, inner_folds=3)
     t0 = time.perf_counter()
-    spec = SweepSpec(task="binary", target="negative", positive="negative", grid=(("C", CS),), layers=tuple(layers), outer_folds=5, inner_folds=3)
     res = run_sweep([path], spec, out)
-    return {"seconds": time.perf_counter() - t0, "cells": res.computed, "maxrss_mb": peak_rss_mb(), "rows": [(r["layer"], round(r["f1"], 4), r["best_params"]) for r in res.rows]}
+    best = max(res.rows, key=lambda r: r[res.headline])
+    return {"seconds": time.perf_counter() - t0, "cells": res.computed, "layers": len(res.rows), "rss_mb": peak_rss_mb(),
+            "best_layer": best["layer"], "best": best[res.headline], "best_params": best["best_params"]}
 
 
 def in_child(fn, *args):
+    """Run ``fn(*args)`` in a fresh spawned process, so its peak memory is its own."""
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "probekit_bench"))
+    ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "probekit_bench"), help="where the synthetic caches go (reused)")
     ap.add_argument("--sizes", default="5000,20630,80000")
-    ap.add_argument("--layers", type=int, default=2, help="layers the probekit path runs per size")
-    ap.add_argument("--sweep-layers", default="12")
-    ap.add_argument("--skip-sweep", action="store_true")
-    ap.add_argument("--memory-only", action="store_true", help="only peak memory: probekit cells per size and the nested sweep")
+    ap.add_argument("--tasks", default="binary,11-label")
+    ap.add_argument("--sweep-task", default="binary", help="task of the whole 25-layer sweep ('none' to skip)")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"# probekit sweep_speed  threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}  cpus={os.cpu_count()}")
+    print(f"# sweep_speed: threads OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} cpus; C grid {list(CS)}", flush=True)
     rows = []
-    if args.memory_only:
-        for n in sizes:
-            n_layers = 25 if n == 20630 else 4
-            path = make_cache(root / f"synthetic_{n}x{n_layers}.h5", n, n_layers)
-            for task in ("binary", "multilabel"):
-                pk = in_child(probekit_cells, str(path), task, [n_layers // 2], 1)
-                print(f"| {n} | {task} | 1 layer x 1 fold x 4 C | {pk['seconds']:.1f} s | {pk['maxrss_mb']:.0f} MB |", flush=True)
-        sizes = []
-    for n in sizes:
-        n_layers = 25 if n == 20630 else 4
+    for n in [int(s) for s in args.sizes.split(",")]:
+        n_layers = 25 if n == 20630 else 4  # the hotline-scale size gets every hidden state
         t = time.perf_counter()
         path = make_cache(root / f"synthetic_{n}x{n_layers}.h5", n, n_layers)
-        print(f"# cache {path} ({n} x {n_layers} x 1024 float16) ready in {time.perf_counter() - t:.0f}s", flush=True)
-        mid = n_layers // 2
-        for task in ("binary", "multilabel"):
-            # Subsets keep the whole run near 15 minutes on 2 shared cores (stated in the table).
-            if n >= 50000:
-                pk_layers, pk_folds = [mid], 1
-                cs, lab = (0.1, 1.0), (None if task == "binary" else 3)
-            elif n >= 20000:
-                pk_layers, pk_folds = [mid], (N_FOLDS if task == "binary" else 2)
-                cs, lab = (CS, None) if task == "binary" else ((0.1, 1.0), 4)
-            else:
-                pk_layers, pk_folds = [mid, 0][: args.layers], N_FOLDS
-                cs, lab = (CS, None) if task == "binary" else (CS, 6)
-            pk = in_child(probekit_cells, str(path), task, pk_layers, pk_folds)
-            sk = sklearn_cells(str(path), task, mid, 0, cs, lab)
-            if lab is None:
-                diffs = [abs(pk["f1"][(mid, 0, C)] - sk["f1"][C]) for C in cs]
-            else:  # re-score probekit on the same label subset
-                from probekit.cache import EmbeddingCache
-                from probekit.fastlogreg import decision_batched, fit_batched
-
-                cache = EmbeddingCache(path)
-                Y = targets(cache, task)
-                tr, te = folds(cache)[0]
-                X = cache.read_layer(mid, dtype=None)
-                m = np.zeros((len(Y), 1), dtype=bool)
-                m[tr, 0] = True
-                fit = fit_batched(X, Y, m, [0] * len(cs), list(cs))
-                S = decision_batched(X[te], fit)
-                diffs = [abs(f1_of(task, Y[te][:, sk["labels"]], S[:, g, sk["labels"]]) - sk["f1"][C]) for g, C in enumerate(cs)]
-                del X
-            pk_cell = pk["seconds"] / pk["cells"]
-            mean_pk = np.mean([pk["f1"][(mid, 0, C)] for C in cs])
-            rows.append({
-                "n": n, "task": "binary" if task == "binary" else "11-label", "pk_cells": f"{len(pk_layers)}L x {pk_folds}F x 4C", "pk_s": pk["seconds"], "pk_cell": pk_cell,
-                "sk_cells": f"1L x 1F x {len(cs)}C" + ("" if lab is None else f" x {lab}/11 labels"), "sk_cell": sk["per_cell"],
-                "speedup": sk["per_cell"] / pk_cell, "f1_pk": mean_pk, "dF1": 100 * max(diffs), "rss": pk["maxrss_mb"],
-            })
-            r = rows[-1]
-            print(f"  n={n:>6} {r['task']:>8}: probekit {r['pk_s']:.1f}s on {r['pk_cells']} = {r['pk_cell']:.2f}s/cell; sklearn {r['sk_cell']:.2f}s/cell ({r['sk_cells']}); x{r['speedup']:.1f}; max|dF1| {r['dF1']:.2f} pt; peak RSS {r['rss']:.0f} MB", flush=True)
+        print(f"# cache {path}: {n} x {n_layers} x 1024 float16, ready in {time.perf_counter() - t:.0f} s", flush=True)
+        layer = n_layers // 2
+        for task in args.tasks.split(","):
+            pk = in_child(probekit_layer, str(path), task, layer)
+            sk = in_child(loop_cells, str(path), task, layer)
+            diffs = np.array([100 * abs(pk["scores"][c] - sk["scores"][c]) for c in sk["scores"]])
+            r = {
+                "n": n, "task": task, "pk_s": pk["seconds"], "pk_cell": pk["seconds"] / pk["cells"], "sk_cell": sk["per_cell"],
+                "f1_pk": np.mean([pk["scores"][c] for c in sk["scores"]]), "f1_sk": np.mean(list(sk["scores"].values())),
+                "dmax": diffs.max(), "dmean": diffs.mean(), "pk_rss": pk["rss_mb"], "sk_rss": sk["rss_mb"],
+            }
+            r["speedup"] = r["sk_cell"] / r["pk_cell"]
+            rows.append(r)
+            print(f"  n={n} {task}: probekit {r['pk_s']:.1f} s / 80 cells = {r['pk_cell']:.3f} s/cell; loop {r['sk_cell']:.3f} s/cell "
+                  f"(outer {sk['outer']:.2f}, inner {sk['inner']:.2f}); x{r['speedup']:.1f}; |dF1| max {r['dmax']:.2f} mean {r['dmean']:.2f} pt", flush=True)
     if rows:
         print()
-        print("| segments | task | probekit cells timed | probekit s/cell | sklearn loop cells timed | sklearn s/cell | speed-up | F1 probekit (mid layer, fold 0) | max abs dF1 (points) | probekit peak RSS |")
-        print("|---:|---|---:|---:|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['n']} | {r['task']} | {r['pk_cells']} | {r['pk_cell']:.2f} | {r['sk_cells']} | {r['sk_cell']:.2f} | {r['speedup']:.1f}x | {r['f1_pk']:.3f} | {r['dF1']:.2f} | {r['rss']:.0f} MB |")
-    if not args.skip_sweep:
-        path = root / "synthetic_20630x25.h5"
-        if path.exists():
-            layers = [int(x) for x in args.sweep_layers.split(",")]
-            out = tempfile.mkdtemp(prefix="sweep_", dir=root)
-            res = in_child(sweep_memory, str(path), layers, out)
-            print()
-            print(f"Nested sweep (binary, C in {list(CS)}, 5 outer x 3 inner speaker folds) over the 20,630 x 25 x 1024 float16 cache, layers {layers}: "
-                  f"{res['cells']} cells in {res['seconds']:.0f}s, peak RSS {res['maxrss_mb']:.0f} MB (subprocess). Layer results: {res['rows']}")
+        print("| segments | task | probekit s/cell (80 cells) | plain loop s/cell | speed-up | F1 probekit | F1 plain loop | abs dF1 max / mean (points) | peak RSS probekit | peak RSS plain loop |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['n']} | {r['task']} | {r['pk_cell']:.3f} | {r['sk_cell']:.3f} | **{r['speedup']:.1f}x** | {r['f1_pk']:.4f} | {r['f1_sk']:.4f} | "
+                  f"{r['dmax']:.2f} / {r['dmean']:.2f} | {r['pk_rss']:.0f} MB | {r['sk_rss']:.0f} MB |")
+    if args.sweep_task != "none":
+        path = make_cache(root / "synthetic_20630x25.h5", 20630, 25)
+        out = tempfile.mkdtemp(prefix="sweep_", dir=root)
+        res = in_child(whole_sweep, str(path), args.sweep_task, out)
+        print()
+        print(f"Whole nested sweep, {args.sweep_task}, C in {list(CS)}, 5 outer x 3 inner speaker folds, over the 20,630 x 25 x 1024 float16 cache: "
+              f"{res['cells']} cells over {res['layers']} layers in {res['seconds']:.0f} s, peak RSS {res['rss_mb']:.0f} MB (child process); "
+              f"best layer {res['best_layer']} at {res['best']:.4f} with {res['best_params']}.")
     sys.stdout.flush()
 
 

@@ -294,8 +294,10 @@ def fit_batched(
         else:  # one batch of all C values (sorted, so a chunk holds neighbouring C values)
             stages = [np.argsort(group_C, kind="stable")]
         for stage in stages:
-            for lo in range(0, len(stage), per):
-                gi = stage[lo : lo + per]
+            # Equal chunks: a 727 + 153 split would run the short chunk at a poor matrix width.
+            width = -(-len(stage) // -(-len(stage) // per))
+            for lo in range(0, len(stage), width):
+                gi = stage[lo : lo + width]
                 fold = torch.as_tensor(np.repeat(group_fold[gi], k))
                 label = torch.as_tensor(np.tile(np.arange(k), len(gi)))
                 Cs = torch.as_tensor(np.repeat(group_C[gi], k), dtype=torch.float32)

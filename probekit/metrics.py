@@ -1,6 +1,7 @@
 """Metrics per task, and speaker-resampling bootstrap confidence intervals.
 
-Point values come from scikit-learn. The bootstrap resamples *speakers* with replacement
+Point values come from scikit-learn, except label-ranking average precision, which is our
+vectorised equivalent (tested equal to scikit-learn's). The bootstrap resamples *speakers* with replacement
 (a speaker drawn twice counts twice) and is vectorised: every metric is a function of per-speaker
 sufficient statistics (confusion counts, per-score-bucket counts, per-row scores), so one matrix
 product per statistic gives all resamples at once.
@@ -16,7 +17,6 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     hamming_loss,
-    label_ranking_average_precision_score,
     precision_recall_fscore_support,
     precision_score,
     recall_score,
@@ -75,7 +75,9 @@ def compute_metrics(kind: str, y_true, y_pred, y_score, classes) -> dict[str, fl
             "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
             "hamming_loss": float(hamming_loss(y_true, y_pred)),
             "subset_accuracy": float(accuracy_score(y_true, y_pred)),
-            "lrap": float(label_ranking_average_precision_score(y_true, y_score)),
+            # Our vectorised LRAP (same definition, tested equal): scikit-learn ranks every row
+            # with scipy, about 2 s per 4,000 rows, more than fitting the probe itself.
+            "lrap": float(_row_lrap(y_true, y_score).mean()) if len(y_true) else float("nan"),
             "precision_per_label": p.tolist(),
             "recall_per_label": r.tolist(),
             "f1_per_label": f.tolist(),
@@ -133,17 +135,25 @@ def _auc_from_buckets(P: np.ndarray, N: np.ndarray):
     return np.where(undefined_auc, np.nan, auc), np.where(tot_p == 0, np.nan, ap)
 
 
-def _row_lrap(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+def _row_lrap(y_true: np.ndarray, y_score: np.ndarray, block: int = 4096) -> np.ndarray:
     """Label-ranking average precision of each row ``(n,)``, as sklearn defines it (ties rank high;
-    rows with no or all labels relevant score 1), so speaker weights can average it."""
-    y = y_true.astype(bool)
-    ge = y_score[:, None, :] >= y_score[:, :, None]  # [i, j, l]: label l ranks at or above label j
-    rank = ge.sum(2)
-    hits = (ge & y[:, None, :]).sum(2)
-    n_rel = y.sum(1)
-    per = np.where(y, hits / rank, 0.0).sum(1)
-    trivial = (n_rel == 0) | (n_rel == y.shape[1])
-    return np.where(trivial, 1.0, per / np.maximum(n_rel, 1))
+    rows with no or all labels relevant score 1), so speaker weights can average it.
+
+    ``y_true``, ``y_score``: ``(n, k)``. Rows go in blocks: the pairwise comparison is ``(block, k, k)``.
+    """
+    y = np.asarray(y_true).astype(bool)
+    y_score = np.asarray(y_score)
+    out = np.empty(len(y))
+    for lo in range(0, len(y), block):
+        yb, sb = y[lo : lo + block], y_score[lo : lo + block]
+        ge = sb[:, None, :] >= sb[:, :, None]  # [i, j, l]: label l ranks at or above label j
+        rank = ge.sum(2)
+        hits = (ge & yb[:, None, :]).sum(2)
+        n_rel = yb.sum(1)
+        per = np.where(yb, hits / rank, 0.0).sum(1)
+        trivial = (n_rel == 0) | (n_rel == yb.shape[1])
+        out[lo : lo + block] = np.where(trivial, 1.0, per / np.maximum(n_rel, 1))
+    return out
 
 
 def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[str, np.ndarray]:

@@ -96,3 +96,17 @@ def test_bootstrap_interval_narrows_with_more_speakers():
         lo, hi = bootstrap_ci("binary", y, pred, pred.astype(float), groups, ("n", "p"), n_boot=400)["accuracy"]
         widths.append(hi - lo)
     assert widths[1] < widths[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lrap_equals_sklearn_with_ties_and_trivial_rows(seed):
+    from sklearn.metrics import label_ranking_average_precision_score
+
+    rng = np.random.default_rng(seed)
+    n, k = 300, 7
+    y = (rng.random((n, k)) < 0.3).astype(int)
+    y[:10] = 0  # no relevant label: sklearn scores these rows 1
+    y[10:20] = 1  # every label relevant: also 1
+    score = rng.random((n, k)).round(1)  # rounding makes many ties (sklearn ranks ties high)
+    got = compute_metrics("multilabel", y, (score > 0.5).astype(int), score, [f"l{j}" for j in range(k)])["lrap"]
+    assert got == pytest.approx(label_ranking_average_precision_score(y, score), abs=1e-12)
