@@ -17,6 +17,7 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     hamming_loss,
+    multilabel_confusion_matrix,
     precision_recall_fscore_support,
     precision_score,
     recall_score,
@@ -104,6 +105,65 @@ def _f1(tp, fp, fn):
 
 def _ratio(a, b):
     return np.divide(a, b, out=np.zeros_like(np.asarray(a, dtype=float)), where=np.asarray(b) > 0)
+
+
+def confusion_counts(kind: str, y_true, y_pred, n_classes: int) -> list:
+    """Confusion counts of one set of predictions (inputs as in :func:`compute_metrics`).
+
+    binary: ``2 x 2`` ``[[tn, fp], [fn, tp]]``; multiclass: ``C x C``, rows = truth, columns =
+    prediction, classes by index; multilabel: ``k x 2 x 2``, per label ``[[tn, fp], [fn, tp]]``.
+    ``n_classes``: 2 for binary, C for multiclass, unused for multilabel. Counts of disjoint test
+    sets add up, so their sum gives :func:`confusion_metrics` on the pooled predictions.
+    """
+    if kind == "multilabel":
+        return multilabel_confusion_matrix(np.asarray(y_true), np.asarray(y_pred)).tolist()
+    return confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()
+
+
+def confusion_metrics(kind: str, confusion) -> dict[str, float | list]:
+    """The metrics of ``kind`` that are functions of confusion counts alone, from ``confusion``
+    shaped as :func:`confusion_counts` returns it (or a sum of such).
+
+    Same names and definitions (zero_division=0) as :func:`compute_metrics`: binary f1, precision,
+    recall, accuracy, balanced_accuracy; multiclass its four scalars and ``confusion_matrix``;
+    multilabel weighted_f1, macro_f1, micro_f1, hamming_loss and the ``*_per_label`` lists. Left out
+    because counts do not determine them: ROC-AUC, PR-AUC and LRAP (they rank scores) and subset
+    accuracy (it needs whole rows).
+    """
+    cm = np.asarray(confusion, dtype=np.int64)
+    if kind == "binary":
+        (tn, fp), (fn, tp) = cm
+        return {
+            "f1": float(_f1(tp, fp, fn)),
+            "precision": float(_ratio(tp, tp + fp)),
+            "recall": float(_ratio(tp, tp + fn)),
+            "accuracy": float(_ratio(tp + tn, cm.sum())),
+            "balanced_accuracy": float(_recall_mean(cm)),
+        }
+    if kind == "multiclass":
+        support, predicted, diag = cm.sum(1), cm.sum(0), np.diagonal(cm)
+        f1 = _f1(diag, predicted - diag, support - diag)
+        return {
+            "uar": float(_recall_mean(cm)),
+            "accuracy": float(_ratio(diag.sum(), cm.sum())),
+            "macro_f1": float(f1.mean()),
+            "weighted_f1": float(_ratio((f1 * support).sum(), support.sum())),
+            "confusion_matrix": cm.tolist(),
+        }
+    if kind == "multilabel":
+        fp, fn, tp = cm[:, 0, 1], cm[:, 1, 0], cm[:, 1, 1]
+        f1, support = _f1(tp, fp, fn), tp + fn
+        return {
+            "weighted_f1": float(_ratio((f1 * support).sum(), support.sum())),
+            "macro_f1": float(f1.mean()),
+            "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+            "hamming_loss": float(_ratio((fp + fn).sum(), cm[0].sum() * len(cm))),
+            "precision_per_label": _ratio(tp, tp + fp).tolist(),
+            "recall_per_label": _ratio(tp, tp + fn).tolist(),
+            "f1_per_label": f1.tolist(),
+            "support_per_label": support.tolist(),
+        }
+    raise ValueError(f"unknown task kind {kind!r}")
 
 
 def _per_group(values: np.ndarray, inv: np.ndarray, n_groups: int) -> np.ndarray:

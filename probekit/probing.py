@@ -208,6 +208,34 @@ def _run_fold(probe, X, y, groups, train, test, kind, n_classes, tune, seed):
     return test, score, pred, thresholds
 
 
+def fold_mean_std(values) -> tuple[float, float]:
+    """Mean and std (ddof=0) of per-fold values over the folds where the metric is defined
+    (e.g. ROC-AUC is undefined on a one-class test fold); NaN when none is."""
+    vals = np.asarray(values, dtype=float)
+    finite = vals[np.isfinite(vals)]
+    return (float(finite.mean()), float(finite.std())) if len(finite) else (float("nan"), float("nan"))
+
+
+def pooled_extras(kind: str, classes, pooled: dict) -> dict:
+    """A row's ``confusion_matrix`` (multiclass) or ``per_label`` (multilabel) from pooled metrics
+    named as :func:`probekit.metrics.compute_metrics` names them; ``{}`` for binary."""
+    if kind == "multiclass":
+        return {"confusion_matrix": pooled["confusion_matrix"]}
+    if kind == "multilabel":
+        return {
+            "per_label": {
+                c: {
+                    "precision": pooled["precision_per_label"][j],
+                    "recall": pooled["recall_per_label"][j],
+                    "f1": pooled["f1_per_label"][j],
+                    "support": pooled["support_per_label"][j],
+                }
+                for j, c in enumerate(classes)
+            }
+        }
+    return {}
+
+
 def _summarise(kind, classes, y, groups, folds, outs, n_boot, seed) -> tuple[dict, dict]:
     test_rows = np.concatenate([o[0] for o in outs])
     order = np.argsort(test_rows)
@@ -219,34 +247,16 @@ def _summarise(kind, classes, y, groups, folds, outs, n_boot, seed) -> tuple[dic
     ci = bootstrap_ci(kind, y[rows], pred, score, groups[rows], classes, n_boot=n_boot, seed=seed)
     metrics = {}
     for name in SCALAR_METRICS[kind]:
-        vals = np.array([f[name] for f in per_fold], dtype=float)
-        finite = vals[np.isfinite(vals)]
-        metrics[name] = {
-            "value": pooled[name],
-            "mean": float(finite.mean()) if len(finite) else float("nan"),
-            "std": float(finite.std()) if len(finite) else float("nan"),
-            "ci_low": ci[name][0],
-            "ci_high": ci[name][1],
-        }
-    extras: dict = {}
-    if kind == "multiclass":
-        extras["confusion_matrix"] = pooled["confusion_matrix"]
-    if kind == "multilabel":
-        extras["per_label"] = {
-            c: {
-                "precision": pooled["precision_per_label"][j],
-                "recall": pooled["recall_per_label"][j],
-                "f1": pooled["f1_per_label"][j],
-                "support": pooled["support_per_label"][j],
-            }
-            for j, c in enumerate(classes)
-        }
+        mean, std = fold_mean_std([f[name] for f in per_fold])
+        metrics[name] = {"value": pooled[name], "mean": mean, "std": std, "ci_low": ci[name][0], "ci_high": ci[name][1]}
+    extras = pooled_extras(kind, classes, pooled)
     if outs[0][3] is not None:
         extras["thresholds"] = [o[3] for o in outs]
     return metrics, extras
 
 
-def _versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
+    """The results document's ``versions``: probekit, Python and the libraries that shape the numbers."""
     import lightgbm
     import sklearn
 
@@ -261,18 +271,20 @@ def _versions() -> dict[str, str]:
     }
 
 
-def best_rows(rows: list[dict], metric: str) -> list[dict]:
-    """Per (encoder, probe): the layer with the best ``metric`` value (ties: the lowest layer)."""
+def best_rows(rows: list[dict], metric: str, stat: str = "value") -> list[dict]:
+    """Per (encoder, probe): the layer with the best ``metric`` ``stat`` (a key of the row's metric
+    stats: probe ranks by the pooled ``value``, a sweep by the ``mean`` over outer folds); ties and
+    undefined values: the first row, i.e. the lowest layer. Each entry's ``value`` is that stat."""
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     best: dict[tuple[str, str], dict] = {}
     for r in rows:
-        v = r["metrics"][metric]["value"]
+        v = r["metrics"][metric][stat]
         v = -np.inf if v is None or not np.isfinite(v) else sign * v
         key = (r["encoder"], r["probe"])
         if key not in best or v > best[key][0]:
             best[key] = (v, r)
     return [
-        {"encoder": r["encoder"], "probe": r["probe"], "layer": r["layer"], "metric": metric, "value": r["metrics"][metric]["value"]}
+        {"encoder": r["encoder"], "probe": r["probe"], "layer": r["layer"], "metric": metric, "value": r["metrics"][metric][stat]}
         for _v, r in best.values()
     ]
 
@@ -376,7 +388,7 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         "headline": {"metric": headline, "aggregate": HEADLINE_AGGREGATE},
         "config": cfg,
         "seeds": {"seed": config.seed, "bootstrap_seed": config.seed, "fold_seed": config.seed},
-        "versions": _versions(),
+        "versions": software_versions(),
         "caches": caches_out,
         "rows": rows_out,
         "best": best_rows(rows_out, headline),

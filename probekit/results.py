@@ -5,7 +5,7 @@ Schema (``schema_version`` 1)::
     schema_version  int, 1
     created         ISO-8601 UTC timestamp (the only field that differs between identical runs)
     task            {kind, target, positive, labels, min_support, classes: [str]}
-    headline        {metric: "f1" | "uar" | "weighted_f1", aggregate: "pooled"}
+    headline        {metric: "f1" | "uar" | "weighted_f1", aggregate: "pooled" (probe) | "mean" (sweep)}
     config          the ProbeConfig (without the output folder), plus probe_params: {probe: {param: value}}
     seeds           {seed, bootstrap_seed, fold_seed}
     versions        {probekit, python, numpy, scikit-learn, lightgbm}
@@ -16,10 +16,19 @@ Schema (``schema_version`` 1)::
                       confusion_matrix?  (multiclass: [[int]], rows = truth, classes in task.classes order)
                       per_label?         (multilabel: {label: {precision, recall, f1, support}})
                       thresholds?        (when tuned: per outer fold, [float] per label / positive class)}]
-    best            [{encoder, probe, layer, metric, value}]   one per (encoder, probe), by headline value
+    best            [{encoder, probe, layer, metric, value}]   one per (encoder, probe), by the headline
+                    metric's ``aggregate`` stat (``value`` for pooled, ``mean`` for mean), which ``value`` repeats
 
-``value`` is pooled over all out-of-fold predictions; ``mean``/``std`` are over folds; ``ci_low``/
+``value`` is pooled over all out-of-fold predictions; ``mean``/``std`` (ddof=0) are over folds; ``ci_low``/
 ``ci_high`` bound a 95% bootstrap interval resampling speakers. Undefined numbers are ``null``.
+
+``probekit sweep`` writes the same document (:func:`probekit.sweep.sweep_document`): folds are the
+outer folds of its nested CV; ``config`` is its SweepSpec plus the cache paths; each row adds
+``best_params``, ``fold_params``, ``inner_score`` and ``n_candidates``; a top-level ``sweep`` block
+holds cells computed/reused, the store path, the candidates and the nested-CV protocol. Its
+``ci_low``/``ci_high`` and the ``value`` of ROC-AUC and PR-AUC are ``null`` (it keeps counts, not
+per-row predictions), and so are the pooled count-based values, ``confusion_matrix`` and
+``per_label`` of a sweep resumed from a store that predates counts.
 """
 
 from __future__ import annotations

@@ -29,8 +29,10 @@ from sklearn.base import clone
 from probekit.cache import EmbeddingCache
 from probekit.distributed import run_jobs
 from probekit.fastlogreg import decision_batched, fit_batched
-from probekit.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, compute_metrics
+from probekit.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, compute_metrics, confusion_counts, confusion_metrics
 from probekit.probes import make_probe
+from probekit.probing import best_rows, fold_mean_std, pooled_extras, software_versions
+from probekit.results import SCHEMA_VERSION, load_results, now_iso, write_csv, write_results
 from probekit.splits import make_folds
 from probekit.store import ResultStore, cell_key, params_key, stable_hash
 from probekit.tasks import ProbeInputError, Targets, TaskSpec, build_targets
@@ -45,6 +47,8 @@ __all__ = [
     "candidate_params",
     "run_layer_job",
     "run_sweep",
+    "sweep_document",
+    "write_outputs",
     "load_sweep_file",
     "HEADLINE",
 ]
@@ -88,6 +92,10 @@ class SweepSpec:
 
     def headline(self) -> str:
         return self.metric or HEADLINE[self.task]
+
+    def task_spec(self) -> TaskSpec:
+        """The labels this sweep trains on, as ``probekit probe`` defines them."""
+        return TaskSpec(self.task, self.target, self.positive, self.labels, self.min_support)
 
     def task_definition(self) -> dict:
         """Everything that defines the labels and the folds; its hash keys the store.
@@ -212,7 +220,7 @@ def sweep_targets(spec: SweepSpec, metadata: Mapping[str, np.ndarray]) -> Target
     """The task's targets from row-aligned metadata, through :func:`probekit.tasks.build_targets`
     (the same labels ``probekit probe`` trains on); input errors become :class:`SweepError`."""
     try:
-        return build_targets(TaskSpec(spec.task, spec.target, spec.positive, spec.labels, spec.min_support), metadata)
+        return build_targets(spec.task_spec(), metadata)
     except ProbeInputError as exc:
         raise SweepError(str(exc)) from exc
 
@@ -273,7 +281,7 @@ def fold_rows(table: np.ndarray, fold: str) -> tuple[np.ndarray, np.ndarray]:
 def cell_metrics(kind: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
     """The scalar metrics of one cell from :func:`probekit.metrics.compute_metrics` (the same names
     and definitions as ``probekit probe``); shapes as there. Lists (confusion matrix, per-label
-    scores) are left out: a store record holds one number per metric."""
+    scores) are left out: a record's ``scores`` hold one number per metric."""
     scores = compute_metrics(kind, y_true, y_pred, y_score, classes)
     return {m: float(scores[m]) for m in SCALAR_METRICS[kind]}
 
@@ -305,7 +313,16 @@ def _make_estimator(probe: str, params: Mapping[str, object]):
     return clone(make_probe(probe, **params))
 
 
-def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple[dict, str, dict, int]]:
+def _cell_result(job: LayerJob, params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> tuple:
+    """``(params, fold, scores, n_test, confusion)`` of one cell. ``confusion``
+    (:func:`probekit.metrics.confusion_counts`) only for an outer cell (fold ``o{k}``), else ``None``:
+    summed over outer folds it gives the results document's pooled values, confusion matrix and
+    per-label scores; inner cells only select parameters."""
+    confusion = confusion_counts(job.kind, y_true, y_pred, len(job.classes)) if "/" not in fold else None
+    return params, fold, cell_metrics(job.kind, y_true, y_pred, y_score, job.classes), len(y_true), confusion
+
+
+def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
     out = []
     for params, fold in job.cells:
         tr, te = fold_rows(job.table, fold)
@@ -323,11 +340,11 @@ def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple[dict, str, dict, 
                 pred = (score >= 0.5).astype(np.int64)
             else:
                 score, pred = full, full.argmax(1)
-        out.append((params, fold, cell_metrics(job.kind, y_true, pred, score, job.classes), len(te)))
+        out.append(_cell_result(job, params, fold, y_true, pred, score))
     return out
 
 
-def _fast_cells(X: np.ndarray, job: LayerJob) -> list[tuple[dict, str, dict, int]]:
+def _fast_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
     """All cells of the job as one batched solve: groups = (fold, C)."""
     folds = sorted({f for _, f in job.cells})
     fidx = {f: i for i, f in enumerate(folds)}
@@ -354,14 +371,15 @@ def _fast_cells(X: np.ndarray, job: LayerJob) -> list[tuple[dict, str, dict, int
             score, pred = S, S.argmax(1)
         else:
             score, pred = S, (S > 0).astype(np.int64)
-        out.append((params, fold, cell_metrics(job.kind, job.y[te], pred, score, job.classes), len(te)))
+        out.append(_cell_result(job, params, fold, job.y[te], pred, score))
     return out
 
 
-def run_layer_job(job: LayerJob) -> list[tuple[dict, str, dict, int]]:
+def run_layer_job(job: LayerJob) -> list[tuple]:
     """Read the job's layer from the cache (float16 stays float16) and compute its cells.
 
-    Returns ``[(params, fold, scores, n_test), ...]``. Runs in a worker: only this job's data.
+    Returns ``[(params, fold, scores, n_test, confusion), ...]`` (see :func:`_cell_result`). Runs in
+    a worker: only this job's data.
     """
     cache = EmbeddingCache(job.cache_path)
     rows = None if len(job.rows) == cache.n_segments else job.rows
@@ -378,8 +396,12 @@ def run_layer_job(job: LayerJob) -> list[tuple[dict, str, dict, int]]:
 class SweepResult:
     """What a sweep found.
 
-    ``rows``: one dict per (cache, layer): encoder, layer, the headline metric's mean and std over
-    outer folds at the selected parameters, ``best_params`` (most often selected), ``fold_params``.
+    ``rows``: one row per (cache, layer) in the :mod:`probekit.results` schema (``encoder``,
+    ``layer``, ``probe``, ``n_folds``, ``metrics`` and ``confusion_matrix`` / ``per_label`` from
+    :func:`outer_summary`), plus the sweep columns ``best_params`` (most often selected),
+    ``fold_params`` (selected per outer fold), ``inner_score`` (mean over outer folds of the
+    selected candidate's mean inner score) and ``n_candidates``.
+    ``caches``: the document's cache entries; ``classes``: the task's classes (the same for every cache).
     ``computed`` / ``reused``: cells computed in this run / found in the store.
     """
 
@@ -389,7 +411,13 @@ class SweepResult:
     reused: int
     store: Path
     spec: SweepSpec
-    caches: dict[str, str] = field(default_factory=dict)
+    caches: list[dict] = field(default_factory=list)
+    classes: tuple[str, ...] = ()
+
+    @property
+    def best(self) -> list[dict]:
+        """Per (encoder, probe): the layer with the best headline mean over outer folds (the layer curve's peak)."""
+        return best_rows(self.rows, self.headline, "mean")
 
 
 def _finite_mean(values) -> float:
@@ -397,6 +425,59 @@ def _finite_mean(values) -> float:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     return float(v.mean()) if len(v) else float("nan")
+
+
+# Means over test rows: pooled over the outer test folds, they are the n_test-weighted mean of the folds' values.
+_ROW_MEANS = ("subset_accuracy", "lrap")
+
+
+def outer_summary(kind: str, classes: Sequence[str], outer: Sequence[Mapping]) -> tuple[dict, dict]:
+    """``metrics`` and ``confusion_matrix`` / ``per_label`` of one layer's results row, from the store
+    records of its outer cells at the selected parameters (one per outer fold: ``scores``, ``n_test``,
+    ``confusion``).
+
+    Per metric, the stat keys of :data:`probekit.results.STAT_KEYS` with ``probe``'s meanings:
+    ``mean``/``std`` over the outer folds' scores (ddof=0, defined folds only); ``value`` pooled over
+    all outer test rows, from the summed confusion counts (:func:`probekit.metrics.confusion_metrics`)
+    or, for subset accuracy and LRAP, the n_test-weighted mean. ``None`` where the records cannot give
+    a number: ``value`` of ROC-AUC and PR-AUC (they rank every out-of-fold score, which the store does
+    not keep), ``ci_low``/``ci_high`` (the speaker bootstrap resamples per-row predictions), and the
+    count-based values and lists when a record comes from a store written before outer cells kept counts.
+    """
+    counts = [rec.get("confusion") for rec in outer]
+    if all(c is not None for c in counts):
+        pooled = confusion_metrics(kind, np.sum(counts, axis=0))
+        extras = pooled_extras(kind, classes, pooled)
+    else:
+        pooled = {}
+        extras = {"multiclass": {"confusion_matrix": None}, "multilabel": {"per_label": None}}.get(kind, {})
+    n_test = np.array([rec["n_test"] for rec in outer], dtype=float)
+    for name in _ROW_MEANS:
+        if name in SCALAR_METRICS[kind]:
+            pooled[name] = float(np.dot([rec["scores"][name] for rec in outer], n_test) / n_test.sum())
+    metrics = {}
+    for name in SCALAR_METRICS[kind]:
+        mean, std = fold_mean_std([rec["scores"][name] for rec in outer])
+        metrics[name] = {"value": pooled.get(name), "mean": mean, "std": std, "ci_low": None, "ci_high": None}
+    return metrics, extras
+
+
+def _cache_entry(cache: EmbeddingCache, encoder: str, used: np.ndarray, groups: np.ndarray, n_folds: int) -> dict:
+    """The results document's ``caches`` entry of one swept cache."""
+    return {
+        "encoder": encoder,
+        "path": str(Path(cache.path).resolve()),
+        "fingerprint": cache.fingerprint,
+        "num_layers": cache.num_layers,
+        "dim": cache.dim,
+        "dtype": str(cache.dtype),
+        "n_rows": len(cache),
+        "n_rows_used": len(used),
+        "n_speakers": len(np.unique(groups)),
+        "n_folds": n_folds,
+        # A sweep reads the cache's own metadata and joins no manifest, so no row can be missing from one.
+        "missing_from_manifest": {"count": 0, "ids": []},
+    }
 
 
 def _check_spec(spec: SweepSpec) -> None:
@@ -439,11 +520,21 @@ def run_sweep(
     store.check_compatible(fps, task_hash)
     computed = reused = 0
     rows: list[dict] = []
+    cache_entries: list[dict] = []
+    classes: tuple[str, ...] | None = None
     try:
         for cache in opened:
             cpath = str(Path(cache.path).resolve())
             fp = cache.fingerprint
+            # Rows and `best` are keyed by encoder: two caches of one encoder get their file names appended, as in `probe`.
+            encoder = cache.encoder or Path(cpath).stem
+            if any(e["encoder"] == encoder for e in cache_entries):
+                encoder = f"{encoder} ({Path(cpath).stem})"
             targets = sweep_targets(spec, cache.metadata)
+            if classes is not None and targets.classes != classes:
+                # One document lists one set of classes, and confusion matrices are in its order.
+                raise SweepError(f"{cache.path} yields classes {targets.classes}, unlike the caches before it ({classes}); sweep them separately")
+            classes = targets.classes
             used = np.flatnonzero(targets.mask)
             y = targets.y.astype(np.int32 if len(targets.classes) > 255 else np.uint8)  # compact: shipped with every job
             if "speaker" not in cache.metadata:
@@ -457,6 +548,7 @@ def run_sweep(
                 raise SweepError(f"--layers {bad} out of range: {cache.path} has hidden states 0..{cache.num_layers - 1}")
             K = table.shape[0]
             n_inner = [int(table[k].max()) + 1 for k in range(K)]
+            cache_entries.append(_cache_entry(cache, encoder, used, groups, K))
 
             def key(layer, params, fold):
                 return cell_key(fp, task_hash, layer, spec.probe, params, fold)
@@ -472,11 +564,11 @@ def run_sweep(
                         jobs.append(LayerJob(cpath, layer, spec.task, spec.probe, used, y, targets.classes, table, missing))
                 for i, results in run_jobs(run_layer_job, jobs, backend=backend, n_jobs=n_jobs, scheduler=scheduler):
                     job = jobs[i]
-                    for params, fold, scores, n_test in results:
+                    for params, fold, scores, n_test, confusion in results:
                         store.append([{
-                            "cache": fp, "cache_path": cpath, "encoder": cache.encoder or Path(cpath).stem,
+                            "cache": fp, "cache_path": cpath, "encoder": encoder,
                             "task": task_hash, "task_spec": task_def, "layer": job.layer, "probe": spec.probe,
-                            "params": params, "fold": fold, "scores": scores, "n_test": n_test,
+                            "params": params, "fold": fold, "scores": scores, "n_test": n_test, "confusion": confusion,
                         }])
                         computed += 1
                     if progress:
@@ -496,88 +588,125 @@ def run_sweep(
                     inner_best[la].append(float(means[b]))
             run_phase({la: [(chosen[la][k], f"o{k}") for k in range(K)] for la in layers})
             for la in layers:
-                outer = [store.get(key(la, chosen[la][k], f"o{k}"))["scores"] for k in range(K)]
-                vals = np.array([s[spec.headline()] for s in outer])
+                metrics, extras = outer_summary(spec.task, targets.classes, [store.get(key(la, chosen[la][k], f"o{k}")) for k in range(K)])
                 counts = Counter(params_key(p) for p in chosen[la])
                 best = next(p for p in chosen[la] if params_key(p) == counts.most_common(1)[0][0])
-                row = {
-                    "encoder": cache.encoder or Path(cpath).stem,
-                    "cache": cpath,
-                    "cache_fingerprint": fp,
+                rows.append({
+                    "encoder": encoder,
                     "layer": la,
                     "probe": spec.probe,
-                    spec.headline(): _finite_mean(vals),
-                    f"{spec.headline()}_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
                     "n_folds": K,
+                    "metrics": metrics,
+                    **extras,
                     "best_params": best,
                     "fold_params": chosen[la],
                     "inner_score": _finite_mean(inner_best[la]),
                     "n_candidates": len(params_list),
-                    "classes": list(targets.classes),
-                }
-                for m in SCALAR_METRICS[spec.task]:
-                    if m != spec.headline():
-                        row[m] = _finite_mean([s[m] for s in outer])
-                rows.append(row)
+                })
     finally:
         store.close()
-    return SweepResult(rows=rows, headline=spec.headline(), computed=computed, reused=reused, store=store.path, spec=spec, caches=fps)
+    return SweepResult(
+        rows=rows, headline=spec.headline(), computed=computed, reused=reused, store=store.path, spec=spec,
+        caches=cache_entries, classes=classes or (),
+    )
 
 
 # --------------------------------------------------------------------------- reporting
 
 
-def write_outputs(result: SweepResult, out: str | Path) -> dict[str, Path]:
-    """``results.json`` (probe's row-per-(encoder, layer, probe) shape plus sweep columns),
-    ``sweep_layers.csv`` and ``layer_curve.png`` in ``out``."""
-    import csv
-    import json
+def sweep_document(result: SweepResult) -> dict:
+    """The sweep's ``results.json``: the :mod:`probekit.results` schema that ``probe`` writes, its rows
+    extended with the sweep columns (see :class:`SweepResult`), plus a top-level ``sweep`` block:
+    ``cells_computed``, ``cells_reused``, ``store`` (the results.jsonl path), ``candidates`` (the
+    parameter sets tried, in selection order) and the nested-CV protocol (``cv``, ``outer_folds``,
+    ``inner_folds``).
 
+    ``headline.aggregate`` is ``"mean"``: a sweep ranks layers by the mean over outer folds (its layer
+    curve), so ``best[].value`` is that mean. ``config`` is the :class:`SweepSpec` plus the cache paths;
+    ``seeds.bootstrap_seed`` is ``None``: a sweep draws no bootstrap.
+    """
+    spec = result.spec
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": now_iso(),
+        "task": {**asdict(spec.task_spec()), "classes": list(result.classes)},
+        "headline": {"metric": result.headline, "aggregate": "mean"},
+        "config": {**asdict(spec), "caches": [c["path"] for c in result.caches]},
+        "seeds": {"seed": spec.seed, "bootstrap_seed": None, "fold_seed": spec.seed},
+        "versions": software_versions(),
+        "caches": result.caches,
+        "rows": result.rows,
+        "best": result.best,
+        "sweep": {
+            "cells_computed": result.computed,
+            "cells_reused": result.reused,
+            "store": str(result.store),
+            "candidates": candidate_params(spec),
+            "cv": spec.cv,
+            "outer_folds": spec.outer_folds,
+            "inner_folds": spec.inner_folds,
+        },
+    }
+
+
+def _num(x, digits: int = 4) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _write_layer_csv(doc: dict, path: Path) -> Path:
+    """``sweep_layers.csv``: per row the headline mean and std over outer folds, the most often
+    selected parameters and the inner score; an undefined number is an empty field."""
+    import csv
+
+    h = doc["headline"]["metric"]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["encoder", "layer", "probe", h, f"{h}_std", "best_params", "inner_score"])
+        for r in doc["rows"]:
+            s = r["metrics"][h]
+            w.writerow([r["encoder"], r["layer"], r["probe"], _num(s["mean"]), _num(s["std"]), params_key(r["best_params"]), _num(r["inner_score"])])
+    return path
+
+
+def _plot_layer_curve(doc: dict, path: Path) -> Path:
+    """``layer_curve.png``: headline mean over outer folds per layer, a ±std band, one line per (encoder, probe)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from probekit import __version__
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    h = result.headline
-    best: dict[str, dict] = {}
-    for r in result.rows:
-        if r["encoder"] not in best or r[h] > best[r["encoder"]][h]:
-            best[r["encoder"]] = r
-    doc = {
-        "schema": "probekit.results",
-        "schema_version": 1,
-        "kind": "sweep",
-        "probekit_version": __version__,
-        "headline_metric": h,
-        "config": {**asdict(result.spec), "candidates": candidate_params(result.spec)},
-        "caches": result.caches,
-        "rows": result.rows,
-        "best": [{"encoder": e, "probe": r["probe"], "layer": r["layer"], h: r[h], "best_params": r["best_params"]} for e, r in best.items()],
-        "sweep": {"cells_computed": result.computed, "cells_reused": result.reused, "store": str(result.store)},
-    }
-    paths = {"json": out / "results.json", "csv": out / "sweep_layers.csv", "png": out / "layer_curve.png"}
-    paths["json"].write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["encoder", "layer", "probe", h, f"{h}_std", "best_params", "inner_score"])
-        for r in result.rows:
-            w.writerow([r["encoder"], r["layer"], r["probe"], f"{r[h]:.4f}", f"{r[h + '_std']:.4f}", params_key(r["best_params"]), f"{r['inner_score']:.4f}"])
+    h = doc["headline"]["metric"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for enc in dict.fromkeys(r["encoder"] for r in result.rows):
-        rs = [r for r in result.rows if r["encoder"] == enc]
+    for enc, probe in dict.fromkeys((r["encoder"], r["probe"]) for r in doc["rows"]):
+        rs = [r for r in doc["rows"] if (r["encoder"], r["probe"]) == (enc, probe)]
         x = np.array([r["layer"] for r in rs])
-        y = np.array([r[h] for r in rs])
-        s = np.array([r[h + "_std"] for r in rs])
-        ax.plot(x, y, marker="o", label=f"{enc} ({result.spec.probe}, tuned)")
+        y = np.array([r["metrics"][h]["mean"] for r in rs], dtype=float)  # None (undefined) -> NaN: a gap
+        s = np.array([r["metrics"][h]["std"] for r in rs], dtype=float)
+        ax.plot(x, y, marker="o", label=f"{enc} ({probe}, tuned)")
         ax.fill_between(x, y - s, y + s, alpha=0.2)
     ax.set_xlabel("hidden state")
     ax.set_ylabel(f"{h} (outer folds, nested CV)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(paths["png"], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
+    return path
+
+
+def write_outputs(result: SweepResult, out: str | Path) -> dict[str, Path]:
+    """Write into ``out``: ``results.json`` (:func:`sweep_document`, validated on write),
+    ``results.csv`` (``probe``'s one line per row with every metric's stats), ``sweep_layers.csv`` and
+    ``layer_curve.png``. Returns file name -> path.
+
+    ``probe``'s ``report.md`` and plots are not written: they present pooled values with
+    speaker-bootstrap intervals and ``probe``'s protocol, which a sweep's document does not carry.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"results.json": write_results(sweep_document(result), out / "results.json")}
+    # The other files are drawn from the file as written (NaN already null), so they show what it holds.
+    doc = load_results(files["results.json"])
+    files["results.csv"] = write_csv(doc, out / "results.csv")
+    files["sweep_layers.csv"] = _write_layer_csv(doc, out / "sweep_layers.csv")
+    files["layer_curve.png"] = _plot_layer_curve(doc, out / "layer_curve.png")
+    return files

@@ -12,7 +12,7 @@ distributed = pytest.importorskip("distributed")
 
 
 def _key(res):
-    return [(r["layer"], round(r["f1"], 12), r["fold_params"]) for r in res.rows]
+    return [(r["layer"], round(r["metrics"]["f1"]["mean"], 12), r["fold_params"]) for r in res.rows]
 
 
 @pytest.fixture(scope="module")

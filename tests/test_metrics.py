@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from probekit.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, resampled_point
+from probekit.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, confusion_metrics, resampled_point
 
 
 def _data(kind, n=120, seed=0):
@@ -29,6 +29,20 @@ def test_vectorised_metrics_equal_sklearn_at_unit_weights(kind):
     assert set(fast) == set(SCALAR_METRICS[kind])
     for name in SCALAR_METRICS[kind]:
         assert fast[name] == pytest.approx(ref[name], abs=1e-9), name
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_counts_summed_over_parts_give_the_pooled_metrics(kind):
+    """Counts of two disjoint parts, added, give compute_metrics on all rows: every count-based metric and list."""
+    y, pred, score, groups, classes = _data(kind)
+    parts = [slice(0, 50), slice(50, None)]
+    summed = np.sum([confusion_counts(kind, y[p], pred[p], len(classes)) for p in parts], axis=0)
+    got = confusion_metrics(kind, summed)
+    ref = compute_metrics(kind, y, pred, score, classes)
+    not_from_counts = {"roc_auc", "pr_auc", "lrap", "subset_accuracy"}
+    assert set(got) == set(ref) - not_from_counts
+    for name, value in got.items():
+        assert np.allclose(value, ref[name], rtol=0, atol=1e-12), name
 
 
 def test_duplicated_speaker_weights_match_sklearn_on_repeated_rows():

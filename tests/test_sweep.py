@@ -11,12 +11,20 @@ from typer.testing import CliRunner
 
 import probekit.sweep as sw
 from probekit.cache import EmbeddingCache
-from probekit.store import ResultStore, StoreError
-from probekit.sweep import SweepError, SweepSpec, candidate_params, fold_rows, fold_table, load_sweep_file, run_sweep, write_outputs
+from probekit.metrics import SCALAR_METRICS
+from probekit.results import load_results, validate_results
+from probekit.store import ResultStore, StoreError, params_key
+from probekit.sweep import SweepError, SweepSpec, candidate_params, fold_rows, fold_table, load_sweep_file, run_sweep, sweep_document, write_outputs
 
 from _sweep_data import planted_cache
 
 GRID = (("C", (0.01, 0.1, 1.0)),)
+# Per task: the SweepSpec fields that pick its target in the planted cache.
+TASKS = {
+    "binary": {},
+    "multiclass": {"target": "class3", "positive": None},
+    "multilabel": {"target": "labels", "positive": None, "labels": ("e0", "e1", "e2")},
+}
 
 
 def _spec(**kw):
@@ -30,20 +38,101 @@ def cache(tmp_path_factory):
     return planted_cache(tmp_path_factory.mktemp("c") / "a.h5", signal_layer=1, row_feature=True)
 
 
+def _mean(row, metric):
+    return row["metrics"][metric]["mean"]
+
+
 @pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass"])
 def test_planted_layer_is_best_and_outputs_are_written(cache, tmp_path, task):
-    kw = {"binary": {}, "multilabel": {"target": "labels", "positive": None, "labels": ("e0", "e1", "e2")},
-          "multiclass": {"target": "binary", "positive": None}}[task]
-    res = run_sweep([cache], _spec(task=task, **kw), tmp_path)
+    res = run_sweep([cache], _spec(task=task, **TASKS[task]), tmp_path)
     h = res.headline
-    best = max(res.rows, key=lambda r: r[h])
+    best = max(res.rows, key=lambda r: _mean(r, h))
     assert best["layer"] == 1
-    assert all(best[h] > r[h] + 0.05 for r in res.rows if r is not best)
+    assert all(_mean(best, h) > _mean(r, h) + 0.05 for r in res.rows if r is not best)
+    assert [(b["layer"], b["value"]) for b in res.best] == [(1, _mean(best, h))]
     paths = write_outputs(res, tmp_path)
-    doc = json.loads(paths["json"].read_text())
-    assert doc["best"][0]["layer"] == 1 and doc["headline_metric"] == h
-    assert {"best_params", "fold_params", "inner_score", h, f"{h}_std"} <= set(doc["rows"][0])
-    assert paths["png"].stat().st_size > 1000
+    assert set(paths) == {"results.json", "results.csv", "sweep_layers.csv", "layer_curve.png"}
+    doc = load_results(paths["results.json"])
+    assert doc["best"][0]["layer"] == 1 and doc["headline"] == {"metric": h, "aggregate": "mean"}
+    assert len(paths["results.csv"].read_text().splitlines()) == 1 + len(res.rows)
+    curve = paths["sweep_layers.csv"].read_text().splitlines()
+    assert curve[0] == f"encoder,layer,probe,{h},{h}_std,best_params,inner_score" and len(curve) == 1 + len(res.rows)
+    assert paths["layer_curve.png"].stat().st_size > 1000
+
+
+def _outer_records(store_path, row):
+    """The store records of ``row``'s outer cells at its selected parameters, in outer-fold order."""
+    records = [json.loads(line) for line in Path(store_path).read_text().splitlines()]
+    by_key = {(r["layer"], r["fold"], params_key(r["params"])): r for r in records}
+    return [by_key[(row["layer"], f"o{k}", params_key(p))] for k, p in enumerate(row["fold_params"])]
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_sweep_results_json_is_a_probe_results_document(cache, tmp_path, task):
+    """results.json validates and loads as probe's schema; every row carries the sweep columns, its
+    metric stats come from the stored outer cells, and the pooled counts cover each row exactly once."""
+    spec = _spec(task=task, **TASKS[task])
+    res = run_sweep([cache], spec, tmp_path)
+    write_outputs(res, tmp_path)
+    doc = load_results(tmp_path / "results.json")
+    validate_results(sweep_document(res))  # in memory too, NaN and all
+    candidates = candidate_params(spec)
+    c = EmbeddingCache(cache)
+    targets = sw.sweep_targets(spec, c.metadata)
+    y = targets.y  # of the used rows
+    assert doc["task"]["kind"] == task and doc["task"]["classes"] == list(targets.classes)
+    assert doc["caches"][0]["n_rows_used"] == len(y) and doc["caches"][0]["fingerprint"] == c.fingerprint
+    assert doc["sweep"] == {"cells_computed": res.computed, "cells_reused": 0, "store": str(tmp_path / "results.jsonl"),
+                            "candidates": candidates, "cv": "speaker-kfold", "outer_folds": 3, "inner_folds": 2}
+    assert [r["layer"] for r in doc["rows"]] == [0, 1, 2]
+    for row in doc["rows"]:
+        assert row["n_candidates"] == len(candidates) and len(row["fold_params"]) == row["n_folds"] == 3
+        assert all(p in candidates for p in row["fold_params"])
+        assert row["fold_params"].count(row["best_params"]) == max(row["fold_params"].count(p) for p in row["fold_params"])
+        assert 0 < row["inner_score"] <= 1
+        outer = _outer_records(tmp_path / "results.jsonl", row)
+        n_test = np.array([r["n_test"] for r in outer])
+        assert n_test.sum() == len(y)  # the outer test folds partition the used rows
+        assert set(row["metrics"]) == set(SCALAR_METRICS[task])
+        for name, stats in row["metrics"].items():
+            scores = np.array([r["scores"][name] for r in outer], dtype=float)
+            assert stats["mean"] == pytest.approx(scores.mean(), abs=1e-12), name
+            assert stats["std"] == pytest.approx(scores.std(), abs=1e-12), name  # ddof=0, as probe
+            assert stats["ci_low"] is None and stats["ci_high"] is None  # no speaker bootstrap in a sweep
+        weighted = lambda name: float(np.dot([r["scores"][name] for r in outer], n_test) / n_test.sum())  # noqa: E731
+        if task == "binary":
+            assert row["metrics"]["accuracy"]["value"] == pytest.approx(weighted("accuracy"), abs=1e-12)
+            assert row["metrics"]["roc_auc"]["value"] is None and row["metrics"]["pr_auc"]["value"] is None
+            assert 0 <= row["metrics"]["f1"]["value"] <= 1
+        if task == "multiclass":
+            cm = np.array(row["confusion_matrix"])
+            assert cm.shape == (3, 3)
+            assert cm.sum(1).tolist() == np.bincount(y, minlength=3).tolist()  # rows = truth, classes in task order
+            assert row["metrics"]["accuracy"]["value"] == pytest.approx(weighted("accuracy"), abs=1e-12)
+            assert row["metrics"]["uar"]["value"] == pytest.approx(np.mean(np.diag(cm) / cm.sum(1)), abs=1e-12)
+        if task == "multilabel":
+            assert list(row["per_label"]) == list(targets.classes)
+            assert [row["per_label"][lab]["support"] for lab in targets.classes] == y.sum(0).tolist()
+            for name in ("hamming_loss", "subset_accuracy", "lrap"):
+                assert row["metrics"][name]["value"] == pytest.approx(weighted(name), abs=1e-12), name
+
+
+def test_store_without_counts_still_loads_and_reports_none(cache, tmp_path):
+    """A results.jsonl written before outer cells kept their confusion counts is reused as is: the
+    document still validates; the count-based pooled values and the confusion matrix are None."""
+    spec = _spec(task="multiclass", **TASKS["multiclass"])
+    fresh = run_sweep([cache], spec, tmp_path)
+    store = tmp_path / "results.jsonl"
+    lines = [json.loads(line) for line in store.read_text().splitlines()]
+    store.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "confusion"}) + "\n" for r in lines))
+    old = run_sweep([cache], spec, tmp_path)
+    assert old.computed == 0
+    write_outputs(old, tmp_path)
+    doc = load_results(tmp_path / "results.json")
+    for a, b in zip(fresh.rows, doc["rows"]):
+        assert b["confusion_matrix"] is None and a["confusion_matrix"] is not None
+        assert b["metrics"]["uar"]["value"] is None
+        assert b["metrics"]["uar"]["mean"] == pytest.approx(a["metrics"]["uar"]["mean"], abs=1e-12)
 
 
 def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkeypatch):
@@ -138,7 +227,7 @@ def test_interrupted_sweep_resumes_computing_only_missing_cells(cache, tmp_path,
     resumed = run_sweep([cache], spec, tmp_path / "cut")
     assert resumed.computed == full.computed - 17
     assert resumed.reused == 17
-    assert [(r["layer"], r["f1"], r["fold_params"]) for r in resumed.rows] == [(r["layer"], r["f1"], r["fold_params"]) for r in full.rows]
+    assert resumed.rows == full.rows
     again = run_sweep([cache], spec, tmp_path / "cut")
     assert again.computed == 0
 
@@ -201,8 +290,8 @@ def test_cli_sweep_runs_and_reports_bad_input(cache, tmp_path):
     r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--positive", "neg",
                             "--grid", "C=0.1,1", "--folds", "3", "--inner-folds", "2", "--layers", "0-1", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "results.json").is_file() and (tmp_path / "layer_curve.png").is_file()
-    assert "cells computed" in r.output
+    assert load_results(tmp_path / "results.json")["rows"] and (tmp_path / "layer_curve.png").is_file()
+    assert "cells computed" in r.output and "★" in r.output
     r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--grid", "C", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "NAME=V1" in r.output
 
@@ -211,8 +300,6 @@ def test_cli_sweep_runs_and_reports_bad_input(cache, tmp_path):
 def test_shared_probe_path_agrees_with_batched_path(cache, tmp_path, task):
     """``logreg`` (probekit.probes, one-vs-rest inside the probe) and ``logreg-fast`` solve the same
     objective on the same folds, so their per-layer scores agree; rows carry probe's metric names."""
-    from probekit.metrics import SCALAR_METRICS
-
     kw = {"binary": {}, "multiclass": {"positive": None}, "multilabel": {"target": "labels", "positive": None}}[task]
     fast = run_sweep([cache], _spec(task=task, grid=(("C", (0.1, 1.0)),), **kw), tmp_path / "fast")
     slow = run_sweep([cache], _spec(task=task, grid=(("C", (0.1, 1.0)),), probe="logreg", **kw), tmp_path / "slow")
@@ -220,7 +307,9 @@ def test_shared_probe_path_agrees_with_batched_path(cache, tmp_path, task):
     assert h == {"binary": "f1", "multiclass": "uar", "multilabel": "weighted_f1"}[task]
     for a, b in zip(fast.rows, slow.rows):
         assert a["layer"] == b["layer"]
-        assert abs(a[h] - b[h]) < 0.02, (a["layer"], a[h], b[h])
-        assert set(SCALAR_METRICS[task]) <= set(b)
+        assert abs(_mean(a, h) - _mean(b, h)) < 0.02, (a["layer"], _mean(a, h), _mean(b, h))
+        assert set(b["metrics"]) == set(SCALAR_METRICS[task])
     cells = [json.loads(line) for line in (tmp_path / "slow" / "results.jsonl").read_text().splitlines()]
     assert all(set(c["scores"]) == set(SCALAR_METRICS[task]) for c in cells)
+    # Counts are kept for outer cells only: inner cells just select parameters.
+    assert all((c["confusion"] is None) == ("/" in c["fold"]) for c in cells)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,7 +30,7 @@ def sweep(
     jobs: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
     backend: Annotated[str, typer.Option(help="local or dask.")] = "local",
     scheduler: Annotated[Optional[str], typer.Option(help="dask scheduler address, e.g. tcp://10.0.0.5:8786.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (results.jsonl store, results.json, layer_curve.png).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (results.jsonl store, results.json, results.csv, sweep_layers.csv, layer_curve.png).")] = None,
 ) -> None:
     """Tune probe hyperparameters per layer with nested speaker-grouped CV; rerun to resume or widen the grid."""
     from rich.console import Console
@@ -78,15 +79,21 @@ def sweep(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     h = result.headline
-    table = Table(title=f"{spec.probe}: {h} on outer folds at the selected parameters")
-    for col in ("encoder", "layer", h, "std", "best params", "inner"):
+    best = {(b["encoder"], b["probe"], b["layer"]) for b in result.best}
+    table = Table(title=f"{spec.probe}: {h} on outer folds at the selected parameters (★ best mean)")
+    for col in ("encoder", "layer", f"{h} mean ± std", "pooled", "best params", "inner"):
         table.add_column(col)
-    bests = {}
     for r in result.rows:
-        if r["encoder"] not in bests or r[h] > bests[r["encoder"]][h]:
-            bests[r["encoder"]] = r
-    for r in result.rows:
-        mark = "bold green" if bests[r["encoder"]] is r else None
-        table.add_row(r["encoder"], str(r["layer"]), f"{r[h]:.3f}", f"{r[h + '_std']:.3f}", str(r["best_params"]), f"{r['inner_score']:.3f}", style=mark)
+        s = r["metrics"][h]
+        mark = (r["encoder"], r["probe"], r["layer"]) in best
+        table.add_row(
+            r["encoder"], str(r["layer"]) + (" ★" if mark else ""), f"{_fmt(s['mean'])} ± {_fmt(s['std'])}", _fmt(s["value"]),
+            str(r["best_params"]), _fmt(r["inner_score"]), style="bold green" if mark else None,
+        )
     console.print(table)
-    console.print(f"cells computed {result.computed}, reused {result.reused}; wrote {paths['json']}, {paths['png']}")
+    console.print(f"cells computed {result.computed}, reused {result.reused}; wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def _fmt(x) -> str:
+    """Three decimals; "–" for an undefined number (None, or NaN before the document is written)."""
+    return "–" if x is None or not math.isfinite(x) else f"{x:.3f}"
