@@ -304,7 +304,11 @@ def bootstrap_ci(kind, y_true, y_pred, y_score, groups, classes, n_boot=1000, se
 
 
 def resampled_point(kind, y_true, y_pred, y_score, groups, classes) -> dict[str, float]:
-    """The vectorised metrics at unit weights (the un-resampled data); used to check them against sklearn."""
+    """Every scalar metric of ``kind`` from the vectorised code at unit weights (the data as given):
+    ``{name: value}``, equal to :func:`compute_metrics`' scalars (tested) at a fraction of the cost.
+
+    ``groups``: ``(n,)`` any labels (one group is fine); inputs otherwise as in :func:`compute_metrics`.
+    """
     uniq, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     W = np.ones((1, len(uniq)))
     return {k: float(v[0]) for k, v in _resampled_metrics(kind, np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score), inv, len(uniq), W).items()}
