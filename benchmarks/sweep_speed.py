@@ -116,7 +116,7 @@ def probekit_layer(path: str, task: str, layer: int) -> dict:
     t0 = time.perf_counter()
     out = run_layer_job(job)
     seconds = time.perf_counter() - t0
-    scores = {(f, p["C"]): s[spec.headline()] for p, f, s, _ in out}
+    scores = {(f, p["C"]): s[spec.headline()] for p, f, s, *_ in out}
     return {"seconds": seconds, "cells": len(cells), "scores": scores, "rss_mb": peak_rss_mb()}
 
 

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-NEWTON = 2
 __all__ = ["PathFit", "fit_batched", "decision_batched", "FastLogReg"]
 
 
@@ -184,6 +183,15 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
             q -= a * y
             alphas.append(a)
         q = torch.cat([Q @ ((Q.T @ q[:d]) * h0), (q[d] / curv)[None]], 0)
+        if hist:
+            # Scale the preconditioner to the curvature last seen along the path, gamma =
+            # s'y / y'Py, as plain L-BFGS scales its identity. The w = 0 curvature overstates
+            # the curvature near a weakly regularised optimum, where most rows are fitted
+            # confidently; unscaled, large-C problems needed twice the iterations.
+            s_, y_, _ = hist[-1]
+            yPy = ((Q.T @ y_[:d]).square() * h0).sum(0) + y_[d].square() / curv
+            gam = (s_ * y_).sum(0) / yPy.clamp_min(1e-30)
+            q *= torch.where(torch.isfinite(gam) & (gam > 0), gam, torch.ones_like(gam))
         for (s, y, rho), a in zip(hist, reversed(alphas)):
             q += (a - rho * (y * q).sum(0)) * s
         D = q.neg_()
@@ -204,7 +212,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
         t = torch.ones_like(slope)
         WdZ = Wt * dZ
         WdZ2 = WdZ * dZ
-        for _ in range(NEWTON):
+        for _ in range(2):
             sig = torch.sigmoid(torch.addcmul(Z, dZ, t))
             p1 = ((sig - Yp) * WdZ).sum(0) + lam * (wd + t * dd)
             p2 = (sig.mul_(1 - sig) * WdZ2).sum(0) + lam * dd
