@@ -13,7 +13,10 @@ outside the repository (``--dir``), then for each size and task measures, in thi
   fold 0 and its first inner fold (8 cells; timing all 80 would take hours at 80k on 2 cores).
   Its time per cell is weighted 1:3 (outer:inner), the mix of a nested sweep's cells.
 * **F1**: the headline metric (binary F1, 11-label weighted F1) of probekit and of the loop on
-  those 8 shared cells, with the largest and the mean absolute difference in points.
+  those 8 shared cells, with the largest and the mean absolute difference in points. For sizes up
+  to ``--reference-max-n`` the outer cells are also fitted to the exact optimum (scikit-learn at
+  tol 1e-10, untimed), and each solver's largest F1 distance from it is shown: where the two
+  disagree, this says which one is off.
 
 Then a whole nested sweep (``run_sweep``) over the 20,630 x 25 x 1024 float16 cache in a child
 process: time and peak resident memory.
@@ -120,17 +123,20 @@ def probekit_layer(path: str, task: str, layer: int) -> dict:
     return {"seconds": seconds, "cells": len(cells), "scores": scores, "rss_mb": peak_rss_mb()}
 
 
-def loop_cells(path: str, task: str, layer: int) -> dict:
-    """Child process: the plain scikit-learn loop on the cells of ``LOOP_FOLDS`` x ``CS``."""
+def loop_cells(path: str, task: str, layer: int, reference: bool = False) -> dict:
+    """Child process: the plain scikit-learn loop on the cells of ``LOOP_FOLDS`` x ``CS``.
+
+    reference: also fit the outer-fold cells to the exact optimum (tol 1e-10, up to 20,000
+    iterations; untimed), to tell which solver a disagreement comes from."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from probekit.sweep import cell_metrics, fold_rows, indicator
+    from probekit.sweep import fold_rows, indicator
 
     cache, spec, targets, used, y, table, _ = _setup(path, task)
     X = cache.read_layer(layer, dtype=np.float64)[used]  # the plain approach: one float64 copy
     Y = indicator(targets)
-    per_cell, scores = {}, {}
+    per_cell, scores, exact = {}, {}, {}
     for fold in LOOP_FOLDS:
         tr, te = fold_rows(table, fold)
         t0 = time.perf_counter()
@@ -141,14 +147,22 @@ def loop_cells(path: str, task: str, layer: int) -> dict:
             t0 = time.perf_counter()
             S = np.column_stack([LogisticRegression(C=C, max_iter=1000).fit(Xtr, Y[tr, j]).decision_function(Xte) for j in range(Y.shape[1])])
             per_cell[(fold, C)] = time.perf_counter() - t0 + t_scale / len(CS)
-            if spec.task == "binary":
-                s = cell_metrics("binary", y[te], (S[:, 0] > 0).astype(np.int64), S[:, 0], targets.classes)
-            else:
-                s = cell_metrics("multilabel", y[te], (S > 0).astype(np.int64), S, targets.classes)
-            scores[(fold, C)] = s[spec.headline()]
+            scores[(fold, C)] = _headline(spec, y[te], S, targets.classes)
+            if reference and "/" not in fold:
+                S = np.column_stack([LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit(Xtr, Y[tr, j]).decision_function(Xte) for j in range(Y.shape[1])])
+                exact[(fold, C)] = _headline(spec, y[te], S, targets.classes)
     outer = np.mean([per_cell[("o0", C)] for C in CS])
     inner = np.mean([per_cell[("o0/i0", C)] for C in CS])
-    return {"per_cell": (outer + 3 * inner) / 4, "outer": outer, "inner": inner, "scores": scores, "rss_mb": peak_rss_mb()}
+    return {"per_cell": (outer + 3 * inner) / 4, "outer": outer, "inner": inner, "scores": scores, "exact": exact, "rss_mb": peak_rss_mb()}
+
+
+def _headline(spec, y_true: np.ndarray, S: np.ndarray, classes) -> float:
+    """The sweep's headline metric of decision values ``S`` ``(n, k)`` thresholded at 0."""
+    from probekit.sweep import cell_metrics
+
+    if spec.task == "binary":
+        return cell_metrics("binary", y_true, (S[:, 0] > 0).astype(np.int64), S[:, 0], classes)[spec.headline()]
+    return cell_metrics("multilabel", y_true, (S > 0).astype(np.int64), S, classes)[spec.headline()]
 
 
 def whole_sweep(path: str, task: str, out: str) -> dict:
@@ -174,6 +188,7 @@ def main() -> None:
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "probekit_bench"), help="where the synthetic caches go (reused)")
     ap.add_argument("--sizes", default="5000,20630,80000")
     ap.add_argument("--tasks", default="binary,11-label")
+    ap.add_argument("--reference-max-n", type=int, default=5000, help="sizes up to this also get the exact-optimum reference")
     ap.add_argument("--sweep-task", default="binary", help="task of the whole 25-layer sweep ('none' to skip)")
     args = ap.parse_args()
     root = Path(args.dir)
@@ -188,7 +203,7 @@ def main() -> None:
         layer = n_layers // 2
         for task in args.tasks.split(","):
             pk = in_child(probekit_layer, str(path), task, layer)
-            sk = in_child(loop_cells, str(path), task, layer)
+            sk = in_child(loop_cells, str(path), task, layer, n <= args.reference_max_n)
             diffs = np.array([100 * abs(pk["scores"][c] - sk["scores"][c]) for c in sk["scores"]])
             r = {
                 "n": n, "task": task, "pk_s": pk["seconds"], "pk_cell": pk["seconds"] / pk["cells"], "sk_cell": sk["per_cell"],
@@ -196,16 +211,19 @@ def main() -> None:
                 "dmax": diffs.max(), "dmean": diffs.mean(), "pk_rss": pk["rss_mb"], "sk_rss": sk["rss_mb"],
             }
             r["speedup"] = r["sk_cell"] / r["pk_cell"]
+            if sk["exact"]:  # distance of each solver from the exact optimum's F1, outer cells
+                r["ref"] = (max(100 * abs(pk["scores"][c] - v) for c, v in sk["exact"].items()), max(100 * abs(sk["scores"][c] - v) for c, v in sk["exact"].items()))
             rows.append(r)
             print(f"  n={n} {task}: probekit {r['pk_s']:.1f} s / 80 cells = {r['pk_cell']:.3f} s/cell; loop {r['sk_cell']:.3f} s/cell "
-                  f"(outer {sk['outer']:.2f}, inner {sk['inner']:.2f}); x{r['speedup']:.1f}; |dF1| max {r['dmax']:.2f} mean {r['dmean']:.2f} pt", flush=True)
+                  f"(outer {sk['outer']:.2f}, inner {sk['inner']:.2f}); x{r['speedup']:.1f}; |dF1| max {r['dmax']:.2f} mean {r['dmean']:.2f} pt"
+                  + (f"; vs exact optimum: probekit {r['ref'][0]:.2f}, loop {r['ref'][1]:.2f} pt" if "ref" in r else ""), flush=True)
     if rows:
         print()
-        print("| segments | task | probekit s/cell (80 cells) | plain loop s/cell | speed-up | F1 probekit | F1 plain loop | abs dF1 max / mean (points) | peak RSS probekit | peak RSS plain loop |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| segments | task | probekit s/cell (80 cells) | plain loop s/cell | speed-up | F1 probekit | F1 plain loop | abs dF1 max / mean (points) | max abs dF1 from exact optimum: probekit / loop | peak RSS probekit | peak RSS plain loop |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(f"| {r['n']} | {r['task']} | {r['pk_cell']:.3f} | {r['sk_cell']:.3f} | **{r['speedup']:.1f}x** | {r['f1_pk']:.4f} | {r['f1_sk']:.4f} | "
-                  f"{r['dmax']:.2f} / {r['dmean']:.2f} | {r['pk_rss']:.0f} MB | {r['sk_rss']:.0f} MB |")
+                  f"{r['dmax']:.2f} / {r['dmean']:.2f} | " + (f"{r['ref'][0]:.2f} / {r['ref'][1]:.2f}" if "ref" in r else "not run") + f" | {r['pk_rss']:.0f} MB | {r['sk_rss']:.0f} MB |")
     if args.sweep_task != "none":
         path = make_cache(root / "synthetic_20630x25.h5", 20630, 25)
         out = tempfile.mkdtemp(prefix="sweep_", dir=root)
