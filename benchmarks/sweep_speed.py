@@ -172,9 +172,10 @@ def whole_sweep(path: str, task: str, out: str) -> dict:
     spec = SweepSpec(**TASKS[task], grid=(("C", CS),), outer_folds=5, inner_folds=3)
     t0 = time.perf_counter()
     res = run_sweep([path], spec, out)
-    best = max(res.rows, key=lambda r: r[res.headline])
+    mean = {r["layer"]: r["metrics"][res.headline]["mean"] for r in res.rows}  # outer-fold mean per layer
+    best = max(res.rows, key=lambda r: mean[r["layer"]])
     return {"seconds": time.perf_counter() - t0, "cells": res.computed, "layers": len(res.rows), "rss_mb": peak_rss_mb(),
-            "best_layer": best["layer"], "best": best[res.headline], "best_params": best["best_params"]}
+            "best_layer": best["layer"], "best": mean[best["layer"]], "best_params": best["best_params"]}
 
 
 def in_child(fn, *args):

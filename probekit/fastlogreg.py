@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-__all__ = ["PathFit", "fit_batched", "decision_batched", "FastLogReg"]
+__all__ = ["PathFit", "fit_batched", "decision_batched", "to_float32", "FastLogReg"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class PathFit:
     converged: np.ndarray
 
 
-def _to_float32(X) -> torch.Tensor:
+def to_float32(X) -> torch.Tensor:
     """One float32 copy of a float16/float32 array (never a float64 one)."""
     if isinstance(X, torch.Tensor):
         return X.to(torch.float32)
@@ -171,9 +171,9 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
             W_out[:, idx[done]], b_out[idx[done]] = W[:, done], b[done]
             keep = (~done).nonzero().squeeze(1)
             idx = idx[keep]
-            W, b, Z, Yp, Wt, G = W[:, keep], b[keep], Z[:, keep], Yp[:, keep], Wt[:, keep], G[:, keep]
-            lam, isd, mup, h0, curv = lam[keep], isd[:, keep], mup[:, keep], h0[:, keep], curv[keep]
-            hist = [(s[:, keep], y[:, keep], r[keep]) for s, y, r in hist]
+            W, Z, Yp, Wt, G, isd, mup, h0 = (torch.index_select(T, 1, keep) for T in (W, Z, Yp, Wt, G, isd, mup, h0))
+            b, lam, curv = b[keep], lam[keep], curv[keep]
+            hist = [(torch.index_select(s, 1, keep), torch.index_select(y, 1, keep), r[keep]) for s, y, r in hist]
             done = done[keep]
         # Two-loop recursion, column-wise (each problem its own curvature pairs).
         q = G.clone()
@@ -271,7 +271,7 @@ def fit_batched(
     max_problems: cap on columns solved together (memory ~ ``10 * 4 * n * max_problems`` bytes);
     default keeps that under about 600 MB.
     """
-    Xt = _to_float32(X)
+    Xt = to_float32(X)
     n, d = Xt.shape
     Yt = torch.as_tensor(np.asarray(Y, dtype=np.float32).reshape(n, -1))
     k = Yt.shape[1]
@@ -318,7 +318,7 @@ def fit_batched(
 
 def decision_batched(X, fit: PathFit, groups=None) -> np.ndarray:
     """Scores ``(n, G', k)`` of rows ``X`` ``(n, d)`` for the given groups (all by default)."""
-    Xt = _to_float32(X)
+    Xt = to_float32(X)
     gi = np.arange(fit.coef.shape[0]) if groups is None else np.asarray(groups)
     G, k, d = fit.coef[gi].shape
     Wm = torch.from_numpy(fit.coef[gi].reshape(G * k, d))
