@@ -1,17 +1,20 @@
 """probekit's nested C sweep (``logreg-fast``) against the plain scikit-learn loop, side by side.
 
 Builds hotline-scale synthetic caches with a planted signal (1024 dims, float16) in a folder
-outside the repository (``--dir``), then for each size and task measures, in this one run:
+outside the repository (``--dir``), then for each size and task measures, in this one run, one
+layer of a nested sweep: 5 outer speaker-grouped folds, 3 inner folds in each, 4 C values.
 
-* **probekit**: every cell of one layer of a real nested sweep, through the sweep's own worker
-  (:func:`probekit.sweep.run_layer_job`): 5 outer speaker-grouped folds, 3 inner folds in each
-  (20 training folds) x 4 C values = 80 cells; for the 11-label task a cell holds all 11
-  one-vs-rest problems. The time covers reading the layer from HDF5, the batched solve and the
-  metrics of all 80 cells; it runs in a fresh child process whose peak resident memory is reported.
+* **probekit**: the layer's job exactly as ``probekit sweep`` runs it
+  (:func:`probekit.sweep.run_layer_job`): one batched solve of the 60 inner cells and, for
+  ``logreg-fast``, the 20 outer cells of every candidate (a cell = one (fold, C); for the 11-label
+  task it holds all 11 one-vs-rest problems). The time covers reading the layer from HDF5, the
+  solve and the metrics of all 80 cells; it runs in a fresh child process whose peak resident
+  memory is reported.
 * **the plain loop**: per cell ``StandardScaler`` + ``LogisticRegression(C)`` (scikit-learn
-  defaults: lbfgs, tol 1e-4, float64; one fit per label), on the same layer and cells of outer
-  fold 0 and its first inner fold (8 cells; timing all 80 would take hours at 80k on 2 cores).
-  Its time per cell is weighted 1:3 (outer:inner), the mix of a nested sweep's cells.
+  defaults: lbfgs, tol 1e-4, float64; one fit per label). A plain nested sweep of a layer needs the
+  60 inner cells and the 5 outer cells at the chosen C; timing all 65 would take hours at 80k on
+  2 cores, so the cells of outer fold 0 and of its first inner fold are timed (8 cells) and the
+  layer's time is ``5 x outer + 60 x inner`` (mean seconds per cell of each kind).
 * **F1**: the headline metric (binary F1, 11-label weighted F1) of probekit and of the loop on
   those 8 shared cells, with the largest and the mean absolute difference in points. For sizes up
   to ``--reference-max-n`` the outer cells are also fitted to the exact optimum (scikit-learn at
@@ -22,7 +25,7 @@ Then a whole nested sweep (``run_sweep``) over the 20,630 x 25 x 1024 float16 ca
 process: time and peak resident memory.
 
 Both sides use one thread unless ``OMP_NUM_THREADS`` is set (the same for both).
-Run: ``python benchmarks/sweep_speed.py`` (about 20 minutes on 2 cores).
+Run: ``python benchmarks/sweep_speed.py`` (about 15 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ def loop_cells(path: str, task: str, layer: int, reference: bool = False) -> dic
                 exact[(fold, C)] = _headline(spec, y[te], S, targets.classes)
     outer = np.mean([per_cell[("o0", C)] for C in CS])
     inner = np.mean([per_cell[("o0/i0", C)] for C in CS])
-    return {"per_cell": (outer + 3 * inner) / 4, "outer": outer, "inner": inner, "scores": scores, "exact": exact, "rss_mb": peak_rss_mb()}
+    return {"per_layer": 5 * outer + 60 * inner, "outer": outer, "inner": inner, "scores": scores, "exact": exact, "rss_mb": peak_rss_mb()}
 
 
 def _headline(spec, y_true: np.ndarray, S: np.ndarray, classes) -> float:
@@ -207,23 +210,23 @@ def main() -> None:
             sk = in_child(loop_cells, str(path), task, layer, n <= args.reference_max_n)
             diffs = np.array([100 * abs(pk["scores"][c] - sk["scores"][c]) for c in sk["scores"]])
             r = {
-                "n": n, "task": task, "pk_s": pk["seconds"], "pk_cell": pk["seconds"] / pk["cells"], "sk_cell": sk["per_cell"],
+                "n": n, "task": task, "pk_s": pk["seconds"], "sk_s": sk["per_layer"],
                 "f1_pk": np.mean([pk["scores"][c] for c in sk["scores"]]), "f1_sk": np.mean(list(sk["scores"].values())),
                 "dmax": diffs.max(), "dmean": diffs.mean(), "pk_rss": pk["rss_mb"], "sk_rss": sk["rss_mb"],
             }
-            r["speedup"] = r["sk_cell"] / r["pk_cell"]
+            r["speedup"] = r["sk_s"] / r["pk_s"]
             if sk["exact"]:  # distance of each solver from the exact optimum's F1, outer cells
                 r["ref"] = (max(100 * abs(pk["scores"][c] - v) for c, v in sk["exact"].items()), max(100 * abs(sk["scores"][c] - v) for c, v in sk["exact"].items()))
             rows.append(r)
-            print(f"  n={n} {task}: probekit {r['pk_s']:.1f} s / 80 cells = {r['pk_cell']:.3f} s/cell; loop {r['sk_cell']:.3f} s/cell "
-                  f"(outer {sk['outer']:.2f}, inner {sk['inner']:.2f}); x{r['speedup']:.1f}; |dF1| max {r['dmax']:.2f} mean {r['dmean']:.2f} pt"
+            print(f"  n={n} {task}: probekit {r['pk_s']:.1f} s per layer (80 cells); loop {r['sk_s']:.1f} s per layer "
+                  f"(outer {sk['outer']:.2f} s/cell, inner {sk['inner']:.2f} s/cell); x{r['speedup']:.1f}; |dF1| max {r['dmax']:.2f} mean {r['dmean']:.2f} pt"
                   + (f"; vs exact optimum: probekit {r['ref'][0]:.2f}, loop {r['ref'][1]:.2f} pt" if "ref" in r else ""), flush=True)
     if rows:
         print()
-        print("| segments | task | probekit s/cell (80 cells) | plain loop s/cell | speed-up | F1 probekit | F1 plain loop | abs dF1 max / mean (points) | max abs dF1 from exact optimum: probekit / loop | peak RSS probekit | peak RSS plain loop |")
+        print("| segments | task | probekit s per layer | plain loop s per layer | speed-up | F1 probekit | F1 plain loop | abs dF1 max / mean (points) | max abs dF1 from exact optimum: probekit / loop | peak RSS probekit | peak RSS plain loop |")
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['n']} | {r['task']} | {r['pk_cell']:.3f} | {r['sk_cell']:.3f} | **{r['speedup']:.1f}x** | {r['f1_pk']:.4f} | {r['f1_sk']:.4f} | "
+            print(f"| {r['n']} | {r['task']} | {r['pk_s']:.1f} | {r['sk_s']:.1f} | **{r['speedup']:.1f}x** | {r['f1_pk']:.4f} | {r['f1_sk']:.4f} | "
                   f"{r['dmax']:.2f} / {r['dmean']:.2f} | " + (f"{r['ref'][0]:.2f} / {r['ref'][1]:.2f}" if "ref" in r else "not run") + f" | {r['pk_rss']:.0f} MB | {r['sk_rss']:.0f} MB |")
     if args.sweep_task != "none":
         path = make_cache(root / "synthetic_20630x25.h5", 20630, 25)

@@ -567,13 +567,17 @@ def run_sweep(
             def key(layer, params, fold):
                 return cell_key(fp, task_hash, layer, spec.probe, params, fold)
 
+            counted: set = set()  # cells already counted as computed or reused in this run
+
             def run_phase(wanted: dict[int, list[tuple[dict, str]]]) -> None:
                 nonlocal computed, reused
                 jobs = []
                 for layer in layers:
                     cells = wanted.get(layer, [])
                     missing = tuple((p, f) for p, f in cells if not store.has(key(layer, p, f)))
-                    reused += len(cells) - len(missing)
+                    found = {key(layer, p, f) for p, f in cells if store.has(key(layer, p, f))} - counted
+                    reused += len(found)
+                    counted.update(found)
                     if missing:
                         jobs.append(LayerJob(cpath, layer, spec.task, spec.probe, used, y, targets.classes, table, missing))
                 for i, results in run_jobs(run_layer_job, jobs, backend=backend, n_jobs=n_jobs, scheduler=scheduler):
@@ -585,11 +589,20 @@ def run_sweep(
                             "params": params, "fold": fold, "scores": scores, "n_test": n_test, "confusion": confusion,
                         }])
                         computed += 1
+                        counted.add(key(job.layer, params, fold))
                     if progress:
                         progress(f"{Path(cpath).name} layer {job.layer}: {len(results)} cell(s)")
 
-            # Phase 1: inner cells of every outer fold, for every candidate.
-            run_phase({la: [(p, f"o{k}/i{j}") for k in range(K) for j in range(n_inner[k]) for p in params_list] for la in layers})
+            # Phase 1: inner cells of every outer fold, for every candidate. logreg-fast also solves
+            # every candidate's outer cells in the same batch: a second pass over the layer for the
+            # few chosen ones cost more (reading the layer, its statistics and preconditioner again,
+            # at a narrow matrix width) than the extra columns. Selection below reads inner cells only.
+            outer_too = spec.probe == "logreg-fast"
+            run_phase({
+                la: [(p, f"o{k}/i{j}") for k in range(K) for j in range(n_inner[k]) for p in params_list]
+                + ([(p, f"o{k}") for k in range(K) for p in params_list] if outer_too else [])
+                for la in layers
+            })
             # Selection from inner records only; then Phase 2: each outer fold at its chosen params.
             chosen: dict[int, list[dict]] = {}
             inner_best: dict[int, list[float]] = {}

@@ -184,7 +184,7 @@ def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkey
             assert not fit_rows & outer_tests[k]
 
 
-def test_fast_path_selection_masks_exclude_outer_test(cache, tmp_path, monkeypatch):
+def test_fast_path_training_masks_never_include_their_outer_test_rows(cache, tmp_path, monkeypatch):
     seen = []
     real = sw.fit_batched
 
@@ -198,13 +198,33 @@ def test_fast_path_selection_masks_exclude_outer_test(cache, tmp_path, monkeypat
     c = EmbeddingCache(cache)
     t = sw.sweep_targets(spec, c.metadata)
     table = fold_table(spec, c.metadata["speaker"][t.mask], t.y)
-    inner_masks = seen[0]  # phase 1: every inner training mask
-    assert inner_masks.shape[1] == sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
-    col = 0
-    for k in range(table.shape[0]):
-        for _ in range(int(table[k].max()) + 1):
-            assert not inner_masks[table[k] == sw.OUTER_TEST, col].any()
-            col += 1
+    K = table.shape[0]
+    # One batched solve per layer: its mask columns are the sorted fold names, inner and outer.
+    folds = sorted([f"o{k}" for k in range(K)] + [f"o{k}/i{j}" for k in range(K) for j in range(int(table[k].max()) + 1)])
+    assert len(seen) == 1 and seen[0].shape[1] == len(folds)
+    for col, fold in enumerate(folds):
+        k = int(fold.split("/")[0][1:])
+        assert np.array_equal(np.flatnonzero(seen[0][:, col]), fold_rows(table, fold)[0]), fold
+        assert not seen[0][table[k] == sw.OUTER_TEST, col].any(), f"{fold} trains on outer fold {k}'s test rows"
+
+
+def test_selection_reads_inner_cells_only(cache, tmp_path):
+    """logreg-fast stores every candidate's outer cells too; poisoning them (the worst choice made
+    best on the outer test folds) must not move the selection."""
+    spec = _spec()
+    first = run_sweep([cache], spec, tmp_path)
+    chosen = {(r["layer"], k): params_key(p) for r in first.rows for k, p in enumerate(r["fold_params"])}
+    path = tmp_path / "results.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    outer = [r for r in records if "/" not in r["fold"]]
+    assert len(outer) == len(first.rows) * 3 * len(candidate_params(spec))  # every candidate, every outer fold
+    for r in outer:
+        r["scores"]["f1"] = 0.0 if params_key(r["params"]) == chosen[(r["layer"], int(r["fold"][1:]))] else 1.0
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    again = run_sweep([cache], spec, tmp_path)
+    assert again.computed == 0
+    assert [r["fold_params"] for r in again.rows] == [r["fold_params"] for r in first.rows]
+    assert all(_mean(r, "f1") == 0.0 for r in again.rows)  # the poisoned outer scores are what it reports
 
 
 def test_interrupted_sweep_resumes_computing_only_missing_cells(cache, tmp_path, monkeypatch):
@@ -232,13 +252,21 @@ def test_interrupted_sweep_resumes_computing_only_missing_cells(cache, tmp_path,
     assert again.computed == 0
 
 
-def test_widened_grid_computes_only_new_cells(cache, tmp_path):
-    first = run_sweep([cache], _spec(grid=(("C", (0.01, 0.1)),)), tmp_path)
-    second = run_sweep([cache], _spec(grid=(("C", (0.01, 0.1, 1.0)),)), tmp_path)
+@pytest.mark.parametrize("probe", ["logreg-fast", "logreg"])
+def test_widened_grid_computes_only_new_cells(cache, tmp_path, probe):
+    first = run_sweep([cache], _spec(probe=probe, grid=(("C", (0.01, 0.1)),)), tmp_path)
+    second = run_sweep([cache], _spec(probe=probe, grid=(("C", (0.01, 0.1, 1.0)),)), tmp_path)
     layers, K, inner = 3, 3, 2
-    new_outer = sum(a != b for r1, r2 in zip(first.rows, second.rows) for a, b in zip(r1["fold_params"], r2["fold_params"]))
-    assert second.computed == layers * K * inner + new_outer
-    assert len(ResultStore(tmp_path / "results.jsonl")) == layers * K * inner * 3 + K * layers + new_outer
+    # Every cell the second run needs counts once, as computed or as reused.
+    needed = layers * K * (inner + 1) * 3 if probe == "logreg-fast" else layers * K * inner * 3 + layers * K
+    assert second.computed + second.reused == needed
+    if probe == "logreg-fast":  # the new C's inner and outer cells, nothing else
+        assert second.computed == layers * K * (inner + 1)
+        assert len(ResultStore(tmp_path / "results.jsonl")) == layers * K * (inner + 1) * 3
+    else:  # the new C's inner cells, and the outer cells whose choice changed
+        new_outer = sum(a != b for r1, r2 in zip(first.rows, second.rows) for a, b in zip(r1["fold_params"], r2["fold_params"]))
+        assert second.computed == layers * K * inner + new_outer
+        assert len(ResultStore(tmp_path / "results.jsonl")) == layers * K * inner * 3 + K * layers + new_outer
 
 
 def test_changed_cache_or_labels_is_refused(tmp_path):
