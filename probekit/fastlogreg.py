@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-__all__ = ["PathFit", "fit_batched", "decision_batched", "to_float32", "FastLogReg"]
+__all__ = ["PathFit", "fit_batched", "decision_batched", "preconditioner", "to_float32", "FastLogReg"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,15 @@ def _fold_stats(X: torch.Tensor, M: torch.Tensor, block: int = 4096) -> tuple[to
     return mu, sd
 
 
+def _x_v(X: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """``X @ V`` ``(n, P)`` for ``X`` ``(n, d)`` and ``V`` ``(d, P)``, both float32.
+
+    Through numpy's BLAS (OpenBLAS in the numpy wheels), without copies: for this tall-times-narrow
+    shape it ran 10-20% faster than torch's MKL kernel on one core, at every width we solve at.
+    """
+    return torch.from_numpy(X.numpy() @ V.contiguous().numpy())
+
+
 def _xt_r(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """``X.T @ R`` ``(d, P)`` for ``X`` ``(n, d)`` row-major and ``R`` ``(n, P)``.
 
@@ -86,7 +95,7 @@ def _xt_r(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     return (R.T @ X).T
 
 
-def _preconditioner(X: torch.Tensor, used: torch.Tensor, rows_per_dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def preconditioner(X: torch.Tensor, used: torch.Tensor, rows_per_dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvectors ``(d, d)`` and eigenvalues ``(d,)`` of the correlation matrix of ``X``'s rows.
 
     used: ``(n,)`` bool, the rows some problem trains on (rows no problem trains on, e.g. the test
@@ -141,7 +150,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
         W = torch.where(single[None, :], torch.zeros_like(W0), W0)
         b = torch.where(single, torch.log(rate / (1 - rate)), b0)
         V0 = W * isd
-        Z = X @ V0 + (b - (mup * V0).sum(0))
+        Z = _x_v(X, V0) + (b - (mup * V0).sum(0))
     # Initial inverse Hessian of L-BFGS: the Hessian at w = 0 is about p(1-p) * Cov + lam * I,
     # diagonal in the eigenbasis Q of the (globally standardised) covariance. Correlated embedding
     # dimensions make plain L-BFGS crawl; this preconditioner cuts the iterations several-fold.
@@ -203,7 +212,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
             slope = (D * G).sum(0)
         Dw, Db = D[:d], D[d]
         dV = Dw * isd
-        dZ = X @ dV
+        dZ = _x_v(X, dV)
         dZ += Db - (mup * dV).sum(0)
         wd, dd = (W * Dw).sum(0), (Dw * Dw).sum(0)
         # One safeguarded Newton step on phi(t) = f(theta + t D) from t = 1 (phi is convex in t and
@@ -224,7 +233,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
         del dZ
         if it % 50 == 49:  # refresh against float32 drift of the incremental update
             V = W * isd
-            Z = X @ V + (b - (mup * V).sum(0))
+            Z = _x_v(X, V) + (b - (mup * V).sum(0))
         g_new = gradient(Z, W, Yp, Wt, mup, isd, lam)
         yv = g_new - G
         sy = (step * yv).sum(0)
@@ -255,6 +264,7 @@ def fit_batched(
     history: int = 10,
     max_problems: int | None = None,
     warm_start: bool = False,
+    precond: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> PathFit:
     """Fit every (group, label) L2 logistic regression at once.
 
@@ -268,6 +278,8 @@ def fit_batched(
     warm_start: solve C values one after another in increasing order, each problem starting from the
     previous C's solution. Off by default: with the preconditioner and a grid spaced by 10x it saved
     no iterations in our measurements, and one wide batch of all C values uses the BLAS better.
+    precond: ``preconditioner(X', used)`` computed once and shared by several calls on row subsets
+    of the same layer (it shapes only the path, not the solution); computed here when None.
     max_problems: cap on columns solved together (memory ~ ``10 * 4 * n * max_problems`` bytes);
     default keeps that under about 600 MB.
     """
@@ -280,7 +292,7 @@ def fit_batched(
     group_C = np.asarray(group_C, dtype=np.float64)
     G = len(group_fold)
     mu, sd = _fold_stats(Xt, M)
-    Q, evals = _preconditioner(Xt, M.amax(1) > 0)
+    Q, evals = precond if precond is not None else preconditioner(Xt, M.amax(1) > 0)
     if max_problems is None:
         max_problems = max(k, int(600e6 // (40 * n)))
     per = max(1, max_problems // k)

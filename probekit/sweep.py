@@ -29,7 +29,7 @@ from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
 from probekit.distributed import run_jobs
-from probekit.fastlogreg import decision_batched, fit_batched, to_float32
+from probekit.fastlogreg import decision_batched, fit_batched, preconditioner, to_float32
 from probekit.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, confusion_counts, confusion_metrics, resampled_point
 from probekit.probes import make_probe
 from probekit.probing import best_rows, fold_mean_std, pooled_extras, software_versions
@@ -56,6 +56,9 @@ __all__ = [
 
 OUTER_TEST = -1
 NOT_USED = -2
+# logreg-fast solves each outer fold's cells on its own training rows when every outer fold brings
+# at least this many problems (cells x labels); narrower products lose more speed than rows save.
+SPLIT_MIN_WIDTH = 64
 
 
 class SweepError(ValueError):
@@ -349,36 +352,49 @@ def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
     return out
 
 
-def _fast_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
-    """All cells of the job as one batched solve: groups = (fold, C)."""
-    folds = sorted({f for _, f in job.cells})
-    fidx = {f: i for i, f in enumerate(folds)}
-    masks = np.zeros((len(job.rows), len(folds)), dtype=bool)
-    tests = {}
-    for f in folds:
-        tr, te = fold_rows(job.table, f)
-        masks[tr, fidx[f]] = True
-        tests[f] = te
+def _fast_cells(X: torch.Tensor, job: LayerJob) -> list[tuple]:
+    """All cells of the job as batched solves: groups = (fold, C). ``X``: ``(n, d)`` float32.
+
+    When each outer fold brings enough problems (cells x labels) to keep the products wide, the
+    cells of outer fold k (its inner folds and itself) are solved on outer fold k's training rows
+    only: no problem of theirs trains on the outer test rows, so carrying them through every
+    product and elementwise pass was a fifth of the work for nothing. Narrow jobs (e.g. binary)
+    stay one solve, where width matters more. One preconditioner serves all of the layer's solves.
+    """
     for params, _ in job.cells:
         extra = set(params) - {"C"}
         if extra:
             raise SweepError(f"logreg-fast takes only C; got {sorted(extra)}")
-    gf = [fidx[f] for _, f in job.cells]
-    gc = [float(p.get("C", 1.0)) for p, _ in job.cells]
-    # One float32 copy serves the solve and the scoring (test rows converted per fold from float16
-    # cost more than the whole solve at 80,000 segments).
-    X = to_float32(X)
-    fit = fit_batched(X, indicator(Targets(job.y, job.classes, job.kind, np.ones(len(job.y), bool))), masks, gf, gc)
-    # Score each test fold once for all of its cells (one product instead of one per C value).
+    Y = indicator(Targets(job.y, job.classes, job.kind, np.ones(len(job.y), bool)))
+    by_outer: dict[int, list[int]] = {}
+    for g, (_, fold) in enumerate(job.cells):
+        by_outer.setdefault(int(fold.split("/")[0][1:]), []).append(g)
+    if len(by_outer) > 1 and min(len(gs) for gs in by_outer.values()) * Y.shape[1] >= SPLIT_MIN_WIDTH:
+        parts = [(np.flatnonzero(job.table[k] >= 0), gs) for k, gs in by_outer.items()]
+    else:
+        parts = [(np.arange(len(job.rows)), list(range(len(job.cells))))]
+    pre = preconditioner(X, torch.from_numpy((job.table >= 0).any(0)))
     decisions: dict[int, np.ndarray] = {}
-    for f in folds:
-        gs = [g for g, (_, fold) in enumerate(job.cells) if fold == f]
-        S = decision_batched(torch.index_select(X, 0, torch.from_numpy(tests[f])), fit, gs)  # (n_test, len(gs), k) decision values, threshold 0
-        decisions.update({g: S[:, i, :] for i, g in enumerate(gs)})
+    for rows, gs in parts:
+        folds = sorted({job.cells[g][1] for g in gs})
+        fidx = {f: i for i, f in enumerate(folds)}
+        pos = np.full(len(job.rows), -1)
+        pos[rows] = np.arange(len(rows))
+        masks = np.zeros((len(rows), len(folds)), dtype=bool)
+        for f in folds:
+            masks[pos[fold_rows(job.table, f)[0]], fidx[f]] = True  # training rows lie within `rows`
+        Xp = X if len(rows) == len(job.rows) else torch.index_select(X, 0, torch.from_numpy(rows))
+        fit = fit_batched(Xp, Y[rows], masks, [fidx[job.cells[g][1]] for g in gs], [float(job.cells[g][0].get("C", 1.0)) for g in gs], precond=pre)
+        del Xp
+        # Score each test fold once for all of its cells (one product instead of one per C value).
+        for f in folds:
+            local = [i for i, g in enumerate(gs) if job.cells[g][1] == f]
+            S = decision_batched(torch.index_select(X, 0, torch.from_numpy(fold_rows(job.table, f)[1])), fit, local)  # (n_test, len(local), k)
+            decisions.update({gs[i]: S[:, j, :] for j, i in enumerate(local)})
     out = []
     for g, (params, fold) in enumerate(job.cells):
-        te = tests[fold]
-        S = decisions.pop(g)
+        te = fold_rows(job.table, fold)[1]
+        S = decisions.pop(g)  # (n_test, k) decision values, threshold 0
         if job.kind == "binary":
             score, pred = S[:, 0], (S[:, 0] > 0).astype(np.int64)
         elif job.kind == "multiclass":
@@ -399,7 +415,11 @@ def run_layer_job(job: LayerJob) -> list[tuple]:
     rows = None if len(job.rows) == cache.n_segments else job.rows
     X = cache.read_layer(job.layer, dtype=None, rows=rows)
     if job.probe == "logreg-fast":
-        return _fast_cells(X, job)
+        # One float32 copy serves the solves and the scoring (test rows converted from float16
+        # per cell cost more than the whole solve at 80,000 segments); the float16 one is dropped.
+        X32 = to_float32(X)
+        del X
+        return _fast_cells(X32, job)
     return _generic_cells(X, job)
 
 

@@ -208,6 +208,33 @@ def test_fast_path_training_masks_never_include_their_outer_test_rows(cache, tmp
         assert not seen[0][table[k] == sw.OUTER_TEST, col].any(), f"{fold} trains on outer fold {k}'s test rows"
 
 
+def test_fast_path_split_by_outer_fold_trains_each_on_its_own_rows(cache, tmp_path, monkeypatch):
+    """With enough problems per outer fold, each outer fold's cells are solved on its training rows
+    alone; the choices match the single-solve path."""
+    spec = _spec(task="multilabel", **TASKS["multilabel"])
+    single = run_sweep([cache], spec, tmp_path / "single")
+    seen = []
+    real = sw.fit_batched
+
+    def spy(X, Y, masks, gf, gc, **kw):
+        seen.append((X.shape[0], sorted(np.asarray(masks).sum(0).tolist())))
+        return real(X, Y, masks, gf, gc, **kw)
+
+    monkeypatch.setattr(sw, "SPLIT_MIN_WIDTH", 1)
+    monkeypatch.setattr(sw, "fit_batched", spy)
+    split = run_sweep([cache], spec, tmp_path / "split")
+    c = EmbeddingCache(cache)
+    t = sw.sweep_targets(spec, c.metadata)
+    table = fold_table(spec, c.metadata["speaker"][t.mask], t.y)
+    K = table.shape[0]
+    want = []
+    for k in range(K):  # rows = outer fold k's training part; columns = its outer and inner folds
+        folds = [f"o{k}"] + [f"o{k}/i{j}" for j in range(int(table[k].max()) + 1)]
+        want.append((int((table[k] >= 0).sum()), sorted(len(fold_rows(table, f)[0]) for f in folds)))
+    assert sorted(seen) == sorted(want * 3)  # 3 layers
+    assert [r["fold_params"] for r in split.rows] == [r["fold_params"] for r in single.rows]
+
+
 def test_selection_reads_inner_cells_only(cache, tmp_path):
     """logreg-fast stores every candidate's outer cells too; poisoning them (the worst choice made
     best on the outer test folds) must not move the selection."""
