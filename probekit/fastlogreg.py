@@ -110,8 +110,8 @@ def preconditioner(X: torch.Tensor, used: torch.Tensor, rows_per_dim: int = 8) -
     if pick.numel() > max_rows:
         pick = pick[torch.linspace(0, pick.numel() - 1, max_rows).long()]
     rows = X[pick]
-    xc = rows - rows.mean(0)
-    cov = xc.T @ xc / max(1, len(rows))
+    xc = (rows - rows.mean(0)).numpy()
+    cov = torch.from_numpy(xc.T @ xc) / max(1, len(rows))  # numpy's BLAS: 0.14 s vs torch's 0.25 s here
     sd = cov.diagonal().sqrt().clamp_min(1e-6)
     corr = cov / sd[:, None] / sd[None, :]
     evals, Q = torch.linalg.eigh(corr)
