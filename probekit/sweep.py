@@ -729,11 +729,17 @@ def _plot_layer_curve(doc: dict, path: Path) -> Path:
         x = np.array([r["layer"] for r in rs])
         y = np.array([r["metrics"][h]["mean"] for r in rs], dtype=float)  # None (undefined) -> NaN: a gap
         s = np.array([r["metrics"][h]["std"] for r in rs], dtype=float)
-        ax.plot(x, y, marker="o", label=f"{enc} ({probe}, tuned)")
+        # A local checkpoint's encoder id is its full path: its folder name reads better.
+        name = Path(enc).name if Path(enc).is_absolute() else enc
+        ax.plot(x, y, marker="o", label=f"{name} ({probe}, tuned)")
         ax.fill_between(x, y - s, y + s, alpha=0.2)
-    ax.set_xlabel("hidden state")
-    ax.set_ylabel(f"{h} (outer folds, nested CV)")
-    ax.legend()
+    ax.set_xlabel("hidden state (layer)")
+    ax.set_ylabel(f"{h} (outer folds, nested CV, mean ± std)")
+    layers = sorted({r["layer"] for r in doc["rows"]})
+    if len(layers) <= 30:  # whole-number ticks: a hidden state 1.5 does not exist
+        ax.set_xticks(layers)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
