@@ -80,7 +80,8 @@ def _fold_stats(X: torch.Tensor, M: torch.Tensor, block: int = 4096) -> tuple[to
 def _x_v(X: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """``X @ V`` ``(n, P)`` for ``X`` ``(n, d)`` and ``V`` ``(d, P)``, both float32.
 
-    Through numpy's BLAS (OpenBLAS in the numpy wheels), without copies: for this tall-times-narrow
+    Through numpy's BLAS (OpenBLAS in the numpy wheels), sharing memory with the tensors (``V`` is
+    copied only if not contiguous): for this tall-times-narrow
     shape it ran 10-20% faster than torch's MKL kernel on one core, at every width we solve at.
     """
     return torch.from_numpy(X.numpy() @ V.contiguous().numpy())
@@ -98,8 +99,10 @@ def _xt_r(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
 def preconditioner(X: torch.Tensor, used: torch.Tensor, rows_per_dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvectors ``(d, d)`` and eigenvalues ``(d,)`` of the correlation matrix of ``X``'s rows.
 
-    used: ``(n,)`` bool, the rows some problem trains on (rows no problem trains on, e.g. the test
-    rows of a single fit, must not shape it). Only a preconditioner (it changes the speed, never the
+    used: ``(n,)`` bool, the rows to estimate it from: in a single fit the training rows (rows no
+    problem trains on should not shape it); a sweep passes every row some fold trains on and
+    shares the result across outer folds, so an outer fold's test rows (features only, never
+    labels) can shape the path of its problems, never their solution. Only a preconditioner (it changes the speed, never the
     solution), so one matrix per layer serves every fold, estimated on an evenly spaced subsample
     of at most ``rows_per_dim * d`` of those rows. Fewer rows underestimate the small eigenvalues
     and the iterations grow fast: at d = 1024 we measured 13 iterations with 4096 rows, 24 with
@@ -135,13 +138,13 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
     Yp = Y[:, label]  # (n, P)
     Wt = M[:, fold]  # (n, P): per-row weight of the averaged loss (0 outside the training rows)
     ntr = Wt.sum(0).clamp_min(1.0)
+    npos = (Yp * Wt).sum(0)  # counted before normalising: a float32 sum of 1/ntr can miss 1
+    single = (npos <= 0) | (npos >= ntr)
     Wt /= ntr
     lam = 1.0 / (Cs * ntr)  # penalty weight of the objective divided by C * n_train
     isd = (1.0 / sd[fold]).T.contiguous()  # (d, P)
     mup = mu[fold].T.contiguous()  # (d, P)
-    pos = (Yp * Wt).sum(0)
-    single = (pos <= 0) | (pos >= 1)
-    rate = pos.clamp(1e-4, 1 - 1e-4)
+    rate = (npos / ntr).clamp(1e-4, 1 - 1e-4)
     if W0 is None:
         W = torch.zeros(d, P)
         b = torch.log(rate / (1 - rate))
@@ -197,10 +200,11 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
             # s'y / y'Py, as plain L-BFGS scales its identity. The w = 0 curvature overstates
             # the curvature near a weakly regularised optimum, where most rows are fitted
             # confidently; unscaled, large-C problems needed twice the iterations.
-            s_, y_, _ = hist[-1]
+            # A pair rejected for too little curvature (rho = 0) scales nothing.
+            s_, y_, rho_ = hist[-1]
             yPy = ((Q.T @ y_[:d]).square() * h0).sum(0) + y_[d].square() / curv
             gam = (s_ * y_).sum(0) / yPy.clamp_min(1e-30)
-            q *= torch.where(torch.isfinite(gam) & (gam > 0), gam, torch.ones_like(gam))
+            q *= torch.where(torch.isfinite(gam) & (gam > 0) & (rho_ > 0), gam, torch.ones_like(gam))
         for (s, y, rho), a in zip(hist, reversed(alphas)):
             q += (a - rho * (y * q).sum(0)) * s
         D = q.neg_()
@@ -223,8 +227,12 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
         p1 = ((sig - Yp) * WdZ).sum(0) + lam * (wd + dd)
         p2 = (sig.mul_(1 - sig) * WdZ.mul_(dZ)).sum(0) + lam * dd
         tn = 1.0 - p1 / p2.clamp_min(1e-30)
-        # Newton leaving the bracket ((0, 1) when phi'(1) >= 0, else (1, inf)): bisect or expand.
-        t = torch.where(p1 >= 0, torch.where(tn > 0, tn, torch.full_like(tn, 0.5)), torch.where(tn > 1, tn, torch.full_like(tn, 2.0)))
+        # phi'(1) >= 0: the minimum is in (0, 1]; a Newton step leaving it is replaced by 0.5.
+        # phi'(1) < 0: the minimum is beyond 1; the step is capped at 4, so one step cannot fly
+        # far past it where the curvature at t = 1 understates how fast phi' grows.
+        inside = torch.where(tn > 0, tn, torch.full_like(tn, 0.5))
+        beyond = tn.clamp(1.0, 4.0)
+        t = torch.where(p1 >= 0, inside, beyond)
         del sig, WdZ
         step = D * t
         W += step[:d]
@@ -278,8 +286,9 @@ def fit_batched(
     warm_start: solve C values one after another in increasing order, each problem starting from the
     previous C's solution. Off by default: with the preconditioner and a grid spaced by 10x it saved
     no iterations in our measurements, and one wide batch of all C values uses the BLAS better.
-    precond: ``preconditioner(X', used)`` computed once and shared by several calls on row subsets
-    of the same layer (it shapes only the path, not the solution); computed here when None.
+    precond: ``(Q (d, d), evals (d,))`` from :func:`preconditioner` on the whole layer, shared by
+    several calls on row subsets of it (it shapes only the path, not the solution); computed
+    here from the training rows when None.
     max_problems: cap on columns solved together (memory ~ ``10 * 4 * n * max_problems`` bytes);
     default keeps that under about 600 MB.
     """

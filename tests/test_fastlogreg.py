@@ -92,3 +92,16 @@ def test_warm_start_path_reaches_the_same_solutions():
     warm = fit_batched(X, Y, masks, [0, 0, 0], Cs, tol=1e-6, warm_start=True)
     S_cold, S_warm = decision_batched(X, cold), decision_batched(X, warm)
     assert np.abs(S_cold - S_warm).max() < 1e-2 * (np.abs(S_cold).max() + 1)
+
+
+@pytest.mark.parametrize("n_train", [23, 101, 333])
+def test_one_class_column_is_recognised_at_any_training_size(n_train):
+    # A float32 sum of n copies of 1/n can fall short of 1; the one-class check must not rely on it.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_train + 10, 6)).astype(np.float32)
+    Y = np.ones((n_train + 10, 1), dtype=np.float32)
+    mask = np.zeros((n_train + 10, 1), dtype=bool)
+    mask[:n_train] = True
+    fit = fit_batched(X, Y, mask, [0], [1.0])
+    assert fit.n_iter[0, 0] == 0 and fit.converged[0, 0]
+    assert np.all(fit.coef == 0) and fit.intercept[0, 0] > 0
