@@ -7,7 +7,7 @@ which no speaker (group) is on both sides; :func:`check_disjoint` enforces it.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
+from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
 
 from probekit.tasks import ProbeInputError
 
@@ -94,7 +94,12 @@ def make_folds(
             fold = _iterative_group_folds(groups, y, n_folds, seed)
             folds = [(idx[fold != f], idx[fold == f]) for f in range(n_folds)]
         else:
-            splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            if np.unique(y, return_counts=True)[1].max() >= n_folds:
+                splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            else:
+                # No class has a row for every fold, so there is nothing to stratify (scikit-learn
+                # refuses outright): plain speaker-grouped folds.
+                splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
             folds = [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(y)), y, groups)]
     elif cv == "loso":
         if n_groups < 2:
