@@ -61,8 +61,8 @@ def _fold_stats(X: torch.Tensor, M: torch.Tensor, block: int = 4096) -> tuple[to
     their spread. Rows no fold trains on never enter ``c``.
     """
     cnt = M.sum(0).clamp_min(1.0)[:, None]
-    used = (M.amax(1) > 0).nonzero().squeeze(1)
-    c = X[used].mean(0) if 0 < used.numel() < X.shape[0] else X.mean(0)
+    used = (M.amax(1) > 0).to(X.dtype)  # (n,): rows some fold trains on
+    c = (used @ X) / used.sum().clamp_min(1.0)
     s1 = torch.zeros(M.shape[1], X.shape[1])
     s2 = torch.zeros_like(s1)
     for lo in range(0, X.shape[0], block):

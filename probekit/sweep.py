@@ -366,6 +366,7 @@ def _fast_cells(X: torch.Tensor, job: LayerJob) -> list[tuple]:
         if extra:
             raise SweepError(f"logreg-fast takes only C; got {sorted(extra)}")
     Y = indicator(Targets(job.y, job.classes, job.kind, np.ones(len(job.y), bool)))
+    split_rows = {f: fold_rows(job.table, f) for f in {fold for _, fold in job.cells}}  # (train, test)
     by_outer: dict[int, list[int]] = {}
     for g, (_, fold) in enumerate(job.cells):
         by_outer.setdefault(int(fold.split("/")[0][1:]), []).append(g)
@@ -382,18 +383,18 @@ def _fast_cells(X: torch.Tensor, job: LayerJob) -> list[tuple]:
         pos[rows] = np.arange(len(rows))
         masks = np.zeros((len(rows), len(folds)), dtype=bool)
         for f in folds:
-            masks[pos[fold_rows(job.table, f)[0]], fidx[f]] = True  # training rows lie within `rows`
+            masks[pos[split_rows[f][0]], fidx[f]] = True  # training rows lie within `rows`
         Xp = X if len(rows) == len(job.rows) else torch.index_select(X, 0, torch.from_numpy(rows))
         fit = fit_batched(Xp, Y[rows], masks, [fidx[job.cells[g][1]] for g in gs], [float(job.cells[g][0].get("C", 1.0)) for g in gs], precond=pre)
         del Xp
         # Score each test fold once for all of its cells (one product instead of one per C value).
         for f in folds:
             local = [i for i, g in enumerate(gs) if job.cells[g][1] == f]
-            S = decision_batched(torch.index_select(X, 0, torch.from_numpy(fold_rows(job.table, f)[1])), fit, local)  # (n_test, len(local), k)
+            S = decision_batched(torch.index_select(X, 0, torch.from_numpy(split_rows[f][1])), fit, local)  # (n_test, len(local), k)
             decisions.update({gs[i]: S[:, j, :] for j, i in enumerate(local)})
     out = []
     for g, (params, fold) in enumerate(job.cells):
-        te = fold_rows(job.table, fold)[1]
+        te = split_rows[fold][1]
         S = decisions.pop(g)  # (n_test, k) decision values, threshold 0
         if job.kind == "binary":
             score, pred = S[:, 0], (S[:, 0] > 0).astype(np.int64)
@@ -593,9 +594,9 @@ def run_sweep(
                 nonlocal computed, reused
                 jobs = []
                 for layer in layers:
-                    cells = wanted.get(layer, [])
-                    missing = tuple((p, f) for p, f in cells if not store.has(key(layer, p, f)))
-                    found = {key(layer, p, f) for p, f in cells if store.has(key(layer, p, f))} - counted
+                    keyed = [((p, f), key(layer, p, f)) for p, f in wanted.get(layer, [])]
+                    missing = tuple(cell for cell, k in keyed if not store.has(k))
+                    found = {k for _, k in keyed if store.has(k)} - counted
                     reused += len(found)
                     counted.update(found)
                     if missing:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import types
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -23,19 +22,9 @@ runner = CliRunner()
 def fake_encoders(monkeypatch):
     """Replace probekit.encoders by a module whose load_encoder builds the fake encoder."""
 
-    @dataclass(frozen=True)
-    class EncoderSpec:
-        model: str
-        revision: str | None = None
-        whisper_mode: str = "padded"
-        device: str = "auto"
-        trust_remote_code: bool = False
-        max_layer: int | None = None
+    from probekit.encoders import EncoderError, EncoderSpec  # the real ones: only loading is faked
 
     loaded = []
-
-    class EncoderError(RuntimeError):
-        pass
 
     def load_encoder(spec):
         if spec.model == "no/such-model":
