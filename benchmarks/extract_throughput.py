@@ -75,8 +75,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from probekit.cache import EmbeddingCache
-    from probekit.encoders import EncoderSpec, load_encoder
-    from probekit.extract import extract_cache
+    from probekit.extract.encoders import EncoderSpec, load_encoder
+    from probekit.extract._extract import extract_cache
     from probekit.manifest import read_manifest
 
     with tempfile.TemporaryDirectory() as tmp:

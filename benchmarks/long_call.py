@@ -28,7 +28,7 @@ import numpy as np
 
 CHILD = """
 import json, sys, time
-from probekit.scorer import load_scorer
+from probekit.deploy.scorer import load_scorer
 def peak_mb():
     # VmHWM belongs to this process image; getrusage's ru_maxrss would carry the parent's peak over exec.
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -42,10 +42,10 @@ print(json.dumps({"rss_mb": peak_mb(),
 
 
 def build_model(manifest: Path, whisper: str, held_out: str, work: Path) -> tuple[Path, list[dict]]:
-    from probekit.audio import load_segment
+    from probekit.extract.audio import load_segment
     from probekit.cache import write_cache
-    from probekit.encoders import EncoderSpec, load_encoder
-    from probekit.export import export_probe
+    from probekit.extract.encoders import EncoderSpec, load_encoder
+    from probekit.deploy.export import export_probe
 
     rows = list(csv.DictReader(open(manifest)))
     for r in rows:

@@ -5,7 +5,7 @@ outside the repository (``--dir``), then for each size and task measures, in thi
 layer of a nested sweep: 5 outer speaker-grouped folds, 3 inner folds in each, 4 C values.
 
 * **probekit**: the layer's job exactly as ``probekit sweep`` runs it
-  (:func:`probekit.sweep.run_layer_job`): one batched solve of the 60 inner cells and, for
+  (:func:`probekit.probe.sweep.run_layer_job`): one batched solve of the 60 inner cells and, for
   ``logreg-fast``, the 20 outer cells of every candidate (a cell = one (fold, C); for the 11-label
   task it holds all 11 one-vs-rest problems). The time covers reading the layer from HDF5, the
   solve and the metrics of all 80 cells; it runs in a fresh child process whose peak resident
@@ -100,7 +100,7 @@ def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int =
 def _setup(path: str, task: str):
     """The sweep's own targets and nested fold table for ``task`` on the cache at ``path``."""
     from probekit.cache import EmbeddingCache
-    from probekit.sweep import SweepSpec, fold_table, sweep_targets
+    from probekit.probe.sweep import SweepSpec, fold_table, sweep_targets
 
     cache = EmbeddingCache(path)
     spec = SweepSpec(**TASKS[task], grid=(("C", CS),), outer_folds=5, inner_folds=3)
@@ -114,7 +114,7 @@ def _setup(path: str, task: str):
 
 def probekit_layer(path: str, task: str, layer: int) -> dict:
     """Child process: all 80 cells of one layer through the sweep's worker; time, scores, peak RSS."""
-    from probekit.sweep import LayerJob, run_layer_job
+    from probekit.probe.sweep import LayerJob, run_layer_job
 
     cache, spec, targets, used, y, table, folds = _setup(path, task)
     cells = tuple(({"C": C}, f) for f in folds for C in CS)
@@ -134,7 +134,7 @@ def loop_cells(path: str, task: str, layer: int, reference: bool = False) -> dic
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from probekit.sweep import fold_rows, indicator
+    from probekit.probe.sweep import fold_rows, indicator
 
     cache, spec, targets, used, y, table, _ = _setup(path, task)
     X = cache.read_layer(layer, dtype=np.float64)[used]  # the plain approach: one float64 copy
@@ -161,7 +161,7 @@ def loop_cells(path: str, task: str, layer: int, reference: bool = False) -> dic
 
 def _headline(spec, y_true: np.ndarray, S: np.ndarray, classes) -> float:
     """The sweep's headline metric of decision values ``S`` ``(n, k)`` thresholded at 0."""
-    from probekit.sweep import cell_metrics
+    from probekit.probe.sweep import cell_metrics
 
     if spec.task == "binary":
         return cell_metrics("binary", y_true, (S[:, 0] > 0).astype(np.int64), S[:, 0], classes)[spec.headline()]
@@ -170,7 +170,7 @@ def _headline(spec, y_true: np.ndarray, S: np.ndarray, classes) -> float:
 
 def whole_sweep(path: str, task: str, out: str) -> dict:
     """Child process: a whole nested sweep (4 C, 5 outer x 3 inner folds) over every layer."""
-    from probekit.sweep import SweepSpec, run_sweep
+    from probekit.probe.sweep import SweepSpec, run_sweep
 
     spec = SweepSpec(**TASKS[task], grid=(("C", CS),), outer_folds=5, inner_folds=3)
     t0 = time.perf_counter()

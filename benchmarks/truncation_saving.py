@@ -43,7 +43,7 @@ def _deep_random_model(folder: Path, layers: int) -> Path:
 
 
 def measure(model: str, ks: list[int], waves, repeats: int, whisper_mode: str = "padded") -> list[tuple[int, int, float, float]]:
-    from probekit.encoders import EncoderSpec, load_encoder
+    from probekit.extract.encoders import EncoderSpec, load_encoder
 
     full = load_encoder(EncoderSpec(model, whisper_mode=whisper_mode, device="cpu"))
     n = full.num_hidden_states - 1

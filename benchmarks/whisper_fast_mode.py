@@ -25,7 +25,7 @@ from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from probekit.encoders import EncoderSpec, load_encoder
+from probekit.extract.encoders import EncoderSpec, load_encoder
 from probekit.manifest import read_manifest
 
 

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "EmbeddingCache": ("probekit.cache", "EmbeddingCache"),
     "read_manifest": ("probekit.manifest", "read_manifest"),
-    "load_scorer": ("probekit.scorer", "load_scorer"),
+    "load_scorer": ("probekit.deploy.scorer", "load_scorer"),
 }
 
 __all__ = ["__version__", *_EXPORTS]

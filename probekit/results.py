@@ -22,7 +22,7 @@ Schema (``schema_version`` 1)::
 ``value`` is pooled over all out-of-fold predictions; ``mean``/``std`` (ddof=0) are over folds; ``ci_low``/
 ``ci_high`` bound a 95% bootstrap interval resampling speakers. Undefined numbers are ``null``.
 
-``probekit sweep`` writes the same document (:func:`probekit.sweep.sweep_document`): folds are the
+``probekit sweep`` writes the same document (:func:`probekit.probe.sweep.sweep_document`): folds are the
 outer folds of its nested CV; ``config`` is its SweepSpec plus the cache paths; each row adds
 ``best_params``, ``fold_params``, ``inner_score`` and ``n_candidates``; a top-level ``sweep`` block
 holds cells computed/reused, the store path, the candidates and the nested-CV protocol. Its
@@ -39,7 +39,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from probekit.metrics import SCALAR_METRICS
+from probekit.probe.metrics import SCALAR_METRICS
 
 SCHEMA_VERSION = 1
 STAT_KEYS = ("value", "mean", "std", "ci_low", "ci_high")
@@ -158,8 +158,8 @@ def write_csv(doc: dict, path: str | Path) -> Path:
 
 def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
     """Write results.json, results.csv, report.md and the PNG plots into ``out``."""
-    from probekit.plots import plot_best_layer, plot_layers
-    from probekit.report import write_report
+    from probekit.report.plots import plot_best_layer, plot_layers
+    from probekit.report.render import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     doc = _clean(doc)

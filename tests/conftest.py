@@ -51,8 +51,8 @@ def emodb_whisper_cache(whisper_tiny: Path, emodb_manifest: Path) -> Path:
     value = os.environ.get("PROBEKIT_EMODB_CACHE")
     if value and Path(value).is_file():
         return Path(value)
-    from probekit.encoders import EncoderSpec
-    from probekit.extract import extract_cache
+    from probekit.extract.encoders import EncoderSpec
+    from probekit.extract._extract import extract_cache
 
     out = Path(__file__).resolve().parent.parent / "cache" / "tests" / "emodb-whisper-tiny.en-float32.h5"
     result = extract_cache(emodb_manifest, EncoderSpec(str(whisper_tiny)), out, pooling="mean", dtype="float32", progress=False)

@@ -109,7 +109,7 @@ def write_corpus(folder, n: int = 12, seed: int = 0, rates=(16000, 22050, 8000),
 def main(argv: list[str]) -> int:
     import argparse
 
-    from probekit.extract import extract_cache
+    from probekit.extract._extract import extract_cache
 
     ap = argparse.ArgumentParser()
     ap.add_argument("manifest")

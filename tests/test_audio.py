@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from probekit.audio import AudioError, load_segment, probe_segment, resampled_length
+from probekit.extract.audio import AudioError, load_segment, probe_segment, resampled_length
 
 
 def _tone(rate, seconds, freq=220.0, amp=0.3):

@@ -9,7 +9,7 @@ import soundfile as sf
 from fake_encoder import FakeEncoder, FakeSpec
 
 from probekit.cache import EmbeddingCache
-from probekit.extract import extract_cache
+from probekit.extract._extract import extract_cache
 from probekit.manifest import ManifestError
 
 

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probekit.batching import Item, plan_batches, plan_digest
+from probekit.extract.batching import Item, plan_batches, plan_digest
 
 RATE = 100
 

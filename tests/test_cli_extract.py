@@ -20,9 +20,9 @@ runner = CliRunner()
 
 @pytest.fixture()
 def fake_encoders(monkeypatch):
-    """Replace probekit.encoders by a module whose load_encoder builds the fake encoder."""
+    """Replace probekit.extract.encoders by a module whose load_encoder builds the fake encoder."""
 
-    from probekit.encoders import EncoderError, EncoderSpec  # the real ones: only loading is faked
+    from probekit.extract.encoders import EncoderError, EncoderSpec  # the real ones: only loading is faked
 
     loaded = []
 
@@ -32,11 +32,11 @@ def fake_encoders(monkeypatch):
         loaded.append(spec)
         return FakeEncoder(name=spec.model, revision=spec.revision or "")
 
-    module = types.ModuleType("probekit.encoders")
+    module = types.ModuleType("probekit.extract.encoders")
     module.EncoderSpec, module.load_encoder, module.loaded = EncoderSpec, load_encoder, loaded
     module.EncoderError = EncoderError
-    monkeypatch.setitem(sys.modules, "probekit.encoders", module)
-    # `from probekit import encoders` reads the package attribute first, once the real module was imported.
+    monkeypatch.setitem(sys.modules, "probekit.extract.encoders", module)
+    # `from probekit.extract import encoders` reads the package attribute first, once the real module was imported.
     monkeypatch.setattr(probekit, "encoders", module, raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)

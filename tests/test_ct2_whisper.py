@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probekit.ct2_whisper import ConversionError, convert_ct2_whisper, read_ct2_model
+from probekit.extract.ct2_whisper import ConversionError, convert_ct2_whisper, read_ct2_model
 
 D, HEADS, FFN, MELS, VOCAB, SRC, TGT = 16, 2, 32, 8, 51864, 30, 12
 
@@ -20,7 +20,7 @@ def _text(s: str) -> bytes:
 
 
 def _write_ct2(path: Path, variables: dict[str, np.ndarray], aliases: dict[str, str]) -> None:
-    """Write the CTranslate2 v6 layout described in probekit.ct2_whisper (float16 -> 4, int16 -> 2, int8 -> 1)."""
+    """Write the CTranslate2 v6 layout described in probekit.extract.ct2_whisper (float16 -> 4, int16 -> 2, int8 -> 1)."""
     codes = {np.dtype(np.float16): 4, np.dtype(np.int16): 2, np.dtype(np.int8): 1, np.dtype(np.float32): 0}
     out = [struct.pack("<I", 6), _text("WhisperSpec"), struct.pack("<I", 3), struct.pack("<I", len(variables))]
     for name, arr in variables.items():
@@ -154,7 +154,7 @@ def test_missing_model_bin_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_package_checkpoint_converts_to_the_shared_weights_bit_for_bit(tmp_path: Path, whisper_tiny: Path) -> None:
-    from probekit.defaults import _ct2_package_dir
+    from probekit.recipes.defaults import _ct2_package_dir
 
     ct2 = _ct2_package_dir()
     if ct2 is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probekit.sweep import SweepSpec, run_sweep
+from probekit.probe.sweep import SweepSpec, run_sweep
 
 from _sweep_data import planted_cache
 
@@ -42,7 +42,7 @@ def test_local_processes_match_jobs_1(setup):
 
 def test_unreachable_scheduler_is_a_clear_error(setup):
     root, cache, spec, _ = setup
-    from probekit.distributed import BackendError
+    from probekit.probe.distributed import BackendError
 
     with pytest.raises(BackendError, match="scheduler"):
         run_sweep([cache], spec, root / "none", backend="dask", scheduler="tcp://127.0.0.1:1")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from probekit import defaults
-from probekit.defaults import DefaultsError, resolve_manifest, resolve_model, resolve_quickstart, write_emodb_manifest
+from probekit.recipes import defaults
+from probekit.recipes.defaults import DefaultsError, resolve_manifest, resolve_model, resolve_quickstart, write_emodb_manifest
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 import torch
 import transformers
 
-from probekit.encoders import EncoderError, EncoderSpec, load_encoder, whisper_encoder_hidden_states
-from probekit.pooling import pooled_dim
+from probekit.extract.encoders import EncoderError, EncoderSpec, load_encoder, whisper_encoder_hidden_states
+from probekit.extract.pooling import pooled_dim
 
 _CONV = dict(conv_dim=(8,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
 _BODY = dict(

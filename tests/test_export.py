@@ -13,7 +13,7 @@ import pytest
 from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
-from probekit.export import (ExportError, build_targets, export_probe, load_export, make_estimator,
+from probekit.deploy.export import (ExportError, build_targets, export_probe, load_export, make_estimator,
                              predict_proba_columns)
 
 from _predict_helpers import build_cache
@@ -163,7 +163,7 @@ def test_config_shape_lies_are_rejected(cache, tmp_path):
 
 
 def test_a_label_constant_in_training_exports_as_its_constant(cache, tmp_path):
-    from probekit.export import head_from_estimator
+    from probekit.deploy.export import head_from_estimator
 
     c = EmbeddingCache(cache)
     x = c.read_layer(1)

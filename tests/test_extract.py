@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fake_encoder import FakeEncoder, FakeSpec, write_corpus
 
-from probekit.audio import load_segment
+from probekit.extract.audio import load_segment
 from probekit.cache import EmbeddingCache
-from probekit.extract import (
+from probekit.extract._extract import (
     ExtractError,
     default_cache_path,
     extract_cache,
@@ -20,7 +20,7 @@ from probekit.extract import (
     parse_shard,
     shard_from_env,
 )
-from probekit.journal import JournalMismatch, RunLock, RunLocked
+from probekit.extract.journal import JournalMismatch, RunLock, RunLocked
 from probekit.manifest import read_manifest
 
 

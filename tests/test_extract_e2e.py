@@ -8,10 +8,10 @@ import pytest
 from fake_encoder import write_corpus
 from typer.testing import CliRunner
 
-encoders = pytest.importorskip("probekit.encoders", reason="probekit.encoders is not in this tree yet")
+encoders = pytest.importorskip("probekit.extract.encoders", reason="probekit.extract.encoders is not in this tree yet")
 transformers = pytest.importorskip("transformers")
 
-from probekit.audio import load_segment  # noqa: E402
+from probekit.extract.audio import load_segment  # noqa: E402
 from probekit.cache import EmbeddingCache  # noqa: E402
 from probekit.cli import app  # noqa: E402
 from probekit.manifest import read_manifest  # noqa: E402

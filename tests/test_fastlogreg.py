@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from probekit.fastlogreg import FastLogReg, decision_batched, fit_batched
+from probekit.probe.fastlogreg import FastLogReg, decision_batched, fit_batched
 
 
 def _data(n=600, d=20, k=3, seed=0):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from probekit.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, confusion_metrics, resampled_point
+from probekit.probe.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, confusion_metrics, resampled_point
 
 
 def _data(kind, n=120, seed=0):
@@ -50,7 +50,7 @@ def test_duplicated_speaker_weights_match_sklearn_on_repeated_rows():
     # Speaker s0 drawn twice, s1 dropped: same as sklearn on the rows repeated accordingly.
     keep = np.concatenate([np.flatnonzero(groups == "s0")] * 2 + [np.flatnonzero((groups != "s0") & (groups != "s1"))])
     ref = compute_metrics("multiclass", y[keep], pred[keep], score[keep], classes)
-    from probekit.metrics import _resampled_metrics
+    from probekit.probe.metrics import _resampled_metrics
 
     uniq, inv = np.unique(groups, return_inverse=True)
     W = np.ones((1, len(uniq)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probekit.pooling import POOLINGS, PoolAccumulator, pool_frames, pooled_dim
+from probekit.extract.pooling import POOLINGS, PoolAccumulator, pool_frames, pooled_dim
 
 
 def test_pooled_dim():

@@ -14,10 +14,10 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score
 
-from probekit.audio import load_segment
+from probekit.extract.audio import load_segment
 from probekit.cache import EmbeddingCache, write_cache
-from probekit.export import build_targets, export_probe, make_estimator, predict_proba_columns
-from probekit.scorer import load_scorer
+from probekit.deploy.export import build_targets, export_probe, make_estimator, predict_proba_columns
+from probekit.deploy.scorer import load_scorer
 
 pytestmark = pytest.mark.slow
 SPEAKERS = ("03", "08", "11", "16")
@@ -28,7 +28,7 @@ LAYER = 2
 @pytest.fixture(scope="module")
 def emodb(whisper_tiny, emodb_manifest, tmp_path_factory):
     """(cache path, export folder, rows) for the subset; the export is trained without HELD_OUT."""
-    from probekit.encoders import EncoderSpec, load_encoder
+    from probekit.extract.encoders import EncoderSpec, load_encoder
 
     rows = [r for r in csv.DictReader(open(emodb_manifest)) if r["speaker"] in SPEAKERS]
     for r in rows:

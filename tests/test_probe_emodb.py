@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from probekit.probing import ProbeConfig, run_probe
-from probekit.tasks import TaskSpec
+from probekit.probe.probing import ProbeConfig, run_probe
+from probekit.probe.tasks import TaskSpec
 
 pytestmark = pytest.mark.slow
 

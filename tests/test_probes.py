@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from probekit.probes import PROBES, make_probe
-from probekit.tasks import ProbeInputError
+from probekit.probe.probes import PROBES, make_probe
+from probekit.probe.tasks import ProbeInputError
 
 FAST = {"logreg": {}, "mlp": {"hidden": 16, "max_iter": 100}, "lgbm": {"n_estimators": 20}}
 

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from probekit.probes import LogRegProbe
-from probekit.probing import ProbeConfig, _run_fold, parse_layers, parse_param, resolve_params, run_probe
-from probekit.splits import make_folds
-from probekit.tasks import ProbeInputError, TaskSpec
+from probekit.probe.probes import LogRegProbe
+from probekit.probe.probing import ProbeConfig, _run_fold, parse_layers, parse_param, resolve_params, run_probe
+from probekit.probe.splits import make_folds
+from probekit.probe.tasks import ProbeInputError, TaskSpec
 
 from _synth import synth_cache
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from probekit.cli import app
-from probekit.recipes import (
+from probekit.recipes._recipes import (
     RecipeError,
     manifest_header,
     parse_recipe,
@@ -92,7 +92,7 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("path", shipped_sweep_files(), ids=[p.stem for p in shipped_sweep_files()])
 def test_every_shipped_sweep_file_loads(path: Path) -> None:
-    from probekit.sweep import SweepSpec, candidate_params, load_sweep_file
+    from probekit.probe.sweep import SweepSpec, candidate_params, load_sweep_file
 
     kw = load_sweep_file(path)
     spec = SweepSpec(**{k: v for k, v in kw.items() if k in SweepSpec.__dataclass_fields__})
@@ -219,7 +219,7 @@ def test_run_without_data_says_where_to_put_it(tmp_path: Path, monkeypatch: pyte
 
 def _toy_cache_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sweep: bool = False):
     """A recipe whose extract step finds a finished synthetic cache: probing runs, a rerun skips everything."""
-    pytest.importorskip("probekit.probing", reason="probekit.probing (the probe helper's module) is not merged yet")
+    pytest.importorskip("probekit.probe.probing", reason="probekit.probe.probing (the probe helper's module) is not merged yet")
     from probekit.cache import write_cache
 
     rng = np.random.default_rng(0)
@@ -247,8 +247,8 @@ def _toy_cache_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sweep: 
 
 def test_run_probes_then_skips_finished_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, data, out = _toy_cache_run(tmp_path, monkeypatch)
-    monkeypatch.setattr("probekit.recipes._slug", lambda model: "some__model")
-    from probekit.recipes import run_recipe
+    monkeypatch.setattr("probekit.recipes._recipes._slug", lambda model: "some__model")
+    from probekit.recipes._recipes import run_recipe
 
     first = run_recipe(path, data=data, out=out, progress=False)
     assert [(s.kind, s.status) for s in first.steps] == [("extract", "skipped"), ("probe", "ran")]
@@ -263,10 +263,10 @@ def test_run_probes_then_skips_finished_steps(tmp_path: Path, monkeypatch: pytes
 
 
 def test_run_includes_sweep_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("probekit.sweep", reason="probekit.sweep (the sweep helper's module) is not merged yet")
+    pytest.importorskip("probekit.probe.sweep", reason="probekit.probe.sweep (the sweep helper's module) is not merged yet")
     path, data, out = _toy_cache_run(tmp_path, monkeypatch, with_sweep=True)
-    monkeypatch.setattr("probekit.recipes._slug", lambda model: "some__model")
-    from probekit.recipes import run_recipe
+    monkeypatch.setattr("probekit.recipes._recipes._slug", lambda model: "some__model")
+    from probekit.recipes._recipes import run_recipe
 
     first = run_recipe(path, data=data, out=out, progress=False)
     assert [(s.kind, s.status) for s in first.steps] == [("extract", "skipped"), ("probe", "ran"), ("sweep", "ran")]
@@ -277,7 +277,7 @@ def test_run_includes_sweep_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_cli_run_prints_the_layer_table_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, data, out = _toy_cache_run(tmp_path, monkeypatch)
-    monkeypatch.setattr("probekit.recipes._slug", lambda model: "some__model")
+    monkeypatch.setattr("probekit.recipes._recipes._slug", lambda model: "some__model")
     result = CliRunner().invoke(app, ["run", str(path), "--data", str(data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "== bin" in result.output and "plot:" in result.output

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from probekit.metrics import SCALAR_METRICS
-from probekit.probing import ProbeConfig, run_probe
+from probekit.probe.metrics import SCALAR_METRICS
+from probekit.probe.probing import ProbeConfig, run_probe
 from probekit.results import SCHEMA_VERSION, ResultsSchemaError, load_results, validate_results, write_results
-from probekit.tasks import TaskSpec
+from probekit.probe.tasks import TaskSpec
 
 from _synth import synth_cache
 

@@ -15,8 +15,8 @@ import pytest
 from fake_encoder import FakeEncoder, write_corpus
 
 from probekit.cache import EmbeddingCache
-from probekit.extract import extract_cache
-from probekit.journal import RunLocked
+from probekit.extract._extract import extract_cache
+from probekit.extract.journal import RunLocked
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("fake_encoder.py")

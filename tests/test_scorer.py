@@ -12,8 +12,8 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from probekit.cli import app
-from probekit.export import export_probe
-from probekit.scorer import ScorerError, load_scorer
+from probekit.deploy.export import export_probe
+from probekit.deploy.scorer import ScorerError, load_scorer
 
 from _predict_helpers import RATE, SpectralEncoder, build_cache, tone
 
@@ -91,7 +91,7 @@ def test_cli_export_then_predict(tmp_path, monkeypatch):
                                   "--target", "labels", "--positive", "tonal", "--out", str(tmp_path / "m3")])
     assert missing.exit_code == 1 and "none.h5" in missing.output
 
-    import probekit.scorer as scorer_mod
+    import probekit.deploy.scorer as scorer_mod
 
     real = scorer_mod.load_scorer
     monkeypatch.setattr(scorer_mod, "load_scorer", lambda d, device="auto": real(d, device, encoder=SpectralEncoder()))
@@ -114,7 +114,7 @@ def test_cli_export_then_predict(tmp_path, monkeypatch):
     assert tampered.exit_code == 1 and "weights.safetensors" in tampered.output
 
 
-# ----------------------------------------------------------------- truncation (needs probekit.encoders)
+# ----------------------------------------------------------------- truncation (needs probekit.extract.encoders)
 def _tiny_whisper(path: Path, layers: int) -> Path:
     transformers = pytest.importorskip("transformers")
     import torch
@@ -146,7 +146,7 @@ def _tiny_wav2vec2(path: Path, layers: int) -> Path:
 
 @pytest.mark.parametrize("make", [_tiny_whisper, _tiny_wav2vec2], ids=["whisper", "wav2vec2"])
 def test_truncated_encoder_gives_the_full_pass_vectors(tmp_path, make):
-    encoders = pytest.importorskip("probekit.encoders", reason="probekit.encoders (branch `encoders`) not merged yet")
+    encoders = pytest.importorskip("probekit.extract.encoders", reason="probekit.extract.encoders (branch `encoders`) not merged yet")
     model = make(tmp_path / "tiny", 4)
     rng = np.random.default_rng(0)
     waves = [rng.normal(size=n).astype(np.float32) * 0.1 for n in (8000, 12345)]

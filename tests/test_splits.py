@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probekit.splits import check_disjoint, make_folds
-from probekit.tasks import ProbeInputError
+from probekit.probe.splits import check_disjoint, make_folds
+from probekit.probe.tasks import ProbeInputError
 
 
 @st.composite

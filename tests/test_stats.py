@@ -12,7 +12,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from probekit.cli import app
-from probekit.stats import StatsConfig, StatsError, cooccurrence, dataset_stats, indicator, load_dataset
+from probekit.probe.stats import StatsConfig, StatsError, cooccurrence, dataset_stats, indicator, load_dataset
 
 SR = 16000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probekit.store import ResultStore, StoreError, cell_key
+from probekit.probe.store import ResultStore, StoreError, cell_key
 
 
 def _rec(layer, C, fold="o0/i0", cache="fp1", task="t1", path="/c.h5"):

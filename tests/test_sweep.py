@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import probekit.sweep as sw
+import probekit.probe.sweep as sw
 from probekit.cache import EmbeddingCache
-from probekit.metrics import SCALAR_METRICS
+from probekit.probe.metrics import SCALAR_METRICS
 from probekit.results import load_results, validate_results
-from probekit.store import ResultStore, StoreError, params_key
-from probekit.sweep import SweepError, SweepSpec, candidate_params, fold_rows, fold_table, load_sweep_file, run_sweep, sweep_document, write_outputs
+from probekit.probe.store import ResultStore, StoreError, params_key
+from probekit.probe.sweep import SweepError, SweepSpec, candidate_params, fold_rows, fold_table, load_sweep_file, run_sweep, sweep_document, write_outputs
 
 from _sweep_data import planted_cache
 
@@ -358,7 +358,7 @@ def test_cli_sweep_runs_and_reports_bad_input(cache, tmp_path):
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
 def test_shared_probe_path_agrees_with_batched_path(cache, tmp_path, task):
-    """``logreg`` (probekit.probes, one-vs-rest inside the probe) and ``logreg-fast`` solve the same
+    """``logreg`` (probekit.probe.probes, one-vs-rest inside the probe) and ``logreg-fast`` solve the same
     objective on the same folds, so their per-layer scores agree; rows carry probe's metric names."""
     kw = {"binary": {}, "multiclass": {"positive": None}, "multilabel": {"target": "labels", "positive": None}}[task]
     fast = run_sweep([cache], _spec(task=task, grid=(("C", (0.1, 1.0)),), **kw), tmp_path / "fast")

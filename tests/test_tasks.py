@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from probekit.tasks import ProbeInputError, TaskSpec, build_targets
+from probekit.probe.tasks import ProbeInputError, TaskSpec, build_targets
 
 META = {
     "speaker": np.array(["a", "a", "b", "b", "c"], dtype=object),

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from probekit.export import export_probe
-from probekit.scorer import load_scorer
-from probekit.timeline import _windows, iter_blocks, read_span
+from probekit.deploy.export import export_probe
+from probekit.deploy.scorer import load_scorer
+from probekit.deploy.timeline import _windows, iter_blocks, read_span
 
 from _predict_helpers import RATE, SpectralEncoder, build_cache, tone
 
@@ -92,7 +92,7 @@ _RSS_SCRIPT = textwrap.dedent(
         return int(line.split()[1]) / 1024
     sys.path.insert(0, sys.argv[4])
     from _predict_helpers import SpectralEncoder
-    from probekit.scorer import load_scorer
+    from probekit.deploy.scorer import load_scorer
     path, minutes = sys.argv[2], float(sys.argv[3])
     rng = np.random.default_rng(0)
     # Written in blocks so the writer itself never holds the call in memory.

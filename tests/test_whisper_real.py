@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 import transformers
 
-from probekit.encoders import EncoderSpec, load_encoder
+from probekit.extract.encoders import EncoderSpec, load_encoder
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ def export(
 ) -> None:
     """Fit the chosen probe on all rows of CACHE at --layer and export it (no pickle) for `probekit predict`."""
     from probekit.cache import CacheError
-    from probekit.export import ExportError, export_probe
+    from probekit.deploy.export import ExportError, export_probe
 
     try:
         hyper = json.loads(params) if params else {}

@@ -30,8 +30,8 @@ def extract(
 
     Interrupted runs resume where they stopped when rerun with the same command; a finished cache is left as is.
     """
-    from probekit.extract import ExtractError, extract_models, parse_shard
-    from probekit.journal import JournalMismatch, RunLocked
+    from probekit.extract._extract import ExtractError, extract_models, parse_shard
+    from probekit.extract.journal import JournalMismatch, RunLocked
     from probekit.manifest import ManifestError
 
     err = Console(stderr=True)
@@ -47,7 +47,7 @@ def extract(
         shard_ = parse_shard(shard)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
-    from probekit import encoders
+    from probekit.extract import encoders
 
     EncoderSpec = encoders.EncoderSpec
     # A model that cannot be loaded (bad id, no network, unsupported architecture) is bad input too.

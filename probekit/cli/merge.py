@@ -18,7 +18,7 @@ def merge(
 ) -> None:
     """Merge the shard caches written by `probekit extract --shard i/n` into one cache, rows in manifest order."""
     from probekit.cache import CacheError, EmbeddingCache
-    from probekit.extract import ExtractError, merge_shard_files
+    from probekit.extract._extract import ExtractError, merge_shard_files
     from probekit.manifest import ManifestError
 
     try:

@@ -21,10 +21,10 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Items or windows per encoder call.")] = 8,
 ) -> None:
     """Score INPUTS with the probe in MODEL_DIR; the encoder runs only up to the exported layer."""
-    from probekit.export import ExportError
+    from probekit.deploy.export import ExportError
     from probekit.manifest import ManifestError
-    from probekit.scorer import ScorerError, load_scorer
-    from probekit.timeline import AudioReadError
+    from probekit.deploy.scorer import ScorerError, load_scorer
+    from probekit.deploy.timeline import AudioReadError
 
     if (window is None) != (hop is None):
         typer.echo("error: give --window and --hop together", err=True)

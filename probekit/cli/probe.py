@@ -49,9 +49,9 @@ def probe(
 
     from probekit.cache import CacheError
     from probekit.manifest import ManifestError
-    from probekit.probing import ProbeConfig, parse_layers, parse_param, run_probe
-    from probekit.report import RichProgress, rich_table
-    from probekit.tasks import ProbeInputError, TaskSpec
+    from probekit.probe.probing import ProbeConfig, parse_layers, parse_param, run_probe
+    from probekit.report.render import RichProgress, rich_table
+    from probekit.probe.tasks import ProbeInputError, TaskSpec
 
     console = Console(stderr=True)
     if class_weight not in (None, "balanced"):

@@ -19,7 +19,7 @@ def run(
     check: Annotated[bool, typer.Option("--check", help="Validate the recipe (names, grid parameters, manifest columns) and stop.")] = False,
 ) -> None:
     """Run a recipe's extract -> probe -> sweep steps, skipping the steps that are already finished."""
-    from probekit.recipes import RecipeError, run_recipe, validate_recipe
+    from probekit.recipes._recipes import RecipeError, run_recipe, validate_recipe
 
     try:
         if check:
@@ -55,7 +55,7 @@ def _print_layer_table(name: str, folder: Path) -> None:
     try:
         from rich.console import Console
 
-        from probekit.report import rich_table
+        from probekit.report.render import rich_table
 
         Console().print(rich_table(json.loads(results.read_text())))
     except ImportError:

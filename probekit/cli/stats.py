@@ -20,7 +20,7 @@ def stats(
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/stats/<input stem>).")] = None,
 ) -> None:
     """Counts per label and speaker, label co-occurrence heatmap, duration plot and per-fold label support."""
-    from probekit.stats import StatsConfig, StatsError, dataset_stats
+    from probekit.probe.stats import StatsConfig, StatsError, dataset_stats
 
     try:
         report = dataset_stats(StatsConfig(path=str(source), target=target, cv=cv, folds=folds, seed=seed,

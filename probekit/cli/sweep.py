@@ -37,15 +37,15 @@ def sweep(
     from rich.table import Table
 
     from probekit.cache import CacheError
-    from probekit.distributed import BackendError
-    from probekit.store import StoreError
-    from probekit.sweep import SweepError, SweepSpec, parse_grid, parse_range, run_sweep, write_outputs
+    from probekit.probe.distributed import BackendError
+    from probekit.probe.store import StoreError
+    from probekit.probe.sweep import SweepError, SweepSpec, parse_grid, parse_range, run_sweep, write_outputs
 
     console = Console()
     try:
         kw: dict = {}
         if file is not None:
-            from probekit.sweep import load_sweep_file
+            from probekit.probe.sweep import load_sweep_file
 
             kw = load_sweep_file(file)
         files = [str(c) for c in caches] if caches else [str(c) for c in kw.pop("caches", [])]

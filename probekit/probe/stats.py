@@ -159,9 +159,9 @@ def cooccurrence(y: np.ndarray) -> np.ndarray:
 
 
 def _folds(cv: str, groups: np.ndarray, y: np.ndarray, n_folds: int, seed: int, split: np.ndarray | None):
-    """The probe's own folds when probekit.splits is present, so the support shown is the support probed."""
+    """The probe's own folds when probekit.probe.splits is present, so the support shown is the support probed."""
     try:
-        from probekit.splits import make_folds
+        from probekit.probe.splits import make_folds
     except ImportError:
         make_folds = None
     if make_folds is not None:

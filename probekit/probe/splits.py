@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
 
-from probekit.tasks import ProbeInputError
+from probekit.probe.tasks import ProbeInputError
 
 PROTOCOLS = ("speaker-kfold", "loso", "split")
 

@@ -471,7 +471,7 @@ def make_estimator(probe: str, task: str, params: Mapping | None = None, seed: i
     (standardise, then C=1 logistic regression / a small MLP / LightGBM; one-vs-rest for multi-label)."""
     params = dict(params or {})
     try:
-        from probekit.probes import make_probe
+        from probekit.probe.probes import make_probe
     except ImportError:
         make_probe = None
     if make_probe is not None:

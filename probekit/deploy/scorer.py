@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from probekit.export import ExportError, Head, load_export, thresholds_for
+from probekit.deploy.export import ExportError, Head, load_export, thresholds_for
 
 _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
@@ -24,7 +24,7 @@ class ScorerError(RuntimeError):
 
 
 class EncoderLike(Protocol):
-    """What the scorer needs from :func:`probekit.encoders.load_encoder`'s result."""
+    """What the scorer needs from :func:`probekit.extract.encoders.load_encoder`'s result."""
 
     sample_rate: int
     num_hidden_states: int
@@ -88,7 +88,7 @@ class Scorer:
     def encoder(self) -> EncoderLike:
         """The encoder, truncated after ``layer`` so deeper layers are never computed (loaded on first use)."""
         if self._encoder is None:
-            from probekit.encoders import EncoderSpec, load_encoder
+            from probekit.extract.encoders import EncoderSpec, load_encoder
 
             enc = self.config["encoder"]
             spec = EncoderSpec(model=enc["model"], revision=enc.get("revision") or None,
@@ -149,8 +149,8 @@ class Scorer:
                            np.asarray(probs, float).reshape(-1, n), np.asarray(decs, bool).reshape(-1, n))
 
     def timeline(self, path: str | Path, window: float, hop: float, **kwargs):
-        """Windowed scores over a long recording, streamed in bounded memory; see :func:`probekit.timeline.score_timeline`."""
-        from probekit.timeline import score_timeline
+        """Windowed scores over a long recording, streamed in bounded memory; see :func:`probekit.deploy.timeline.score_timeline`."""
+        from probekit.deploy.timeline import score_timeline
 
         return score_timeline(self, path, window, hop, **kwargs)
 
@@ -182,7 +182,7 @@ class Scorer:
 
     def _load(self, item: tuple) -> np.ndarray:
         # The same decoder and resampler as `probekit extract`, so a file scores exactly as it was cached.
-        from probekit.audio import AudioError, load_segment
+        from probekit.extract.audio import AudioError, load_segment
 
         _, source, start, end = item
         if isinstance(source, np.ndarray):
@@ -201,7 +201,7 @@ def _check_wave(x: np.ndarray, i: int) -> np.ndarray:
 
 
 def load_scorer(model_dir: str | Path, device: str = "auto", encoder: EncoderLike | None = None) -> Scorer:
-    """Verify and load an export folder (see :mod:`probekit.export`). The encoder loads lazily, truncated to
+    """Verify and load an export folder (see :mod:`probekit.deploy.export`). The encoder loads lazily, truncated to
     the exported layer; pass ``encoder`` to reuse one already loaded."""
     config, head = load_export(model_dir)
     for key in ("layer", "labels", "task", "encoder"):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import inspect
 
-from probekit.probes.lgbm import LGBMProbe
-from probekit.probes.logreg import LogRegProbe
-from probekit.probes.mlp import MLPProbe
-from probekit.tasks import ProbeInputError
+from probekit.probe.probes.lgbm import LGBMProbe
+from probekit.probe.probes.logreg import LogRegProbe
+from probekit.probe.probes.mlp import MLPProbe
+from probekit.probe.tasks import ProbeInputError
 
 PROBES = {"logreg": LogRegProbe, "mlp": MLPProbe, "lgbm": LGBMProbe}
 

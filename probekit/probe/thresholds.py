@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import precision_recall_curve
 
-from probekit.splits import make_folds
+from probekit.probe.splits import make_folds
 
 
 def f1_optimal_threshold(y_true: np.ndarray, score: np.ndarray) -> float:

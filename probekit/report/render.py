@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probekit.metrics import SCALAR_METRICS
+from probekit.probe.metrics import SCALAR_METRICS
 
 
 def _fmt(x) -> str:
@@ -79,7 +79,7 @@ def rich_table(doc: dict):
 
 
 class RichProgress:
-    """A rich progress bar over layers x probes x folds; implements :class:`probekit.probing.Progress`."""
+    """A rich progress bar over layers x probes x folds; implements :class:`probekit.probe.probing.Progress`."""
 
     def __init__(self, console=None):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sklearn.neural_network import MLPClassifier
 
-from probekit.probes._base import ScaledProbe
+from probekit.probe.probes._base import ScaledProbe
 
 
 class MLPProbe(ScaledProbe):

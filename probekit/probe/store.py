@@ -45,7 +45,7 @@ class ResultStore:
     Each record is a dict with at least ``cache``, ``task``, ``layer``, ``probe``, ``params``,
     ``fold`` (e.g. ``"o2/i1"`` = inner fold 1 of outer fold 2, ``"o2"`` = outer test fold 2),
     ``scores`` (metric name -> float) and ``n_test``; an outer cell also has ``confusion`` (counts as
-    :func:`probekit.metrics.confusion_counts` gives them; ``null`` for inner cells, absent from
+    :func:`probekit.probe.metrics.confusion_counts` gives them; ``null`` for inner cells, absent from
     stores written before it was kept, which still load).
     """
 

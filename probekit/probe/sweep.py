@@ -7,7 +7,7 @@ parameters, which are then refitted on the whole training part and scored once o
 never sees a test fold.
 
 Every computed cell (cache, task, layer, probe, params, fold) is one record in an append-only
-:class:`~probekit.store.ResultStore`; a rerun computes only the cells that are missing, so an
+:class:`~probekit.probe.store.ResultStore`; a rerun computes only the cells that are missing, so an
 interrupted sweep resumes and a widened grid computes only its new cells.
 
 Work is cut into layer jobs (:class:`LayerJob`): one job reads one layer from the HDF5 file and
@@ -28,15 +28,15 @@ import torch
 from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
-from probekit.distributed import run_jobs
-from probekit.fastlogreg import decision_batched, fit_batched, preconditioner, to_float32
-from probekit.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, confusion_counts, confusion_metrics, resampled_point
-from probekit.probes import make_probe
-from probekit.probing import best_rows, fold_mean_std, pooled_extras, software_versions
+from probekit.probe.distributed import run_jobs
+from probekit.probe.fastlogreg import decision_batched, fit_batched, preconditioner, to_float32
+from probekit.probe.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, confusion_counts, confusion_metrics, resampled_point
+from probekit.probe.probes import make_probe
+from probekit.probe.probing import best_rows, fold_mean_std, pooled_extras, software_versions
 from probekit.results import SCHEMA_VERSION, load_results, now_iso, write_csv, write_results
-from probekit.splits import make_folds
-from probekit.store import ResultStore, cell_key, params_key, stable_hash
-from probekit.tasks import ProbeInputError, Targets, TaskSpec, build_targets
+from probekit.probe.splits import make_folds
+from probekit.probe.store import ResultStore, cell_key, params_key, stable_hash
+from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec, build_targets
 
 __all__ = [
     "SweepError",
@@ -105,7 +105,7 @@ class SweepSpec:
         """Everything that defines the labels and the folds; its hash keys the store.
 
         ``definition`` versions how labels and folds are derived from these fields (2: labels from
-        :func:`probekit.tasks.build_targets`, folds from :func:`probekit.splits.make_folds`), so a
+        :func:`probekit.probe.tasks.build_targets`, folds from :func:`probekit.probe.splits.make_folds`), so a
         store written under another derivation is refused rather than mixed."""
         return {
             "definition": 2,
@@ -221,7 +221,7 @@ def load_sweep_file(path: str | Path) -> dict:
 
 
 def sweep_targets(spec: SweepSpec, metadata: Mapping[str, np.ndarray]) -> Targets:
-    """The task's targets from row-aligned metadata, through :func:`probekit.tasks.build_targets`
+    """The task's targets from row-aligned metadata, through :func:`probekit.probe.tasks.build_targets`
     (the same labels ``probekit probe`` trains on); input errors become :class:`SweepError`."""
     try:
         return build_targets(spec.task_spec(), metadata)
@@ -244,7 +244,7 @@ def fold_table(spec: SweepSpec, groups: np.ndarray, y: np.ndarray, split: np.nda
     ``-2`` (not used, e.g. a split value other than train/test).
 
     ``y``: ``Targets.y`` (``(n,)`` classes or ``(n, k)`` indicator), used for stratification.
-    Outer folds come from :func:`probekit.splits.make_folds` with ``spec.cv``; the inner folds of
+    Outer folds come from :func:`probekit.probe.splits.make_folds` with ``spec.cv``; the inner folds of
     outer fold k are speaker-grouped folds of outer fold k's training rows only.
     """
     groups = np.asarray(groups).astype(str)
@@ -284,10 +284,10 @@ def fold_rows(table: np.ndarray, fold: str) -> tuple[np.ndarray, np.ndarray]:
 
 def cell_metrics(kind: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
     """The scalar metrics of one cell, with the same names and definitions as ``probekit probe``;
-    shapes as in :func:`probekit.metrics.compute_metrics`. Lists (confusion matrix, per-label
+    shapes as in :func:`probekit.probe.metrics.compute_metrics`. Lists (confusion matrix, per-label
     scores) are left out: a record's ``scores`` hold one number per metric.
 
-    Computed by the vectorised metrics (:func:`probekit.metrics.resampled_point`, tested equal to
+    Computed by the vectorised metrics (:func:`probekit.probe.metrics.resampled_point`, tested equal to
     scikit-learn's) rather than ``compute_metrics``: scikit-learn's input checks cost about 40 ms per
     cell, which at 5,000 segments was more than the batched fit of the cell itself.
     """
@@ -316,14 +316,14 @@ class LayerJob:
 
 
 def _make_estimator(probe: str, params: Mapping[str, object]):
-    """A fresh (cloned) probe from :func:`probekit.probes.make_probe`; it standardises on its
+    """A fresh (cloned) probe from :func:`probekit.probe.probes.make_probe`; it standardises on its
     training rows and handles multi-label targets one-vs-rest itself."""
     return clone(make_probe(probe, **params))
 
 
 def _cell_result(job: LayerJob, params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> tuple:
     """``(params, fold, scores, n_test, confusion)`` of one cell. ``confusion``
-    (:func:`probekit.metrics.confusion_counts`) only for an outer cell (fold ``o{k}``), else ``None``:
+    (:func:`probekit.probe.metrics.confusion_counts`) only for an outer cell (fold ``o{k}``), else ``None``:
     summed over outer folds it gives the results document's pooled values, confusion matrix and
     per-label scores; inner cells only select parameters."""
     confusion = confusion_counts(job.kind, y_true, y_pred, len(job.classes)) if "/" not in fold else None
@@ -473,7 +473,7 @@ def outer_summary(kind: str, classes: Sequence[str], outer: Sequence[Mapping]) -
 
     Per metric, the stat keys of :data:`probekit.results.STAT_KEYS` with ``probe``'s meanings:
     ``mean``/``std`` over the outer folds' scores (ddof=0, defined folds only); ``value`` pooled over
-    all outer test rows, from the summed confusion counts (:func:`probekit.metrics.confusion_metrics`)
+    all outer test rows, from the summed confusion counts (:func:`probekit.probe.metrics.confusion_metrics`)
     or, for subset accuracy and LRAP, the n_test-weighted mean. ``None`` where the records cannot give
     a number: ``value`` of ROC-AUC and PR-AUC (they rank every out-of-fold score, which the store does
     not keep), ``ci_low``/``ci_high`` (the speaker bootstrap resamples per-row predictions), and the

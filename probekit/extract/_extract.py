@@ -2,7 +2,7 @@
 
 :func:`extract_cache` is the one entry point that recipes and the CLI call. It is resumable and
 crash-safe: every finished batch is journaled atomically next to the output (see
-:mod:`probekit.journal`), the batch plan is a pure function of the manifest, and the cache is
+:mod:`probekit.extract.journal`), the batch plan is a pure function of the manifest, and the cache is
 written to a temporary file and renamed only when complete. Killing it at any moment and rerunning
 the same call recomputes at most the batch that was in flight and gives a bit-identical file.
 """
@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from probekit.audio import AudioError, load_segment, probe_segment, resampled_length
-from probekit.batching import Item, plan_batches, plan_digest
+from probekit.extract.audio import AudioError, load_segment, probe_segment, resampled_length
+from probekit.extract.batching import Item, plan_batches, plan_digest
 from probekit.cache import CacheError, CacheWriter, EmbeddingCache, merge_shards
-from probekit.journal import BatchRecord, Journal, JournalMismatch, RunLock
+from probekit.extract.journal import BatchRecord, Journal, JournalMismatch, RunLock
 from probekit.manifest import Manifest, read_manifest
 from probekit.progress import AudioProgress
 
@@ -40,7 +40,7 @@ class ExtractError(RuntimeError):
 
 
 class EncoderLike(Protocol):
-    """What extraction needs from an encoder (see ``probekit.encoders.Encoder``)."""
+    """What extraction needs from an encoder (see ``probekit.extract.encoders.Encoder``)."""
 
     sample_rate: int
     num_hidden_states: int
@@ -189,8 +189,8 @@ def extract_cache(
     """Extract every layer's pooled hidden states of ``manifest`` into the cache file ``out``.
 
     ``encoder`` is an encoder object (``encode``, ``sample_rate``, ... as in
-    ``probekit.encoders.Encoder``) or a spec (``EncoderSpec``: ``model``, ``revision``,
-    ``whisper_mode``), loaded with ``loader`` (default ``probekit.encoders.load_encoder``) only
+    ``probekit.extract.encoders.Encoder``) or a spec (``EncoderSpec``: ``model``, ``revision``,
+    ``whisper_mode``), loaded with ``loader`` (default ``probekit.extract.encoders.load_encoder``) only
     when there is work to do. ``shard=(i, n)`` takes manifest rows ``i, i+n, i+2n, ...``.
 
     Bad rows (unreadable, empty, truncated, silent, too short) are skipped, passed to ``on_bad``,
@@ -285,7 +285,7 @@ def extract_cache(
 
 def _load(spec: Any, loader: Callable[[Any], EncoderLike] | None) -> EncoderLike:
     if loader is None:
-        from probekit.encoders import load_encoder  # heavy: torch and transformers
+        from probekit.extract.encoders import load_encoder  # heavy: torch and transformers
 
         loader = load_encoder
     return loader(spec)
@@ -309,7 +309,7 @@ def _check_plan(journal: Journal, digest: str) -> None:
                 f"length since?); delete {journal.dir} to start over"
             )
         return
-    from probekit.journal import _atomic_write_bytes
+    from probekit.extract.journal import _atomic_write_bytes
 
     _atomic_write_bytes(path, (digest + "\n").encode())
 

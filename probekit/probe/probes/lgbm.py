@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probekit.probes._base import ScaledProbe
+from probekit.probe.probes._base import ScaledProbe
 
 
 class LGBMProbe(ScaledProbe):

@@ -12,7 +12,7 @@ environment variable is set), ``columns`` (the manifest columns the recipe docum
 ``[[probes]]`` ``name``, ``task``, ``target``, ``positive``, ``labels``, ``min_support``, ``probes``, ``layers``,
 ``cv``, ``folds``, ``seed``, ``class_weight``, ``tune_thresholds``, ``bootstrap``, ``jobs`` (parallel folds),
 ``[probes.params.<probe>]``.
-``[[sweeps]]`` ``name`` and the fields of ``probekit.sweep.SweepSpec``, with ``[sweeps.grid]`` / ``[sweeps.range]``.
+``[[sweeps]]`` ``name`` and the fields of ``probekit.probe.sweep.SweepSpec``, with ``[sweeps.grid]`` / ``[sweeps.range]``.
 
 ``run_recipe`` runs extract -> probe -> sweep into one output folder and skips a step whose output is finished:
 a cache that opens with the same encoder, pooling and dtype; a probe or sweep folder whose ``recipe_step.json``
@@ -100,7 +100,7 @@ class Recipe:
 def probe_names() -> dict[str, set[str]]:
     """Probe name -> constructor parameter names, from the probe registry."""
     try:
-        from probekit.probes import PROBES, probe_params
+        from probekit.probe.probes import PROBES, probe_params
     except ImportError:
         # The probe registry is not installed in this checkout: accept the documented names and their core params.
         return {"logreg": {"C", "class_weight", "max_iter", "seed"}, "mlp": {"hidden", "alpha", "max_iter", "seed"},
@@ -117,7 +117,7 @@ def sweep_probe_names() -> dict[str, set[str]]:
 
 def _sweep_fields() -> set[str]:
     try:
-        from probekit.sweep import SweepSpec
+        from probekit.probe.sweep import SweepSpec
     except ImportError:
         return _SECTION_KEYS["sweeps"] - {"name", "grid", "range"} | {"grid", "ranges"}
     return set(SweepSpec.__dataclass_fields__)
@@ -322,7 +322,7 @@ def parse_recipe(path: str | Path) -> Recipe:
 
 
 def _variables(recipe: Recipe, data: str | Path | None) -> dict[str, str | None]:
-    from probekit.defaults import shared_dir
+    from probekit.recipes.defaults import shared_dir
 
     shared = os.environ.get("PROBEKIT_SHARED") or (str(shared_dir()) if shared_dir() else None)
     models = os.environ.get("PROBEKIT_MODELS") or (str(Path(shared) / "models") if shared else None)
@@ -358,8 +358,8 @@ def _expand(template: str, values: dict[str, str | None], what: str) -> str:
 def resolve_manifest(recipe: Recipe, data: str | Path | None = None) -> Path:
     """The manifest the recipe runs on. ``data`` (the ``--data`` flag) may be a manifest file or a data folder."""
     if recipe.manifest == DEFAULT:
-        from probekit.defaults import DefaultsError
-        from probekit.defaults import resolve_manifest as default_manifest
+        from probekit.recipes.defaults import DefaultsError
+        from probekit.recipes.defaults import resolve_manifest as default_manifest
 
         try:
             return default_manifest(data)[0]
@@ -369,7 +369,7 @@ def resolve_manifest(recipe: Recipe, data: str | Path | None = None) -> Path:
         return Path(data)
     path = Path(_expand(recipe.manifest, _variables(recipe, data), str(recipe.path)))
     if not path.is_absolute():
-        from probekit.defaults import repo_root
+        from probekit.recipes.defaults import repo_root
 
         path = repo_root() / path
     return path
@@ -378,8 +378,8 @@ def resolve_manifest(recipe: Recipe, data: str | Path | None = None) -> Path:
 def resolve_model(recipe: Recipe, entry: EncoderEntry) -> str:
     """The model reference to load: a hub id stays as written; variables and ``default:quickstart`` are resolved."""
     if entry.model == DEFAULT:
-        from probekit.defaults import DefaultsError
-        from probekit.defaults import resolve_model as default_model
+        from probekit.recipes.defaults import DefaultsError
+        from probekit.recipes.defaults import resolve_model as default_model
 
         try:
             return str(default_model()[0])
@@ -465,7 +465,7 @@ def _write_stamp(folder: Path, digest: str, settings: dict) -> None:
 
 def _slug(model: str) -> str:
     try:
-        from probekit.extract import model_slug
+        from probekit.extract._extract import model_slug
 
         return model_slug(model)
     except ImportError:
@@ -490,8 +490,8 @@ def _cache_matches(path: Path, model: str, extract: ExtractEntry, mode: str | No
 
 
 def _run_extract(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, out: Path, progress: bool) -> dict:
-    from probekit.encoders import EncoderSpec
-    from probekit.extract import extract_cache
+    from probekit.extract.encoders import EncoderSpec
+    from probekit.extract._extract import extract_cache
 
     spec = EncoderSpec(model=model, revision=entry.revision, whisper_mode=entry.whisper_mode)
     result = extract_cache(manifest, spec, out, pooling=extract.pooling, dtype=extract.dtype,
@@ -503,8 +503,8 @@ def _run_extract(manifest: Path, model: str, entry: EncoderEntry, extract: Extra
 
 
 def _run_probe_step(step: dict, caches: list[Path], out: Path, progress: bool) -> dict:
-    from probekit.probing import ProbeConfig, run_probe
-    from probekit.tasks import TaskSpec
+    from probekit.probe.probing import ProbeConfig, run_probe
+    from probekit.probe.tasks import TaskSpec
 
     task = TaskSpec(kind=step["task"], target=step["target"], positive=step.get("positive"),
                     labels=tuple(step["labels"]) if step.get("labels") else None, min_support=int(step.get("min_support", 1)))
@@ -523,7 +523,7 @@ def _run_probe_step(step: dict, caches: list[Path], out: Path, progress: bool) -
 
 
 def _run_sweep_step(step: dict, caches: list[Path], out: Path) -> dict:
-    from probekit.sweep import SweepSpec, parse_range, run_sweep, write_outputs
+    from probekit.probe.sweep import SweepSpec, parse_range, run_sweep, write_outputs
 
     fields: dict[str, Any] = {k: v for k, v in step.items() if k not in ("name", "grid", "range")}
     for key in ("labels", "layers"):
@@ -603,12 +603,12 @@ def shipped_recipes(root: str | Path | None = None) -> list[Path]:
 
 
 def shipped_sweep_files(root: str | Path | None = None) -> list[Path]:
-    """Every ``recipes/**/*.toml`` without a ``[recipe]`` table: sweep files read by ``probekit.sweep``."""
+    """Every ``recipes/**/*.toml`` without a ``[recipe]`` table: sweep files read by ``probekit.probe.sweep``."""
     return [p for p in _shipped_toml(root) if not _is_recipe(p)]
 
 
 def _shipped_toml(root: str | Path | None) -> list[Path]:
-    from probekit.defaults import repo_root
+    from probekit.recipes.defaults import repo_root
 
     base = Path(root) if root else repo_root() / "recipes"
     return sorted(base.glob("**/*.toml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sklearn.linear_model import LogisticRegression
 
-from probekit.probes._base import ScaledProbe
+from probekit.probe.probes._base import ScaledProbe
 
 
 class LogRegProbe(ScaledProbe):

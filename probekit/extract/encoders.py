@@ -3,7 +3,7 @@
 The only module that imports ``transformers``. Supported: Wav2Vec2, HuBERT, WavLM, Data2VecAudio
 (the "wav2vec2 family": raw waveform in, CNN feature encoder, transformer) and the encoder of
 Whisper (log-mel in). Every hidden state (embedding output plus each layer) comes from one
-forward pass and is pooled over valid frames only (:mod:`probekit.pooling`).
+forward pass and is pooled over valid frames only (:mod:`probekit.extract.pooling`).
 
 Batch invariance is part of the contract: a segment's vectors do not depend on what else is in
 the list given to :meth:`Encoder.encode` (to about 1e-5 in float32 on CPU).
@@ -23,7 +23,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-from probekit.pooling import PoolAccumulator, check_pooling
+from probekit.extract.pooling import PoolAccumulator, check_pooling
 
 WHISPER_MODES = ("padded", "fast")
 DEVICES = ("auto", "cpu", "cuda")

@@ -1,0 +1,1 @@
+"""Stage 1, extraction: manifest rows -> audio -> encoder -> pooled hidden states -> cache file."""

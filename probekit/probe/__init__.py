@@ -1,0 +1,1 @@
+"""Stage 2, probing: cache file -> targets and speaker folds -> per-layer probes -> results document."""
