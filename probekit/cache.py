@@ -18,6 +18,8 @@ No audio is ever stored. Only this module imports ``h5py``.
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,7 +33,7 @@ SCHEMA_VERSION = 1
 _STR = h5py.string_dtype(encoding="utf-8")
 
 
-class CacheError(RuntimeError):
+class CacheError(ProbekitError, RuntimeError):
     """A cache file is missing, unreadable, unfinished or of an unknown schema."""
 
 

@@ -14,6 +14,8 @@ person counts it (the header is line 1 of a CSV/TSV; the first object is line 1 
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import csv
 import hashlib
 import json
@@ -26,7 +28,7 @@ RESERVED = ("id", "path", "start", "end", "speaker", "split")
 LABEL_SEP = ";"
 
 
-class ManifestError(ValueError):
+class ManifestError(ProbekitError, ValueError):
     """The manifest has problems; ``problems`` lists every one as ``(line, message)``."""
 
     def __init__(self, source: Path, problems: list[tuple[int | None, str]]):

@@ -33,6 +33,8 @@ per-row predictions), and so are the pooled count-based values, ``confusion_matr
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import csv
 import json
 import math
@@ -45,7 +47,7 @@ SCHEMA_VERSION = 1
 STAT_KEYS = ("value", "mean", "std", "ci_low", "ci_high")
 
 
-class ResultsSchemaError(ValueError):
+class ResultsSchemaError(ProbekitError, ValueError):
     """A results document does not follow the schema; ``problems`` lists every deviation."""
 
     def __init__(self, problems: list[str]):

@@ -17,6 +17,8 @@ manifest does not list is refused, and every tensor's shape is checked against t
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -34,7 +36,7 @@ _MAX_JSON_BYTES = 16 * 2**20
 _ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 
 
-class ExportError(RuntimeError):
+class ExportError(ProbekitError, RuntimeError):
     """An export folder is missing, tampered with, truncated or of an unknown format. The message names the file."""
 
 

@@ -6,6 +6,8 @@ mirrors ``probekit predict --window S --hop S``.
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from probekit.deploy.export import ExportError, Head, load_export, thresholds_fo
 _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
 
-class ScorerError(RuntimeError):
+class ScorerError(ProbekitError, RuntimeError):
     """Input the scorer cannot score: a bad path, an unreadable file, a waveform of the wrong shape."""
 
 

@@ -7,6 +7,8 @@ holds one block plus one batch of windows whatever the call's length; only the p
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import numpy as np
 _BLOCK_SECONDS = 20.0
 
 
-class AudioReadError(RuntimeError):
+class AudioReadError(ProbekitError, RuntimeError):
     """An audio file cannot be opened or decoded; the message names the file."""
 
 

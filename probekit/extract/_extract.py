@@ -9,6 +9,8 @@ the same call recomputes at most the batch that was in flight and gives a bit-id
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import json
 import os
 import re
@@ -35,7 +37,7 @@ DEFAULT_BATCH_SECONDS = 120.0
 JOURNAL_VERSION = 1
 
 
-class ExtractError(RuntimeError):
+class ExtractError(ProbekitError, RuntimeError):
     """The request conflicts with what is on disk (another model in the cache, a bad shard...)."""
 
 

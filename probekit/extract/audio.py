@@ -8,6 +8,8 @@ the end of the file) raises :class:`AudioError` naming the reason.
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import math
 import struct
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import soxr
 SILENCE_PEAK = 1e-4
 
 
-class AudioError(ValueError):
+class AudioError(ProbekitError, ValueError):
     """A segment cannot be encoded; ``reason`` is a short phrase for reports."""
 
     def __init__(self, reason: str):

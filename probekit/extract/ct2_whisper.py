@@ -19,6 +19,8 @@ CTranslate2 ``model.bin`` layout (little endian), as written by format versions 
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import json
 import struct
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float1
 _SUPPORTED_VERSIONS = (5, 6)
 
 
-class ConversionError(ValueError):
+class ConversionError(ProbekitError, ValueError):
     """The file is not a CTranslate2 Whisper checkpoint this converter understands."""
 
 

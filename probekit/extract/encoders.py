@@ -11,6 +11,8 @@ the list given to :meth:`Encoder.encode` (to about 1e-5 in float32 on CPU).
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import hashlib
 import json
 import math
@@ -40,7 +42,7 @@ _FAMILIES = {
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
 
-class EncoderError(RuntimeError):
+class EncoderError(ProbekitError, RuntimeError):
     """An encoder cannot be loaded or run; the message names what to fix."""
 
 

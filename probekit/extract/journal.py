@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import fcntl
 import json
 import os
@@ -21,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 
-class RunLocked(RuntimeError):
+class RunLocked(ProbekitError, RuntimeError):
     """Another live process is writing the same cache."""
 
 
-class JournalMismatch(RuntimeError):
+class JournalMismatch(ProbekitError, RuntimeError):
     """An unfinished journal belongs to a different run (model, revision, pooling, manifest...)."""
 
 

@@ -7,6 +7,8 @@ through a pipe or a scheduler, and a worker holds about one layer's matrix at a 
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -15,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 __all__ = ["BackendError", "run_jobs"]
 
 
-class BackendError(RuntimeError):
+class BackendError(ProbekitError, RuntimeError):
     """A backend is unknown, misconfigured or unreachable."""
 
 

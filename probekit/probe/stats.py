@@ -6,6 +6,8 @@ durations). Output is a folder with ``stats.md``, ``stats.json``, ``cooccurrence
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from probekit.manifest import ManifestError, read_manifest, split_labels
 PROTOCOLS = ("speaker-kfold", "loso", "split")
 
 
-class StatsError(ValueError):
+class StatsError(ProbekitError, ValueError):
     """The input cannot be analysed as asked; the message names what to fix."""
 
 

@@ -11,6 +11,8 @@ line left by a crash is ignored on load and cut off before the next append.
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import hashlib
 import json
 import os
@@ -20,7 +22,7 @@ from pathlib import Path
 __all__ = ["StoreError", "ResultStore", "cell_key", "params_key", "stable_hash"]
 
 
-class StoreError(RuntimeError):
+class StoreError(ProbekitError, RuntimeError):
     """The store belongs to another cache or task, or cannot be read."""
 
 

@@ -16,6 +16,8 @@ computes all of its missing cells; ``logreg-fast`` solves all of them as one bat
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import itertools
 import math
 from collections import Counter
@@ -61,7 +63,7 @@ NOT_USED = -2
 SPLIT_MIN_WIDTH = 64
 
 
-class SweepError(ValueError):
+class SweepError(ProbekitError, ValueError):
     """A sweep specification or its input cannot be used; the message names what to fix."""
 
 

@@ -6,6 +6,8 @@ A target column holds one label per row, or a ``;``-separated label set (see
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from probekit.manifest import split_labels
 KINDS = ("binary", "multiclass", "multilabel")
 
 
-class ProbeInputError(ValueError):
+class ProbeInputError(ProbekitError, ValueError):
     """The user's input cannot be probed as asked; the message names what to fix."""
 
 

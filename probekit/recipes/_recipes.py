@@ -21,6 +21,8 @@ holds the same step hash (the step's settings plus the fingerprints of the cache
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import csv
 import hashlib
 import json
@@ -53,7 +55,7 @@ _SECTION_KEYS = {
 }
 
 
-class RecipeError(ValueError):
+class RecipeError(ProbekitError, ValueError):
     """A recipe is invalid or cannot run; ``problems`` lists every issue found, each naming the key to fix."""
 
     def __init__(self, source: str | Path, problems: list[str]):

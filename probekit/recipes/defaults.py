@@ -16,6 +16,8 @@ from the file names into ``cache/``.
 
 from __future__ import annotations
 
+from probekit.errors import ProbekitError
+
 import csv
 import os
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ EMODB_HELP = (
 )
 
 
-class DefaultsError(RuntimeError):
+class DefaultsError(ProbekitError, RuntimeError):
     """A default asset is not available; the message says what to install or pass."""
 
 
