@@ -5,7 +5,7 @@ from sklearn.base import clone
 from probekit.probe.probes import PROBES, make_probe
 from probekit.probe.tasks import ProbeInputError
 
-FAST = {"logreg": {}, "mlp": {"hidden": 16, "max_iter": 100}, "lgbm": {"n_estimators": 20}}
+FAST = {"logreg": {}, "mlp": {"hidden": 16, "max_iter": 100}, "lgbm": {"n_estimators": 20}, "logreg-fast": {}}
 
 
 def _xy(kind, n=90, seed=0):
