@@ -41,7 +41,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from probekit.probe.metrics import SCALAR_METRICS
+from probekit.choices import SCALAR_METRICS
 
 SCHEMA_VERSION = 1
 STAT_KEYS = ("value", "mean", "std", "ci_low", "ci_high")
@@ -156,17 +156,3 @@ def write_csv(doc: dict, path: str | Path) -> Path:
                 line += ["" if s[k] is None else f"{s[k]:.6f}" for k in STAT_KEYS]
             w.writerow(line)
     return path
-
-
-def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
-    """Write results.json, results.csv, report.md and the PNG plots into ``out``."""
-    from probekit.report.plots import plot_best_layer, plot_layers
-    from probekit.report.render import write_report
-
-    out.mkdir(parents=True, exist_ok=True)
-    doc = _clean(doc)
-    files = {"results.json": write_results(doc, out / "results.json"), "results.csv": write_csv(doc, out / "results.csv")}
-    files.update(plot_layers(doc, out))
-    files.update(plot_best_layer(doc, out))
-    files["report.md"] = write_report(doc, out / "report.md", plots=[p.name for k, p in files.items() if k.endswith(".png")])
-    return files

@@ -92,11 +92,10 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("path", shipped_sweep_files(), ids=[p.stem for p in shipped_sweep_files()])
 def test_every_shipped_sweep_file_loads(path: Path) -> None:
-    from probekit.probe.sweep import SweepSpec, candidate_params, load_sweep_file
+    from probekit.probe.sweep import candidate_params
+    from probekit.recipes.sweepfile import load_sweep_file
 
-    kw = load_sweep_file(path)
-    spec = SweepSpec(**{k: v for k, v in kw.items() if k in SweepSpec.__dataclass_fields__})
-    assert candidate_params(spec)
+    assert candidate_params(load_sweep_file(path).spec)
     assert any("probekit sweep" in line for line in path.read_text().splitlines()[:3])
 
 

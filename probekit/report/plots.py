@@ -102,3 +102,29 @@ def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
         plt.close(fig)
         files[name] = path
     return files
+
+
+def plot_sweep_curve(doc: dict, path: Path) -> Path:
+    """``layer_curve.png``: headline mean over outer folds per layer, a ±std band, one line per (encoder, probe)."""
+    h = doc["headline"]["metric"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for enc, probe in dict.fromkeys((r["encoder"], r["probe"]) for r in doc["rows"]):
+        rs = [r for r in doc["rows"] if (r["encoder"], r["probe"]) == (enc, probe)]
+        x = np.array([r["layer"] for r in rs])
+        y = np.array([r["metrics"][h]["mean"] for r in rs], dtype=float)  # None (undefined) -> NaN: a gap
+        s = np.array([r["metrics"][h]["std"] for r in rs], dtype=float)
+        # A local checkpoint's encoder id is its full path: its folder name reads better.
+        name = Path(enc).name if Path(enc).is_absolute() else enc
+        ax.plot(x, y, marker="o", label=f"{name} ({probe}, tuned)")
+        ax.fill_between(x, y - s, y + s, alpha=0.2)
+    ax.set_xlabel("hidden state (layer)")
+    ax.set_ylabel(f"{h} (outer folds, nested CV, mean ± std)")
+    layers = sorted({r["layer"] for r in doc["rows"]})
+    if len(layers) <= 30:  # whole-number ticks: a hidden state 1.5 does not exist
+        ax.set_xticks(layers)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
