@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 
-from probekit.probe.oof import ALL_LAYERS, OOFPredictions
+from probekit.oof import ALL_LAYERS, OOFPredictions
 from probekit.probe.splits import make_folds
 
 

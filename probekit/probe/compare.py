@@ -33,7 +33,7 @@ import numpy as np
 from probekit.choices import LOWER_IS_BETTER
 from probekit.errors import ProbekitError
 from probekit.probe.metrics import resampled_metrics, speaker_resamples
-from probekit.probe.oof import ALL_LAYERS, OOFPredictions
+from probekit.oof import ALL_LAYERS, OOFPredictions
 
 METHOD = "paired speaker bootstrap"
 CORRECTION = "holm"

@@ -28,7 +28,7 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
     ``fit(X (n, L, d), y)`` with ``y`` ``(n,)`` classes or ``(n, k)`` {0,1} labels; ``predict_proba``
     gives ``(n, n_classes)`` (softmax) or ``(n, k)`` (sigmoid per label) like every probe.
     Fitted: ``layer_weights_`` ``(L,)`` (softmax of the layer logits, sums to 1), ``mean_``/``scale_``
-    ``(L, d)``, ``coef_`` ``(d, c)``, ``intercept_`` ``(c,)``.
+    ``(L, d)``, ``coef_`` ``(d, c)``, ``intercept_`` ``(c,)``; ``report_`` ``{layer_weights, iterations}``.
     """
 
     input_layers = "all"
@@ -91,6 +91,8 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
         self.intercept_ = b.detach().numpy().copy()
         self.n_features_in_ = d
         self.n_layers_in_ = L
+        # The core reads a fitted probe's report_; layer_weights become the row's layer_weights (mean over folds).
+        self.report_ = {"layer_weights": self.layer_weights_.tolist(), "iterations": int(opt.state[logits_w].get("n_iter", 0))}
         return self
 
     def decision_function(self, X) -> np.ndarray:
