@@ -214,13 +214,16 @@ def annotate_results(doc: dict, oofs: list[OOFPredictions], *, level: float = 0.
     probe, a top-level ``encoder_comparison`` list (one :func:`compare_encoders` dict per probe, at
     each encoder's best layer). Rows without an out-of-fold file, and layer-weighted rows
     (layer -1, which have a layer of their own to compare), are left as they are.
-    ``n_boot``/``seed`` default to the document's ``config.bootstrap`` and ``seeds.bootstrap_seed``.
+    ``n_boot``/``seed`` default to the document's ``config.bootstrap`` and ``seeds.bootstrap_seed``;
+    with ``n_boot`` 0 nothing is added.
     """
     metric = doc["headline"]["metric"]
-    n_boot = int(doc.get("config", {}).get("bootstrap", 1000) if n_boot is None else n_boot) or 1000
+    n_boot = int(doc.get("config", {}).get("bootstrap", 1000) if n_boot is None else n_boot)
     seed = int(doc.get("seeds", {}).get("bootstrap_seed", 0) if seed is None else seed)
     by_key = {(o.encoder, o.probe): o for o in oofs}
     out = {**doc, "rows": [dict(r) for r in doc["rows"]], "best": [dict(b) for b in doc["best"]]}
+    if n_boot <= 0:  # --bootstrap 0 asks for no resampling: no intervals, so no tied sets either
+        return out
     summaries = {}
     for b in out["best"]:
         oof = by_key.get((b["encoder"], b["probe"]))

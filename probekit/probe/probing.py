@@ -32,6 +32,8 @@ from probekit.probe.evaluate import (
     results_document,
 )
 from probekit.oof import ALL_LAYERS, OOFPredictions, save_oof
+from probekit.probe.calibration import annotate_calibration
+from probekit.probe.compare import annotate_results
 from probekit.probe.params import resolve_params
 from probekit.probe.probes import make_probe
 from probekit.probe.tasks import ProbeInputError, TaskSpec
@@ -226,6 +228,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         config.task, plans[0][0].targets.classes, HEADLINE_AGGREGATE, cfg, config.seed, [cache_entry(p) for p, _l in plans], rows,
         extra={"timing": _timing(rows)},
     )
+    # Tied sets and calibration are read off the out-of-fold predictions just made (no refitting).
+    doc = annotate_calibration(annotate_results(doc, list(oof.values())), list(oof.values()))
     files: dict[str, Path] = {}
     if config.out:
         from probekit.report.outputs import write_outputs
