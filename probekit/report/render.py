@@ -7,11 +7,11 @@ from pathlib import Path
 from probekit.choices import SCALAR_METRICS
 
 
-def _fmt(x) -> str:
+def fmt(x) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
-def _p(x) -> str:
+def fmt_p(x) -> str:
     return "–" if x is None else ("<0.001" if x < 0.001 else f"{x:.3f}")
 
 
@@ -122,17 +122,17 @@ def report_markdown(doc: dict, plots: list[str] = ()) -> str:
     for r in doc["rows"]:
         s = r["metrics"][head]
         mark = tie_mark(doc, r)
-        v = f"**{_fmt(s['value'])}** {mark}" if mark else _fmt(s["value"])
-        p = _p(r["p_vs_best"]) if "p_vs_best" in r else "–"
+        v = f"**{fmt(s['value'])}** {mark}" if mark else fmt(s["value"])
+        p = fmt_p(r["p_vs_best"]) if "p_vs_best" in r else "–"
         lines.append(
-            f"| {r['encoder']} | {r['probe']} | {layer_label(r['layer'])} | {v} | {_fmt(s['mean'])} ± {_fmt(s['std'])} | "
-            f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}] | {p} |"
+            f"| {r['encoder']} | {r['probe']} | {layer_label(r['layer'])} | {v} | {fmt(s['mean'])} ± {fmt(s['std'])} | "
+            f"[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}] | {p} |"
         )
     lines += ["", "## Best layers", "", "| encoder | probe | best | " + head + " | tied with best | ECE |", "|---|---|---|---|---|---|"]
     for b in doc["best"]:
         tied = ", ".join(layer_label(t) for t in b["tied"]) if "tied" in b else "not tested"
-        ece = _fmt(b["calibration"]["ece"]) if b.get("calibration") else "–"
-        lines.append(f"| {b['encoder']} | {b['probe']} | {layer_label(b['layer'])} | {_fmt(b['value'])} | {tied} | {ece} |")
+        ece = fmt(b["calibration"]["ece"]) if b.get("calibration") else "–"
+        lines.append(f"| {b['encoder']} | {b['probe']} | {layer_label(b['layer'])} | {fmt(b['value'])} | {tied} | {ece} |")
     method = tie_method(doc)
     if method:
         lines += ["", method[0].upper() + method[1:] + "."]
@@ -146,19 +146,19 @@ def report_markdown(doc: dict, plots: list[str] = ()) -> str:
         ]
         for e in comp["entries"]:
             lines.append(
-                f"| {e['encoder']} | {layer_label(e['layer'])} | {_fmt(e['value'])} | {_fmt(e['diff'])} | "
-                f"[{_fmt(e['diff_ci'][0])}, {_fmt(e['diff_ci'][1])}] | {_p(e['p_adjusted'])} | {'yes' if e['tied'] else 'no'} |"
+                f"| {e['encoder']} | {layer_label(e['layer'])} | {fmt(e['value'])} | {fmt(e['diff'])} | "
+                f"[{fmt(e['diff_ci'][0])}, {fmt(e['diff_ci'][1])}] | {fmt_p(e['p_adjusted'])} | {'yes' if e['tied'] else 'no'} |"
             )
     names = SCALAR_METRICS[kind]
     lines += ["", "## All metrics (pooled)", "", "| encoder | probe | layer | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
     for r in doc["rows"]:
-        lines.append(f"| {r['encoder']} | {r['probe']} | {layer_label(r['layer'])} | " + " | ".join(_fmt(r["metrics"][n]["value"]) for n in names) + " |")
+        lines.append(f"| {r['encoder']} | {r['probe']} | {layer_label(r['layer'])} | " + " | ".join(fmt(r["metrics"][n]["value"]) for n in names) + " |")
     weighted = [r for r in doc["rows"] if r.get("layer_weights")]
     if weighted:
         lines += ["", "## Learned layer weights (mean ± std over folds)", ""]
         for r in weighted:
             sd = r.get("layer_weights_std") or [None] * len(r["layer_weights"])
-            lines.append(f"- {r['encoder']} / {r['probe']}: " + ", ".join(f"L{i} {_fmt(w)} ± {_fmt(e)}" for i, (w, e) in enumerate(zip(r["layer_weights"], sd))))
+            lines.append(f"- {r['encoder']} / {r['probe']}: " + ", ".join(f"L{i} {fmt(w)} ± {fmt(e)}" for i, (w, e) in enumerate(zip(r["layer_weights"], sd))))
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -182,11 +182,11 @@ def rich_table(doc: dict):
         s = r["metrics"][head]
         mark = tie_mark(doc, r)
         cells = [
-            r["encoder"], r["probe"], layer_label(r["layer"]) + (f" {mark}" if mark else ""), _fmt(s["value"]),
-            f"{_fmt(s['mean'])} ± {_fmt(s['std'])}", f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]",
+            r["encoder"], r["probe"], layer_label(r["layer"]) + (f" {mark}" if mark else ""), fmt(s["value"]),
+            f"{fmt(s['mean'])} ± {fmt(s['std'])}", f"[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]",
         ]
         if tested:
-            cells.append(_p(r.get("p_vs_best")))
+            cells.append(fmt_p(r.get("p_vs_best")))
         t.add_row(*cells, style="bold green" if mark == "★" else "green" if mark == "=" else None)
     return t
 
