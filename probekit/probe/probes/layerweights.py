@@ -21,7 +21,9 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
     """Softmax layer weights + linear head over all hidden states.
 
     ``alpha``: L2 penalty on the head's weights (per row, as in a mean loss); ``max_iter``: L-BFGS
-    iterations; ``class_weight``: ``None`` or ``"balanced"`` (sample weights in the loss); ``seed``:
+    iterations; ``class_weight``: ``None`` or ``"balanced"`` (sample weights in the loss); ``n_jobs``:
+    torch threads during the fit (one is fastest at probe sizes: a 535 x 5 x 384 fit took 1.7 s on one
+    thread and 19 s on two busy cores); ``seed``:
     fixes torch's generator (the fit starts from zeros and uses no randomness, the seed is kept for
     the common probe interface).
 
@@ -33,10 +35,11 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
 
     input_layers = "all"
 
-    def __init__(self, alpha: float = 1e-3, max_iter: int = 200, class_weight: str | None = None, seed: int = 0):
+    def __init__(self, alpha: float = 1e-3, max_iter: int = 200, class_weight: str | None = None, n_jobs: int = 1, seed: int = 0):
         self.alpha = alpha
         self.max_iter = max_iter
         self.class_weight = class_weight
+        self.n_jobs = n_jobs
         self.seed = seed
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
@@ -45,6 +48,14 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         import torch
 
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(self.n_jobs)))
+        try:
+            return self._fit(torch, X, y)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, torch, X, y):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 3:
             raise ValueError(f"the layer-weighted probe needs X of shape (n, layers, dim), got {X.shape}")
