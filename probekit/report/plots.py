@@ -123,8 +123,10 @@ def depth_curves_figure(runs: list[tuple[str, dict]]) -> Figure:
     n = max(len(panels), 1)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
+    # One metric axis only when every run ranks by the same metric: UAR beside F1 on one scale invites a false comparison.
+    same_metric = len({d["headline"]["metric"] for _l, d in runs}) <= 1
     fig = Figure(figsize=(4.2 * cols + 0.6, 3.4 * rows + 0.5), dpi=110)
-    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    axes = fig.subplots(rows, cols, sharex=True, sharey=same_metric, squeeze=False).ravel()
     colours = probe_colours([d for _l, d in runs])
     for ax, (label, doc, enc) in zip(axes, panels):
         _draw_curves(ax, doc, enc, colours, relative=True)
@@ -135,9 +137,9 @@ def depth_curves_figure(runs: list[tuple[str, dict]]) -> Figure:
         ax.set_visible(False)
     for ax in axes[(rows - 1) * cols :]:
         ax.set_xlabel("relative depth (layer / last layer)")
-    if runs:
-        for ax in axes[::cols]:
-            ax.set_ylabel(_ylabel(runs[0][1]), fontsize=8)
+    for k, (ax, (_label, doc, _enc)) in enumerate(zip(axes, panels)):
+        if not same_metric or k % cols == 0:
+            ax.set_ylabel(_ylabel(doc), fontsize=8)
     handles, labels = [], []
     for ax in axes[: len(panels)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
