@@ -42,7 +42,6 @@ from probekit.errors import ProbekitError
 #: Bumped whenever the plan or the rendering changes, so a stale corpus in ``cache/`` is never reused.
 DEMO_VERSION = 1
 SAMPLE_RATE = 16_000
-ESPEAK_PACKAGE = "espeakng_loader"
 ESPEAK_PACKAGE_PIP = "espeakng-loader==0.2.4"
 
 #: Speaker id -> eSpeak NG voice (language file + voice variant). Eight speakers, so leave-one-speaker-out has 8 folds.
