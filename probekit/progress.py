@@ -78,6 +78,16 @@ class Progress(Protocol):
     def advance(self, n: float = 1, description: str = "") -> None: ...
 
 
+class NoProgress:
+    """Reports nowhere: the default of every library function (tests, the Python API)."""
+
+    def start(self, total: float) -> None:
+        pass
+
+    def advance(self, n: float = 1, description: str = "") -> None:
+        pass
+
+
 class WorkProgress:
     """A rich bar over counted units of work (e.g. layers x probes x folds) with elapsed time and ETA."""
 

@@ -75,16 +75,16 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _clean(obj):
+def strict_json(obj):
     """NaN/inf -> None so the file is strict JSON."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [strict_json(v) for v in obj]
     if hasattr(obj, "item"):  # numpy scalar
-        return _clean(obj.item())
+        return strict_json(obj.item())
     return obj
 
 
@@ -147,7 +147,7 @@ def load_results(path: str | Path) -> dict:
 
 def write_results(doc: dict, path: str | Path) -> Path:
     """Validate and write ``doc`` as strict, indented JSON."""
-    doc = _clean(doc)
+    doc = strict_json(doc)
     validate_results(doc)
     path = Path(path)
     path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")

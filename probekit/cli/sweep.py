@@ -42,6 +42,7 @@ def sweep(
     from probekit.probe.params import parse_grid
     from probekit.probe.probing import parse_layers
     from probekit.probe.sweep import SweepError, SweepSpec, parse_range, run_sweep, write_outputs
+    from probekit.progress import WorkProgress
     from probekit.recipes.sweepfile import SweepFile, load_sweep_file
 
     console = Console()
@@ -66,9 +67,9 @@ def sweep(
         if not files:
             raise SweepError("give at least one cache file (or `caches = [...]` in the sweep file)")
         out_dir = out or Path(run.out or "sweep_out")
-        with console.status("sweeping...") as status:
+        with WorkProgress("sweeping") as bar:
             result = run_sweep(files, spec, out_dir, backend=backend or run.backend or "local", n_jobs=jobs or run.jobs or 1,
-                               scheduler=scheduler or run.scheduler, progress=lambda m: status.update(m))
+                               scheduler=scheduler or run.scheduler, progress=bar)
         paths = write_outputs(result, out_dir)
     h = result.headline
     best = {(b["encoder"], b["probe"], b["layer"]) for b in result.best}

@@ -37,7 +37,7 @@ from probekit.probe.compare import annotate_results
 from probekit.probe.params import resolve_params
 from probekit.probe.probes import make_probe
 from probekit.probe.tasks import ProbeInputError, TaskSpec
-from probekit.progress import Progress
+from probekit.progress import NoProgress, Progress
 
 # The headline metric's "value" is pooled over all out-of-fold predictions; see docs/probe.md
 # for the measurement on EmoDB that decided it.
@@ -96,14 +96,6 @@ class ProbeResults:
     @property
     def best(self) -> list[dict]:
         return self.document["best"]
-
-
-class _NoProgress:
-    def start(self, total: int) -> None:
-        pass
-
-    def advance(self, n: int = 1, description: str = "") -> None:
-        pass
 
 
 def parse_layers(spec: str | None) -> tuple[int, ...] | None:
@@ -182,7 +174,7 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
     Raises :class:`ProbeInputError` for bad input (missing column, unknown label, too few speakers,
     single-class training fold, unknown probe or parameter, layers out of range).
     """
-    progress = progress or _NoProgress()
+    progress = progress or NoProgress()
     if not config.caches:
         raise ProbeInputError("give at least one cache file")
     if config.tune_thresholds and config.task.kind == "multiclass":

@@ -21,7 +21,7 @@ from probekit.errors import ProbekitError
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from probekit.results import load_results, write_csv, write_results
 from probekit.probe.splits import make_folds
 from probekit.probe.store import ResultStore, cell_key, params_key, stable_hash
 from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec
+from probekit.progress import NoProgress, Progress
 
 __all__ = [
     "SweepError",
@@ -489,7 +490,7 @@ class _Run:
     backend: str
     n_jobs: int
     scheduler: str | None
-    progress: Callable[[str], None] | None
+    progress: Progress
     computed: int = 0
     reused: int = 0
     counted: set = field(default_factory=set)
@@ -542,7 +543,9 @@ def _run_phase(run: _Run, work: _CacheWork, wanted: dict[int, list[tuple[dict, s
     for layer in work.layers:
         keyed = [((p, f), work.key(spec.probe, layer, p, f)) for p, f in wanted.get(layer, [])]
         missing = tuple(cell for cell, k in keyed if not store.has(k))
-        found = {k for _, k in keyed if store.has(k)} - run.counted
+        found = {k for _, k in keyed if store.has(k)}
+        run.progress.advance(len(found), f"{prepared.encoder} layer {layer}: stored cells")
+        found -= run.counted
         run.reused += len(found)
         run.counted.update(found)
         if missing:
@@ -558,8 +561,7 @@ def _run_phase(run: _Run, work: _CacheWork, wanted: dict[int, list[tuple[dict, s
             }])
             run.computed += 1
             run.counted.add(work.key(spec.probe, job.layer, params, fold))
-        if run.progress:
-            run.progress(f"{Path(work.path).name} layer {job.layer}: {len(results)} cell(s)")
+        run.progress.advance(len(results), f"{prepared.encoder} layer {job.layer}")
 
 
 def _select(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[dict[int, list[dict]], dict[int, list[float]]]:
@@ -616,9 +618,11 @@ def run_sweep(
     backend: str = "local",
     n_jobs: int = 1,
     scheduler: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> SweepResult:
-    """Run (or resume) a nested-CV sweep of ``spec`` over ``caches``, recording cells in ``out/results.jsonl``."""
+    """Run (or resume) a nested-CV sweep of ``spec`` over ``caches``, recording cells in ``out/results.jsonl``.
+
+    ``progress`` counts cells (computed or found in the store) of both phases."""
     out = Path(out)
     _check_spec(spec)
     params_list = candidate_params(spec)
@@ -637,7 +641,10 @@ def run_sweep(
     store = ResultStore(out / "results.jsonl")
     for w in works:
         store.check_compatible({w.path: w.fingerprint}, w.task_hash)
-    run = _Run(spec, store, backend, n_jobs, scheduler, progress)
+    run = _Run(spec, store, backend, n_jobs, scheduler, progress or NoProgress())
+    outer_too = spec.probe == "logreg-fast"
+    run.progress.start(sum(len(w.layers) * (len(params_list) * (sum(w.n_inner) + (w.table.shape[0] if outer_too else 0)) + w.table.shape[0])
+                           for w in works))
     rows: list[dict] = []
     try:
         for w in works:

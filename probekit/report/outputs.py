@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from probekit.oof import save_oof
-from probekit.results import _clean, write_csv, write_results
+from probekit.results import strict_json, write_csv, write_results
 
 RECORD = ".probekit-outputs.json"
 # Written by probekit versions that kept no record; removed when no record exists.
@@ -55,7 +55,7 @@ def write_outputs(doc: dict, out: Path, oof: Iterable = ()) -> dict[str, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)
-    doc = _clean(doc)
+    doc = strict_json(doc)
     files = {"results.json": write_results(doc, out / "results.json"), "results.csv": write_csv(doc, out / "results.csv")}
     files.update(plot_layers(doc, out))
     files.update(plot_best_layer(doc, out))
@@ -99,7 +99,7 @@ def write_sweep_outputs(doc: dict, out: Path) -> dict[str, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)
-    files = {"results.json": write_results(_clean(doc), out / "results.json")}
+    files = {"results.json": write_results(strict_json(doc), out / "results.json")}
     # The other files are drawn from the file as written (NaN already null), so they show what it holds.
     doc = load_results(files["results.json"])
     files["results.csv"] = write_csv(doc, out / "results.csv")

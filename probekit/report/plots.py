@@ -318,3 +318,48 @@ def plot_sweep_curve(doc: dict, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+def plot_cooccurrence(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
+    """``cooccurrence.png``: a ``(k, k)`` heatmap of segments carrying both labels, counts written in for k <= 20."""
+    k = len(labels)
+    size = max(5.0, 0.55 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8 if k > 10 else 9,
+                        color="white" if matrix[i, j] > threshold else "black")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="segments carrying both labels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[str], title: str, path: Path) -> None:
+    """``durations.png``: a histogram of segment durations (seconds) and a box per label."""
+    per_label = [durations[[lab in s for s in sets]] for lab in labels]
+    height = max(4.0, 0.35 * len(labels) + 1.8)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.4]})
+    left.hist(durations, bins=40, color="#4C72B0", edgecolor="white")
+    left.set_xlabel("segment duration (s)")
+    left.set_ylabel("segments")
+    left.set_title(f"All segments (n={len(durations)}, median {np.median(durations):.2f} s)")
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (the old spelling warns from 3.11).
+    new_api = tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+    horizontal = {"orientation": "horizontal"} if new_api else {"vert": False}
+    right.boxplot(per_label, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4}, **horizontal)
+    right.set_yticks(range(1, len(labels) + 1), [f"{lab} (n={len(d)})" for lab, d in zip(labels, per_label)])
+    right.invert_yaxis()
+    right.set_xlabel("segment duration (s)")
+    right.set_title("Per label")
+    right.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
