@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -324,7 +325,8 @@ def plot_cooccurrence(matrix: np.ndarray, labels: list[str], title: str, path: P
     """``cooccurrence.png``: a ``(k, k)`` heatmap of segments carrying both labels, counts written in for k <= 20."""
     k = len(labels)
     size = max(5.0, 0.55 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    fig = Figure(figsize=(size + 1.2, size))
+    ax = fig.add_subplot()
     im = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(k), labels, rotation=45, ha="right")
     ax.set_yticks(range(k), labels)
@@ -338,14 +340,14 @@ def plot_cooccurrence(matrix: np.ndarray, labels: list[str], title: str, path: P
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="segments carrying both labels")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[str], title: str, path: Path) -> None:
     """``durations.png``: a histogram of segment durations (seconds) and a box per label."""
     per_label = [durations[[lab in s for s in sets]] for lab in labels]
     height = max(4.0, 0.35 * len(labels) + 1.8)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig = Figure(figsize=(12, height))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
     left.hist(durations, bins=40, color="#4C72B0", edgecolor="white")
     left.set_xlabel("segment duration (s)")
     left.set_ylabel("segments")
@@ -362,4 +364,3 @@ def plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[st
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
