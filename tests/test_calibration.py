@@ -139,3 +139,13 @@ def test_summary_and_document_annotation_at_the_best_layer():
     assert set(calibration_summary(oof_ml, 1)["per_label"]) == {"a", "b"}
     with pytest.raises(CalibrationError):
         calibration_summary(oof_predictions(X3, y, spk, "multiclass", make_probe("logreg")), 1)
+
+
+def test_thresholds_alone_equal_tune_thresholds_so_one_inner_pass_can_replace_it():
+    from probekit.probe.thresholds import tune_thresholds
+
+    X, y, spk = _speaker_data(d=6)
+    probe = make_probe("logreg")
+    cal, thr = fit_inner(probe, X, y, spk, "binary", tune=True, seed=2)
+    assert cal is None
+    assert np.array_equal(thr, tune_thresholds(probe, X, y, spk, "binary", seed=2))

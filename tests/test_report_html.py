@@ -52,6 +52,9 @@ def test_page_is_self_contained_and_shows_every_section(runs):
     assert "120 segments, 8 speakers" in page  # stats.json found beside results.json
     assert "fingerprint" in page and "speaker-kfold" in page
     assert "ECE" in page
+    # The probe output folders carry the same two figures as PNGs beside the layer curve.
+    assert (runs["mc"] / "layer_weights.png").is_file() and (runs["bin"] / "reliability.png").is_file()
+    assert not (runs["mc"] / "reliability.png").exists()  # multiclass: no calibration figure
 
 
 def test_cli_writes_the_page_and_names_a_folder_without_results(runs, tmp_path):
@@ -98,3 +101,9 @@ def test_page_renders_in_headless_chromium_and_shows_the_curves(runs, tmp_path):
     assert _near(img, BLUE) > 300 and _near(img, ORANGE) > 300
     top = img[:120]
     assert _near(top, BLUE) == 0  # above the figure there is only the title and text
+
+
+def test_a_results_file_of_an_older_probekit_still_renders_and_says_what_it_lacks(tmp_path):
+    golden = Path(__file__).parent / "golden" / "results_v1.json"
+    page = write_html_report([golden], tmp_path / "old.html").read_text()
+    assert "No tied sets in this results.json" in page and "Layer curves</h2>" in page

@@ -175,7 +175,8 @@ def layer_weights_figure(runs: list[tuple[str, dict]]) -> Figure | None:
     ax.set_ylabel("softmax layer weight (mean ± std over folds)")
     ax.set_title("What the layer-weighted probe learned", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    # Below the axes: a weight near 1 would sit under a legend inside them.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -276,6 +277,24 @@ def plot_layers(doc: dict, out: Path) -> dict[str, Path]:
     path = out / f"{doc['headline']['metric']}_by_layer.png"
     layers_figure(doc).savefig(path)
     return {path.name: path}
+
+
+def plot_layer_weights(doc: dict, out: Path) -> dict[str, Path]:
+    """``layer_weights.png`` (:func:`layer_weights_figure`) when a row has learned layer weights; else nothing."""
+    fig = layer_weights_figure([("", doc)])
+    if fig is None:
+        return {}
+    fig.savefig(out / "layer_weights.png")
+    return {"layer_weights.png": out / "layer_weights.png"}
+
+
+def plot_reliability(doc: dict, out: Path) -> dict[str, Path]:
+    """``reliability.png`` (:func:`reliability_figure`) when a best entry carries calibration; else nothing."""
+    fig = reliability_figure([("", doc)])
+    if fig is None:
+        return {}
+    fig.savefig(out / "reliability.png")
+    return {"reliability.png": out / "reliability.png"}
 
 
 def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
