@@ -280,3 +280,21 @@ def test_whisper_truncation(whisper_model, mode, max_layer):
     assert len(short.model.layers) == max(max_layer, 1)
     waves = _waves([3000, 20000])
     np.testing.assert_allclose(short.encode(waves), full.encode(waves)[:, : max_layer + 1], atol=1e-5)
+
+
+def test_whisper_fast_matches_numpy_extractor_features(whisper_model):
+    """Fast mode's torch features give the vectors the numpy extractor's features give (as the
+    pre-torch code computed them: clip zero-padded past its last frame, mel cut to 2n frames)."""
+    encoder = load_encoder(EncoderSpec(str(whisper_model), whisper_mode="fast"))
+    fe = transformers.WhisperFeatureExtractor.from_pretrained(whisper_model)
+    waves = _waves([1, 4321, 16000 * 7 + 5], seed=7)
+    expected = []
+    for wave in waves:
+        n = math.ceil(len(wave) / 320)
+        padded = np.zeros(n * 320 + fe.n_fft, dtype=np.float32)
+        padded[: len(wave)] = wave
+        mel = fe(padded, sampling_rate=16000, padding="longest", return_tensors="pt").input_features[:, :, : 2 * n]
+        with torch.no_grad():
+            hidden = whisper_encoder_hidden_states(encoder.model, mel, torch.tensor([2 * n]))
+        expected.append(hidden[:, 0, :n].mean(1).numpy())
+    np.testing.assert_allclose(encoder.encode(waves), np.stack(expected), atol=1e-5)
