@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 import transformers
 
-from probekit.extract.encoders import pad_waves
+from probekit.extract.features import pad_waves
 from probekit.extract.features import WhisperLogMel, normalize_waves
 
 # Edge lengths: 1 sample, under one STFT window, just past it, a hop boundary, and the 30 s

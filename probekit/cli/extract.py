@@ -24,13 +24,15 @@ def extract(
     whisper_mode: Annotated[str, typer.Option(help="Whisper only: padded (30 s window, exact) or fast (real frames only).")] = "padded",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even when some rows could not be encoded.")] = False,
     shard: Annotated[str | None, typer.Option(help="Extract only shard i/n (0-based) into <slug>.shard-i-of-n.h5; torchrun's RANK/WORLD_SIZE are used when absent.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads decoding audio ahead of the encoder (default: half the cores, 2 to 8).")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Print where the wall time went (decode, features, forward, pooling, writing) and peak memory; exact on CUDA.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Extract every layer's pooled hidden states of MANIFEST's segments into one HDF5 cache per model.
 
     Interrupted runs resume where they stopped when rerun with the same command; a finished cache is left as is.
     """
-    from probekit.extract._extract import ExtractError, extract_models, parse_shard
+    from probekit.extract._extract import ExtractError, extract_models, format_profile, parse_shard
     from probekit.extract.journal import JournalMismatch, RunLocked
     from probekit.manifest import ManifestError
 
@@ -43,6 +45,8 @@ def extract(
         raise typer.BadParameter("use padded or fast", param_hint="--whisper-mode")
     if batch_seconds <= 0:
         raise typer.BadParameter("must be positive", param_hint="--batch-seconds")
+    if workers is not None and workers < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--workers")
     try:
         shard_ = parse_shard(shard)
     except ValueError as exc:
@@ -55,7 +59,7 @@ def extract(
     specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode, device=device) for m in model]
     try:
         results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
-                                 shard=shard_, progress=not quiet)
+                                 shard=shard_, progress=not quiet, workers=workers, profile=profile)
     except (ManifestError, ExtractError, JournalMismatch, RunLocked, *load_errors) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -69,6 +73,8 @@ def extract(
             f"{r.path}: {r.n_segments} segments x {r.num_layers} layers x {r.dim} dims, "
             f"{r.audio_seconds:.1f} s of audio, {r.wall_seconds:.1f} s wall ({state}); {len(r.skipped)} row(s) skipped"
         )
+        if profile and r.timings:
+            typer.echo("  " + format_profile(r))
         for s in r.skipped:
             typer.echo(f"  skipped line {s['line']}, id {s['id']}: {s['reason']}")
         bad += len(r.skipped)

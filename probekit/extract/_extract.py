@@ -14,10 +14,12 @@ from probekit.errors import ProbekitError
 import json
 import os
 import re
+import resource
 import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +36,16 @@ POOLINGS = ("mean", "mean+std")
 DTYPES = ("float16", "float32")
 DEFAULT_BATCH_SECONDS = 120.0
 # Bumped when the journal or plan format changes: an old journal is then refused, not misread.
-JOURNAL_VERSION = 1
+# 2: batches are bounded by what the encoder processes (padded Whisper: whole windows).
+JOURNAL_VERSION = 2
+# Wall-clock stages of an extraction, in the order the profile prints them.
+STAGES = ("decode", "features", "forward", "pooling", "writing", "other")
+
+
+def default_workers() -> int:
+    """Decoding threads: half the cores, at least 2 and at most 8 (soundfile and soxr release
+    the GIL, and the other half feeds the encoder)."""
+    return min(8, max(2, (os.cpu_count() or 2) // 2))
 
 
 class ExtractError(ProbekitError, RuntimeError):
@@ -52,6 +63,13 @@ class EncoderLike(Protocol):
     identity: dict[str, str]
 
     def encode(self, waves: list[np.ndarray], pooling: str = "mean") -> np.ndarray: ...
+
+
+# Optional encoder members, used when present (probekit.extract.encoders.Encoder has them all):
+# ``input_samples(n) -> int`` (what the encoder processes for n samples, for the batch bound),
+# ``encode_padded(batch, lengths, pooling)`` (a zero-padded torch batch, decoded by the workers),
+# ``device`` (a torch.device: pinned batches when CUDA), ``timings`` and ``sync_timings``
+# (per-stage seconds for the profile).
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,11 @@ class ExtractResult:
     batches_resumed: int
     up_to_date: bool
     shard: str = ""
+    #: Wall seconds of this call per stage (:data:`STAGES`): ``decode`` is time the encoder
+    #: waited for decoded audio; ``decode_threads`` (not a wall share) is the workers' total.
+    timings: dict = field(default_factory=dict)
+    #: Peak resident memory of this process, bytes.
+    peak_rss: int = 0
 
 
 # --------------------------------------------------------------------------- naming and sharding
@@ -187,6 +210,8 @@ def extract_cache(
     loader: Callable[[Any], EncoderLike] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_bad: Callable[[dict], None] | None = None,
+    workers: int | None = None,
+    profile: bool = False,
 ) -> ExtractResult:
     """Extract every layer's pooled hidden states of ``manifest`` into the cache file ``out``.
 
@@ -199,6 +224,10 @@ def extract_cache(
     recorded in the cache's ``skipped`` group and returned in ``ExtractResult.skipped``; the caller
     decides whether that is an error. ``on_batch(i)`` runs after batch ``i`` is journaled.
 
+    ``workers`` threads decode (and pad) batches ahead of the encoder, at most two batches each
+    (default :func:`default_workers`). ``profile=True`` makes stage timings exact on CUDA (it
+    waits for the device between stages); they are measured either way, in ``result.timings``.
+
     Raises ``ManifestError`` (bad manifest), :class:`ExtractError` (``out`` holds another run),
     ``JournalMismatch`` (an unfinished journal of another run) or ``RunLocked`` (another process
     is writing ``out``).
@@ -210,6 +239,9 @@ def extract_cache(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds must be positive, not {batch_seconds}")
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     out = Path(out)
     request = _request(encoder, pooling, dtype, man, shard)
@@ -232,9 +264,12 @@ def extract_cache(
         journal.open()
 
         enc = encoder if hasattr(encoder, "encode") else _load(encoder, loader)
+        if profile and hasattr(enc, "sync_timings"):
+            enc.sync_timings = True
         rows = _shard_segments(man, shard)
         bad: dict[int, str] = {}
         items: list[Item] = []
+        input_samples = getattr(enc, "input_samples", None)
         for r in rows:
             seg = man.segments[r]
             try:
@@ -242,7 +277,8 @@ def extract_cache(
             except AudioError as exc:
                 bad[r] = exc.reason
                 continue
-            items.append(Item(row=r, id=seg.id, length=resampled_length(info.num_frames, info.sample_rate, enc.sample_rate)))
+            length = resampled_length(info.num_frames, info.sample_rate, enc.sample_rate)
+            items.append(Item(row=r, id=seg.id, length=length, cost=None if input_samples is None else int(input_samples(length))))
         batches = plan_batches(items, enc.sample_rate, batch_seconds, pads_safely=bool(enc.pads_safely))
         _check_plan(journal, plan_digest(batches))
 
@@ -251,9 +287,8 @@ def extract_cache(
         computed = resumed = 0
         label = f"{model_slug(request['model'])}{' shard ' + request['shard'] if shard else ''}"
         todo = [i for i in range(len(batches)) if i not in done]
-        # Decoding of the next batch overlaps encoding of this one (soundfile and soxr release
-        # the GIL); a crash still loses at most the batch being encoded.
-        with AudioProgress(label, total, enabled=progress) as bar, ThreadPoolExecutor(1) as pool:
+        clock = _StageClock(enc)
+        with AudioProgress(label, total, enabled=progress) as bar, ThreadPoolExecutor(workers) as pool:
             for r, reason in bad.items():
                 _report(on_bad, man, r, reason, bar)
             for index in sorted(done):
@@ -262,12 +297,10 @@ def extract_cache(
                     _report(on_bad, man, r, reason, bar)
                 resumed += 1
                 bar.skip(sum(it.length for it in batches[index]) / enc.sample_rate)
-            pending = pool.submit(_decode_batch, enc, man, batches[todo[0]]) if todo else None
-            for k, index in enumerate(todo):
-                decoded = pending.result()  # type: ignore[union-attr]
-                pending = pool.submit(_decode_batch, enc, man, batches[todo[k + 1]]) if k + 1 < len(todo) else None
+            for index, decoded in _decoded_ahead(pool, enc, man, batches, todo, 2 * workers, clock):
                 rec = _encode_batch(enc, decoded, pooling)
-                journal.save(index, rec)
+                with clock.stage("writing"):
+                    journal.save(index, rec)
                 for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
                     _report(on_bad, man, r, reason, bar)
                 computed += 1
@@ -275,14 +308,102 @@ def extract_cache(
                 if on_batch is not None:
                     on_batch(index)
 
-        result = _write_cache(out, man, enc, journal, len(batches), bad, request, pooling, dtype, batch_seconds, shard)
-        journal.remove()
+        with clock.stage("writing"):
+            result = _write_cache(out, man, enc, journal, len(batches), bad, request, pooling, dtype, batch_seconds, shard)
+            journal.remove()
     n, layers, dim, audio_seconds, skipped = result
+    wall = time.perf_counter() - t0
     return ExtractResult(
         path=out, model=request["model"], n_segments=n, num_layers=layers, dim=dim, audio_seconds=audio_seconds,
-        wall_seconds=time.perf_counter() - t0, skipped=skipped, batches_computed=computed,
+        wall_seconds=wall, skipped=skipped, batches_computed=computed,
         batches_resumed=resumed, up_to_date=False, shard=request["shard"],
+        timings=clock.split(wall), peak_rss=peak_rss(),
     )
+
+
+def format_profile(result: ExtractResult) -> str:
+    """One line: each stage's share of the wall time, the decoding threads' total, peak memory."""
+    t = result.timings
+    wall = max(result.wall_seconds, 1e-9)
+    parts = ", ".join(f"{name} {t.get(name, 0.0):.1f} s ({100 * t.get(name, 0.0) / wall:.0f}%)" for name in STAGES)
+    rate = result.audio_seconds / wall if not result.up_to_date else 0.0
+    return (f"time: {parts}; decoding threads busy {t.get('decode_threads', 0.0):.1f} s; "
+            f"{rate:.0f} audio-s/s; peak memory {result.peak_rss / 2**20:.0f} MiB")
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process so far, bytes (Linux reports KiB, macOS bytes)."""
+    value = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return value if os.uname().sysname == "Darwin" else value * 1024
+
+
+class _StageClock:
+    """Wall seconds per stage of one run. Features, forward and pooling come from the encoder's
+    own ``timings`` (when it keeps them), taken as the difference over the run."""
+
+    def __init__(self, enc: EncoderLike):
+        self._enc = enc
+        self._start = dict(getattr(enc, "timings", {}) or {})
+        self.seconds = {name: 0.0 for name in STAGES}
+        self.decode_threads = 0.0
+
+    class _Span:
+        def __init__(self, clock: _StageClock, name: str):
+            self.clock, self.name = clock, name
+
+        def __enter__(self):
+            self.t0 = time.perf_counter()
+
+        def __exit__(self, *exc):
+            self.clock.seconds[self.name] += time.perf_counter() - self.t0
+
+    def stage(self, name: str) -> _StageClock._Span:
+        return self._Span(self, name)
+
+    def split(self, wall: float) -> dict:
+        now = dict(getattr(self._enc, "timings", {}) or {})
+        out = dict(self.seconds)
+        for name in ("features", "forward", "pooling"):
+            out[name] += float(now.get(name, 0.0)) - float(self._start.get(name, 0.0))
+        out["other"] = max(0.0, wall - sum(v for k, v in out.items() if k != "other"))
+        out["decode_threads"] = self.decode_threads
+        return out
+
+
+def _decoded_ahead(pool: ThreadPoolExecutor, enc: EncoderLike, man: Manifest, batches: Sequence[Sequence[Item]],
+                   todo: Sequence[int], depth: int, clock: _StageClock) -> Iterator[tuple[int, _Decoded]]:
+    """Batches ``todo`` decoded by the pool's workers, in order, at most ``depth`` ahead of the
+    encoder (a bounded queue: memory stays at ``depth`` decoded batches). A crash still loses
+    at most the batch being encoded: decoded batches are only ever recomputed."""
+    pin = _pins(enc)
+    pending: deque = deque()
+    upcoming = iter(todo)
+
+    def fill() -> None:
+        while len(pending) < depth:
+            index = next(upcoming, None)
+            if index is None:
+                return
+            pending.append((index, pool.submit(_decode_batch, enc, man, batches[index], pin)))
+
+    try:
+        fill()
+        while pending:
+            index, future = pending.popleft()
+            with clock.stage("decode"):
+                decoded = future.result()
+            clock.decode_threads += decoded.seconds
+            fill()
+            yield index, decoded
+    finally:
+        for _, future in pending:
+            future.cancel()
+
+
+def _pins(enc: EncoderLike) -> bool:
+    """Pinned host batches pay off only for a CUDA encoder that takes padded batches."""
+    device = getattr(enc, "device", None)
+    return hasattr(enc, "encode_padded") and getattr(device, "type", "") == "cuda"
 
 
 def _load(spec: Any, loader: Callable[[Any], EncoderLike] | None) -> EncoderLike:
@@ -318,15 +439,23 @@ def _check_plan(journal: Journal, digest: str) -> None:
 
 @dataclass(frozen=True)
 class _Decoded:
+    """One decoded batch: the good rows' waveforms (or, for an encoder with ``encode_padded``,
+    one zero-padded ``(B, longest)`` torch tensor and the lengths), the bad rows with reasons, and
+    the worker's seconds."""
+
     waves: list[np.ndarray]
+    padded: Any
+    lengths: list[int]
     rows: list[int]
     bad_rows: list[int]
     reasons: list[str]
     sample_rate: int
+    seconds: float
 
 
-def _decode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item]) -> _Decoded:
+def _decode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item], pin: bool = False) -> _Decoded:
     """Decode one planned batch; rows that fail are recorded with their reason, not raised."""
+    t0 = time.perf_counter()
     waves, good, bad_rows, reasons = [], [], [], []
     for it in batch:
         seg = man.segments[it.row]
@@ -336,15 +465,27 @@ def _decode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item]) -> _De
         except AudioError as exc:
             bad_rows.append(it.row)
             reasons.append(exc.reason)
-    return _Decoded(waves, good, bad_rows, reasons, int(enc.sample_rate))
+    lengths = [len(w) for w in waves]
+    padded = None
+    if waves and hasattr(enc, "encode_padded"):
+        from probekit.extract.features import pad_waves  # torch: only for encoders that run on it
+
+        padded, lengths = pad_waves(waves, pin=pin)
+        waves = []
+    return _Decoded(waves, padded, lengths, good, bad_rows, reasons, int(enc.sample_rate), time.perf_counter() - t0)
 
 
 def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
-    pooled = _encode(enc, d.waves, pooling) if d.waves else np.zeros((0, 0, 0), np.float32)
+    if not d.rows:
+        pooled = np.zeros((0, 0, 0), np.float32)
+    elif d.padded is not None:
+        pooled = np.asarray(enc.encode_padded(d.padded, d.lengths, pooling=pooling), dtype=np.float32)  # type: ignore[attr-defined]
+    else:
+        pooled = _encode(enc, d.waves, pooling)
     return BatchRecord(
         rows=np.array(d.rows, dtype=np.int64),
         pooled=pooled,
-        durations=np.array([len(w) / d.sample_rate for w in d.waves], dtype=np.float32),
+        durations=np.array([n / d.sample_rate for n in d.lengths], dtype=np.float32),
         bad_rows=np.array(d.bad_rows, dtype=np.int64),
         bad_reasons=tuple(d.reasons),
     )
@@ -442,6 +583,8 @@ def extract_models(
     progress: bool = True,
     loader: Callable[[Any], EncoderLike] | None = None,
     on_bad: Callable[[dict], None] | None = None,
+    workers: int | None = None,
+    profile: bool = False,
 ) -> list[ExtractResult]:
     """One cache per encoder spec, at :func:`default_cache_path`. ``shard=None`` falls back to
     torchrun's ``RANK``/``WORLD_SIZE``. The manifest is validated once, before any model loads."""
@@ -455,7 +598,7 @@ def extract_models(
         out = default_cache_path(manifest, spec.model, out_dir, shard)
         results.append(
             extract_cache(man, spec, out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds, shard=shard,
-                          progress=progress, loader=loader, on_bad=on_bad)
+                          progress=progress, loader=loader, on_bad=on_bad, workers=workers, profile=profile)
         )
     return results
 

@@ -27,7 +27,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-from probekit.extract.features import WhisperLogMel, normalize_waves
+from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
 from probekit.extract.pooling import check_pooling, pool_hidden
 
 WHISPER_MODES = ("padded", "fast")
@@ -354,19 +354,6 @@ class Encoder:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return torch.autocast("cpu", enabled=False)
-
-
-def pad_waves(waves: Sequence[np.ndarray], pin: bool = False) -> tuple[torch.Tensor, list[int]]:
-    """Zero-pad mono waveforms into one ``(B, longest)`` float32 tensor; returns it and the lengths.
-
-    ``pin`` puts it in page-locked memory so that the copy to a CUDA device can overlap compute.
-    """
-    lengths = [int(len(w)) for w in waves]
-    batch = torch.zeros(len(waves), max(lengths, default=0), dtype=torch.float32, pin_memory=pin)
-    view = batch.numpy()
-    for i, w in enumerate(waves):
-        view[i, : lengths[i]] = w
-    return batch, lengths
 
 
 def whisper_encoder_hidden_states(encoder, mel: torch.Tensor, mel_lengths: torch.Tensor, final_norm: bool = True) -> torch.Tensor:

@@ -15,6 +15,8 @@ So the STFT runs on the audio plus one window of zeros, and the rest of the 3000
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -116,3 +118,16 @@ def normalize_waves(batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mean = (batch * valid).sum(-1, keepdim=True) / n
     var = (((batch - mean) * valid) ** 2).sum(-1, keepdim=True) / n
     return (batch - mean) / torch.sqrt(var + 1e-7) * valid
+
+
+def pad_waves(waves: Sequence[np.ndarray], pin: bool = False) -> tuple[torch.Tensor, list[int]]:
+    """Zero-pad mono waveforms into one ``(B, longest)`` float32 tensor; returns it and the lengths.
+
+    ``pin`` puts it in page-locked memory so that the copy to a CUDA device can overlap compute.
+    """
+    lengths = [int(len(w)) for w in waves]
+    batch = torch.zeros(len(waves), max(lengths, default=0), dtype=torch.float32, pin_memory=pin)
+    view = batch.numpy()
+    for i, w in enumerate(waves):
+        view[i, : lengths[i]] = w
+    return batch, lengths
