@@ -378,6 +378,8 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
                 Y = (y == self.classes_[1]).astype(np.float32)[:, None]
             else:
                 self._mode = "multiclass"
+                # Tells an export its probabilities are normalised one-vs-rest sigmoids, not a softmax.
+                self.proba_output_ = "ovr"
                 Y = (y[:, None] == self.classes_[None, :]).astype(np.float32)
         fit = fit_batched(X, Y, np.ones((n, 1), dtype=bool), [0], [float(self.C)], tol=self.tol, max_iter=self.max_iter)
         self.coef_ = fit.coef[0]
