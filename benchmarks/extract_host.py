@@ -65,9 +65,11 @@ res = extract_cache(args["manifest"], EncoderSpec(args["model"], whisper_mode="p
                     pooling="mean", dtype="float32", batch_seconds=args["batch_seconds"], progress=False,
                     loader=timed_loader, **kwargs)
 wall = time.perf_counter() - t0
-import resource, probekit
+import probekit
+# VmHWM is this process image's own peak (ru_maxrss can carry the parent's over exec).
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print("RESULT " + json.dumps({"code": probekit.__file__, "wall": wall, "audio": res.audio_seconds, "n": res.n_segments,
-                              "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **clock}))
+                              "peak_rss": int(hwm.split()[1]) * 1024, **clock}))
 """
 
 

@@ -95,7 +95,7 @@ def test_bad_manifest_and_bad_options(tmp_path, fake_encoders):
     text = manifest.read_text().replace("wav/c01.wav", "wav/missing.wav")
     manifest.write_text(text)
     res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path)
-    assert res.exit_code == 2 and "line 3: audio file not found" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "line 3, id c01: audio file not found" in res.output and "No model was loaded" in res.output and "Traceback" not in res.output
     assert fake_encoders.loaded == []
     manifest.write_text(text.replace("wav/missing.wav", "wav/c01.wav"))
     res = _run("extract", manifest, "-m", "no/such-model", "--out", tmp_path)

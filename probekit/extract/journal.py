@@ -1,6 +1,6 @@
 """Crash-safe bookkeeping for a running extraction: a lock and a per-batch journal.
 
-- :class:`RunLock` holds ``fcntl.flock`` on ``<out>.lock``. The kernel drops it when the process
+- :class:`RunLock` holds ``fcntl.flock`` on ``<folder>/.locks/<name>.lock`` (:func:`probekit.cache.lock_path`). The kernel drops it when the process
   dies, even by ``kill -9``, so a stale lock never blocks a rerun, while a live writer is never
   joined by a second one.
 - :class:`Journal` keeps each finished batch as ``<out>.partial/batch-NNNNNN.npz``, written to a
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from probekit.cache import lock_path
+
 
 class RunLocked(ProbekitError, RuntimeError):
     """Another live process is writing the same cache."""
@@ -35,7 +37,8 @@ class RunLock:
     """Exclusive, non-blocking lock on ``<out>.lock`` for the life of a ``with`` block."""
 
     def __init__(self, out: str | Path):
-        self.path = Path(str(out) + ".lock")
+        self.out = Path(out)
+        self.path = lock_path(out)
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -47,7 +50,7 @@ class RunLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunLocked(
-                f"{str(self.path)[:-5]} is being written by process {holder}; wait for it to finish "
+                f"{self.out} is being written by process {holder}; wait for it to finish "
                 "(or stop it), then rerun to resume"
             ) from None
         os.ftruncate(fd, 0)
