@@ -75,7 +75,7 @@ def test_a_new_week_computes_only_the_new_rows(week, tmp_path):
     for sid in after:
         np.testing.assert_array_equal(after[sid], scratch[sid])
     # The grown cache is what probe reads, and a rerun is up to date without loading a model.
-    r3 = extract_cache(full, FakeSpec(), out, progress=False, batch_seconds=1.0,
+    r3 = extract_cache(full, FakeSpec(whisper_mode=""), out, progress=False, batch_seconds=1.0,
                        loader=lambda s: pytest.fail("an up-to-date cache must not load the model"))
     assert r3.up_to_date and r3.rows_reused == 16 and r1.n_segments == 10
 
@@ -124,9 +124,9 @@ def test_identity_api(week, tmp_path):
     out = _extract(first, tmp_path / "cache.h5").path
     stored = CacheIdentity.from_cache(EmbeddingCache(out))
     assert stored is not None and len(stored.rows) == 10
-    expected = CacheIdentity.expected(FakeSpec(), "mean", "float16", read_manifest(first))
+    expected = CacheIdentity.expected(FakeSpec(whisper_mode=""), "mean", "float16", read_manifest(first))
     assert stored.differences(expected) == [] and stored == expected
-    grown = CacheIdentity.expected(FakeSpec(), "mean+std", "float16", read_manifest(full))
+    grown = CacheIdentity.expected(FakeSpec(whisper_mode=""), "mean+std", "float16", read_manifest(full))
     diff = stored.differences(grown)
     assert diff[0].startswith("pooling: 'mean' here, 'mean+std' there") and "manifest audio" in diff[1]
     assert stored.with_rows({**stored.rows, "c00": "x"}).differences(stored) == ["1 row(s) audio changed: c00"]

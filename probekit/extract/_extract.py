@@ -404,7 +404,7 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
     _check_plan(journal, plan_digest(batches))
 
     total = sum(it.length for it in items) / sample_rate
-    done = journal.done()
+    done = {i for i in journal.done() if i < len(batches) and journal.readable(i)}
     computed = resumed = 0
     label = f"{model_slug(expected.model)}{' shard ' + expected.shard if shard else ''}"
     todo = [i for i in range(len(batches)) if i not in done]

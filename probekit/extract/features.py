@@ -70,12 +70,15 @@ class WhisperLogMel:
         log_spec = self._log_mel(self._fit(batch, span))
         if span == self.n_samples:
             log_spec = log_spec[..., : self.n_frames]  # Whisper drops the STFT's last frame
-        top = log_spec.amax(dim=(1, 2), keepdim=True)
-        if log_spec.shape[-1] < self.n_frames:
+        top = log_spec.amax(dim=(1, 2), keepdim=True) - _DYNAMIC_RANGE
+        out = torch.empty(log_spec.shape[0], log_spec.shape[1], self.n_frames, device=self.device)
+        computed = log_spec.shape[-1]
+        torch.maximum(log_spec, top, out=out[..., :computed])
+        if computed < self.n_frames:
             # The frames past `span` hold only zeros: power 0, the floor, as computed above.
-            fill = torch.log10(torch.clamp(torch.zeros((), device=self.device), min=_MEL_FLOOR)).reshape(1, 1, 1)
-            log_spec = torch.cat([log_spec, fill.expand(log_spec.shape[0], log_spec.shape[1], self.n_frames - log_spec.shape[-1])], dim=-1)
-        return (torch.maximum(log_spec, top - _DYNAMIC_RANGE) + 4.0) / 4.0
+            floor = torch.log10(torch.clamp(torch.zeros((), device=self.device), min=_MEL_FLOOR))
+            out[..., computed:] = torch.maximum(floor, top)
+        return out.add_(4.0).div_(4.0)
 
     def real_frames(self, batch: torch.Tensor, lengths: torch.Tensor | list[int], mel_lengths: list[int]) -> torch.Tensor:
         """Log-mel of the first ``mel_lengths[i]`` frames of each row, zero beyond: ``(B, n_mels, max(mel_lengths))``.
