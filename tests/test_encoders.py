@@ -195,9 +195,31 @@ def test_unknown_architecture_is_named(tmp_path):
         load_encoder(EncoderSpec(str(tmp_path)))
 
 
-def test_missing_checkpoint_is_reported(tmp_path):
-    with pytest.raises(EncoderError, match="cannot load"):
+def test_missing_checkpoint_is_reported(tmp_path, monkeypatch):
+    with pytest.raises(EncoderError, match="no such folder"):
         load_encoder(EncoderSpec(str(tmp_path / "no" / "such" / "model")))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(EncoderError, match="models/whisper-tny: no such folder"):
+        load_encoder(EncoderSpec("models/whisper-tny"))
+
+
+def test_uncached_hub_id_fails_at_once_offline(monkeypatch):
+    """Offline, an id not in the local cache stops before transformers tries (and retries) the network."""
+    from probekit.extract import encoders
+
+    def no_network(*a, **k):
+        raise AssertionError("nothing may touch the network")
+
+    monkeypatch.setattr(encoders.AutoConfig, "from_pretrained", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(encoders, "_hub_reachable", no_network)
+    with pytest.raises(EncoderError, match="not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"):
+        load_encoder(EncoderSpec("nobody/no-such-model"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(encoders, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(EncoderError, match="the hub cannot be reached"):
+        load_encoder(EncoderSpec("nobody/no-such-model"))
 
 
 def test_bad_options_are_reported(w2v2_model):

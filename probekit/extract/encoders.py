@@ -16,6 +16,7 @@ from probekit.errors import ProbekitError
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -135,6 +136,55 @@ def _hub_commit(model: str, revision: str | None) -> str:
     if match:
         return match.group(1)
     return revision or ""
+
+
+def looks_local(model: str) -> bool:
+    """Whether ``model`` reads as a path rather than a hub id (``org/name`` or ``name``): absolute,
+    ``./``, ``../`` or ``~``, more than one ``/``, a trailing ``/``, or a first part that is a
+    folder here (``models/whisper-tny`` when ``models/`` exists)."""
+    if model.startswith(("/", "./", "../", "~", ".\\")) or model.endswith("/") or model.count("/") > 1 or "\\" in model:
+        return True
+    first = model.split("/", 1)[0]
+    return "/" in model and Path(first).is_dir()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub's host (``HF_ENDPOINT`` or huggingface.co), ``timeout`` seconds at most."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_reachable(spec: EncoderSpec) -> None:
+    """Fail at once, naming the real problem, for a model that cannot load: a local-looking path
+    that is no folder, or a hub id that is not in the local Hugging Face cache while the hub is
+    off limits (``HF_HUB_OFFLINE``) or out of reach (no network), instead of retrying for 25 s."""
+    model = spec.model
+    if Path(model).expanduser().is_dir():
+        return
+    if looks_local(model):
+        raise EncoderError(f"{model}: no such folder (a local model is a folder saved with save_pretrained)")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json", revision=spec.revision)
+    if isinstance(cached, str):
+        return
+    if _offline():
+        raise EncoderError(f"{model}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; download it on a "
+                           "machine with network (or unset HF_HUB_OFFLINE), or pass a local folder")
+    if not _hub_reachable():
+        raise EncoderError(f"{model}: not in the local Hugging Face cache, and the hub cannot be reached (offline?); "
+                           "download it on a machine with network, or pass a local folder")
 
 
 def _load_failure(spec: EncoderSpec, what: str, exc: Exception) -> EncoderError:
@@ -403,6 +453,7 @@ def load_encoder(spec: EncoderSpec) -> Encoder:
     if spec.whisper_mode not in WHISPER_MODES:
         raise EncoderError(f"unknown whisper_mode {spec.whisper_mode!r}: choose one of {', '.join(WHISPER_MODES)}")
     device = _resolve_device(spec.device)
+    check_reachable(spec)
     try:
         config = AutoConfig.from_pretrained(spec.model, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as exc:
