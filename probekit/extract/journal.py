@@ -36,7 +36,7 @@ class JournalMismatch(ProbekitError, RuntimeError):
 
 
 class RunLock:
-    """Exclusive, non-blocking lock on ``<out>.lock`` for the life of a ``with`` block."""
+    """Exclusive, non-blocking lock on :func:`probekit.cache.lock_path` of ``out`` for the life of a ``with`` block."""
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
