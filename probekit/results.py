@@ -19,6 +19,22 @@ Schema (``schema_version`` 1)::
     best            [{encoder, probe, layer, metric, value}]   one per (encoder, probe), by the headline
                     metric's ``aggregate`` stat (``value`` for pooled, ``mean`` for mean), which ``value`` repeats
 
+Optional fields (absent from older documents; readers must not require them):
+
+    rows[].layer            -1 for a probe over all hidden states (``input_layers = "all"``, e.g. layer-weights)
+    rows[].layer_weights    [float] * num_layers, that probe's softmax layer weights, mean over folds
+    rows[].layer_weights_std  [float] * num_layers, their std (ddof=0) over folds
+    rows[].tied_with_best   bool: not distinguishable from its (encoder, probe)'s best layer (probekit.probe.compare)
+    rows[].p_vs_best        Holm-adjusted p-value of the paired speaker bootstrap against the best layer (1.0 at the best)
+    rows[].diff_vs_best     best minus this row in the headline metric (sign flipped for lower-is-better metrics)
+    best[].tied             [int] layers tied with the best, the best included, ascending
+    best[].comparison       {method: "paired speaker bootstrap", correction: "holm", level, n_boot}
+    best[].calibration      binary/multilabel: {layer, ece, n, n_bins, bins: [{low, high, count, mean_predicted,
+                            observed}], per_label?: {label: ece}} of the best layer's out-of-fold probabilities
+    encoder_comparison      [{method, correction, level, n_boot, metric, n_rows, n_speakers, best (index),
+                              entries: [{encoder, probe, layer, value, diff, diff_ci, p, p_adjusted, tied}]}]
+                            one per probe with two or more encoders, each at its best layer, on their common rows
+
 ``value`` is pooled over all out-of-fold predictions; ``mean``/``std`` (ddof=0) are over folds; ``ci_low``/
 ``ci_high`` bound a 95% bootstrap interval resampling speakers. Undefined numbers are ``null``.
 

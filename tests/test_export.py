@@ -194,8 +194,13 @@ def test_metrics_params_and_thresholds_come_from_results_json(cache, tmp_path):
     config, _ = load_export(out)
     assert config["probe"]["params"]["C"] == 0.5 and config["protocol"]["folds"] == 3
     assert config["metrics"]["selected_by"]["row"]["metrics"]["f1"] == row["metrics"]["f1"]
-    # Thresholds were tuned per outer fold: the export deploys their median.
-    assert config["thresholds"] == [float(np.median(np.asarray(row["thresholds"]).ravel()))]
+    # Thresholds were tuned in probe, so the export tunes them the same way, on inner folds of all its rows.
+    from probekit.probe.calibration import fit_inner
+
+    c = EmbeddingCache(cache)
+    prepared = prepare(c, TaskSpec("binary", "labels", "tonal"), EvalProtocol(folds=3))
+    _cal, thr = fit_inner(make_probe("logreg", C=0.5, seed=0), c.read_layer(1), prepared.targets.y, prepared.groups, "binary", tune=True)
+    assert config["thresholds"] == pytest.approx(thr.tolist()) and config["probe"]["tune_thresholds"] is True
     # The same settings in the same core: export's cross-validated numbers equal probe's for that layer.
     assert config["metrics"]["cross_validated"]["metrics"]["f1"]["value"] != pytest.approx(-1)
     with pytest.raises(ExportError, match="no row"):

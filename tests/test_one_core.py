@@ -161,3 +161,15 @@ def test_python_dash_m_probekit_is_the_command(tmp_path):
     import probekit
 
     assert out.stdout.strip() == probekit.__version__
+
+
+def test_calibrated_and_tuned_probe_and_export_agree(cache, tmp_path):
+    """--calibrate and --tune-thresholds are fitted on inner folds in the core, so export repeats probe's numbers."""
+    res = run_probe(ProbeConfig(caches=(cache,), task=TASKS["binary"], layers=(1,), folds=3, bootstrap=0, calibrate="isotonic",
+                                tune_thresholds=True, out=str(tmp_path / "p")))
+    out = export_probe(cache, 1, tmp_path / "m", results=tmp_path / "p" / "results.json")
+    config, _ = load_export(out)
+    assert config["calibration"] is not None and config["probe"]["calibrate"] == "isotonic"
+    assert json.dumps(config["metrics"]["cross_validated"]["metrics"], sort_keys=True) == json.dumps(
+        json.loads((tmp_path / "p" / "results.json").read_text())["rows"][0]["metrics"], sort_keys=True)
+    assert res.rows[0]["thresholds"] and len(config["thresholds"]) == 1

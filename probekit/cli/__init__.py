@@ -5,6 +5,6 @@ from __future__ import annotations
 from probekit.cli._app import app
 
 # Importing a command module registers its command on `app`.
-from probekit.cli import export, extract, merge, predict, probe, run, stats, sweep, version  # noqa: E402,F401
+from probekit.cli import export, extract, merge, predict, probe, report, run, stats, sweep, version  # noqa: E402,F401
 
 __all__ = ["app"]

@@ -29,7 +29,9 @@ def export(
     folds: Annotated[int, typer.Option(help="K for speaker-kfold.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for folds and the probe.")] = 0,
     manifest: Annotated[Optional[Path], typer.Option(help="Labelling manifest joined by id (default: the one the cache was extracted from).")] = None,
-    threshold: Annotated[Optional[list[float]], typer.Option(help="Decision threshold per output label (repeat); default 0.5 or the tuned ones in --results.")] = None,
+    threshold: Annotated[Optional[list[float]], typer.Option(help="Decision threshold per output label (repeat); default 0.5, or tuned with --tune-thresholds.")] = None,
+    tune_thresholds: Annotated[bool, typer.Option("--tune-thresholds", help="F1-optimal thresholds from inner speaker folds of the training rows (as in probe).")] = False,
+    calibrate: Annotated[Optional[str], typer.Option(help="temperature or isotonic, fitted on inner speaker folds; applied by predict.")] = None,
     exclude_speaker: Annotated[Optional[list[str]], typer.Option(help="Leave these speakers out of training (repeat), e.g. to test on them.")] = None,
 ) -> None:
     """Fit the chosen probe on all rows of CACHE at --layer and export it (no pickle) for `probekit predict`.
@@ -44,7 +46,8 @@ def export(
         folder = export_probe(
             cache, layer, out, task=task.value if task else None, target=target, positive=positive, labels=label or None, probe=probe,
             params=dict(parse_param(p) for p in (param or ())), exact=exact, protocol=EvalProtocol(cv=cv.value, folds=folds, seed=seed),
-            manifest=manifest, thresholds=threshold or None, results=results, exclude_speakers=exclude_speaker or (),
+            manifest=manifest, thresholds=threshold or None, tune=tune_thresholds, calibrate=calibrate, results=results,
+            exclude_speakers=exclude_speaker or (),
         )
     config = json.loads((folder / "config.json").read_text())
     typer.echo(f"exported {config['probe']['kind']} {config['probe']['params']} on hidden state {layer} of {config['encoder']['name']} -> {folder}")

@@ -32,6 +32,7 @@ def probe(
     labels: Annotated[str | None, typer.Option(help="Comma-separated label subset (multiclass/multilabel).")] = None,
     min_support: Annotated[int, typer.Option(help="Drop labels with fewer rows than this.")] = 1,
     bootstrap: Annotated[int, typer.Option(help="Speaker resamples for the 95% confidence intervals (0 = none).")] = 1000,
+    calibrate: Annotated[str | None, typer.Option(help="temperature or isotonic: calibrate probabilities on inner speaker folds (binary, multilabel).")] = None,
 ) -> None:
     """Train a probe on every layer of every cache and report which layer carries the target best."""
     from rich.console import Console
@@ -52,7 +53,7 @@ def probe(
             probes=tuple(probe or ("logreg",)), exact=exact, params=tuple(parse_param(p) for p in (param or ())),
             layers=parse_layers(layers), cv=cv.value, folds=folds, seed=seed, jobs=jobs,
             manifest=str(manifest) if manifest else None, out=str(out), class_weight=class_weight,
-            tune_thresholds=tune_thresholds, bootstrap=bootstrap,
+            tune_thresholds=tune_thresholds, bootstrap=bootstrap, calibrate=calibrate,
         )
         with WorkProgress("probing") as bar:
             results = run_probe(config, progress=bar)

@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
+from probekit.probe.calibration import fit_inner
 from probekit.probe.evaluate import EvalProtocol, Prepared, evaluate_layer, layer_row, prepare, read_X
 from probekit.probe.params import resolve_params
 from probekit.probe.probes import make_probe
@@ -464,7 +465,9 @@ def predict_proba_columns(est, x: np.ndarray, task: str) -> np.ndarray:
 @dataclass(frozen=True)
 class ExportPlan:
     """Everything an export is made from, settled before any fitting: the task, probe, parameters and
-    protocol, either as given or as read from a ``results.json`` (``source``)."""
+    protocol, either as given or as read from a ``results.json`` (``source``). ``thresholds``: fixed
+    decision thresholds; ``tune``: F1-optimal thresholds and ``calibrate``: a calibration map, both fitted
+    on inner speaker folds of the training rows, as ``probe`` does per outer fold."""
 
     task: TaskSpec
     probe: str
@@ -473,13 +476,15 @@ class ExportPlan:
     exact: bool = False
     manifest: str | None = None
     thresholds: tuple[float, ...] | None = None
+    tune: bool = False
+    calibrate: str | None = None
     source: dict = field(default_factory=dict)
 
 
 def plan_from_results(results: str | Path, cache: EmbeddingCache, layer: int, probe: str | None = None) -> ExportPlan:
     """The winner's settings from a ``probe`` or ``sweep`` results.json: its task, the probe's parameters
-    (a sweep's most often selected ones at ``layer``), the protocol (a sweep's outer folds) and the
-    thresholds tuned per outer fold (their median per label). The cache is matched by fingerprint."""
+    (a sweep's most often selected ones at ``layer``), the protocol (a sweep's outer folds), and whether
+    thresholds were tuned and probabilities calibrated. The cache is matched by fingerprint."""
     doc = load_results(results)
     entry = next((c for c in doc["caches"] if c.get("fingerprint") == cache.fingerprint), None)
     if entry is None:
@@ -499,22 +504,22 @@ def plan_from_results(results: str | Path, cache: EmbeddingCache, layer: int, pr
     else:
         params = dict(cfg.get("probe_params", {}).get(row["probe"], {}))
         protocol = EvalProtocol(cv=cfg["cv"], folds=int(cfg["folds"]), seed=int(cfg["seed"]), speaker_column=cfg.get("speaker_column", "speaker"))
-    thresholds = None
-    if row.get("thresholds") and task.kind != "multiclass":
-        tuned = np.asarray(row["thresholds"], dtype=np.float64)
-        thresholds = tuple(float(v) for v in np.median(tuned.reshape(len(tuned), -1), axis=0))
     labels = entry.get("labels_from") or {}
     return ExportPlan(task, row["probe"], params, protocol, exact=bool(cfg.get("exact", False)),
-                      manifest=labels.get("path") if labels.get("source") == "manifest" else None, thresholds=thresholds,
+                      manifest=labels.get("path") if labels.get("source") == "manifest" else None,
+                      tune=bool(cfg.get("tune_thresholds", False)), calibrate=cfg.get("calibrate"),
                       source={"results": str(results), "row": row})
 
 
 @dataclass(frozen=True)
 class Evaluated:
-    """What :func:`evaluate_export` fitted and measured: the final estimator (all used rows), the core's
-    preparation and its results row (the numbers ``probe`` reports), and the out-of-fold outcome."""
+    """What :func:`evaluate_export` fitted and measured: the final estimator (all used rows), its
+    calibrator and thresholds (from inner folds of all used rows, or as given), the core's preparation,
+    its results row (the numbers ``probe`` reports) and the out-of-fold outcome."""
 
     estimator: object
+    calibrator: object | None
+    thresholds: tuple[float, ...] | None
     prepared: Prepared
     row: dict | None
     outcome: object | None
@@ -528,16 +533,21 @@ def evaluate_export(cache: EmbeddingCache, layer: int, plan: ExportPlan, exclude
     probe = make_probe(plan.probe, exact=plan.exact, **plan.params)
     row = outcome = None
     if evaluate:
-        outcome = evaluate_layer(prepared, X, probe)
+        outcome = evaluate_layer(prepared, X, probe, tune=plan.tune, calibrate=plan.calibrate)
         row = layer_row(prepared, layer, plan.probe, outcome, n_boot=0)
-    return Evaluated(clone(probe).fit(X, prepared.targets.y), prepared, row, outcome)
+    kind, y = plan.task.kind, prepared.targets.y
+    calibrator, thresholds = (None, None) if kind == "multiclass" else fit_inner(
+        probe, X, y, prepared.groups, kind, calibrate=plan.calibrate, tune=plan.tune and plan.thresholds is None, seed=plan.protocol.seed)
+    thresholds = plan.thresholds if plan.thresholds is not None else (None if thresholds is None else tuple(float(v) for v in thresholds))
+    return Evaluated(clone(probe).fit(X, y), calibrator, thresholds, prepared, row, outcome)
 
 
 def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, task: str | TaskSpec | None = None, target: str | None = None,
                  positive: str | None = None, labels: Sequence[str] | None = None, probe: str | None = None,
                  params: Mapping | None = None, exact: bool = False, protocol: EvalProtocol | None = None,
-                 manifest: str | Path | None = None, thresholds: Sequence[float] | None = None,
-                 results: str | Path | None = None, exclude_speakers: Sequence[str] = (), evaluate: bool = True) -> Path:
+                 manifest: str | Path | None = None, thresholds: Sequence[float] | None = None, tune: bool = False,
+                 calibrate: str | None = None, results: str | Path | None = None, exclude_speakers: Sequence[str] = (),
+                 evaluate: bool = True) -> Path:
     """Fit ``probe`` on hidden state ``layer`` of every used cache row (minus ``exclude_speakers``) and export it.
 
     The settings come from ``results`` (a ``probe`` or ``sweep`` results.json: task, parameters, protocol,
@@ -556,14 +566,15 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         spec = task if isinstance(task, TaskSpec) else TaskSpec(str(task), str(target or ""), positive, tuple(labels) if labels else None)
         name = probe or "logreg"
         resolved = resolve_params((name,), tuple(dict(params or {}).items()), (protocol or EvalProtocol()).seed, exact=exact)[name]
-        plan = ExportPlan(spec, name, resolved, protocol or EvalProtocol(), exact=exact, manifest=str(manifest) if manifest else None)
+        plan = ExportPlan(spec, name, resolved, protocol or EvalProtocol(), exact=exact, manifest=str(manifest) if manifest else None,
+                          tune=tune, calibrate=calibrate)
     if thresholds is not None:
         plan = replace(plan, thresholds=tuple(float(v) for v in thresholds))
     done = evaluate_export(cache, layer, plan, exclude_speakers, evaluate=evaluate)
     kind, classes = plan.task.kind, done.prepared.targets.classes
     names = [classes[1]] if kind == "binary" else list(classes)
-    if plan.thresholds is not None and len(plan.thresholds) != len(names):
-        raise ExportError(f"{len(plan.thresholds)} threshold(s) given for {len(names)} output label(s) {names}")
+    if done.thresholds is not None and len(done.thresholds) != len(names):
+        raise ExportError(f"{len(done.thresholds)} threshold(s) given for {len(names)} output label(s) {names}")
     x = read_X(done.prepared, layer)[:64].astype(np.float64)
     head = head_from_estimator(done.estimator, kind, len(names), cache.dim)
     if not np.allclose(head.predict_proba(x), predict_proba_columns(done.estimator, x, kind), atol=1e-6, rtol=0):
@@ -574,9 +585,11 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         "task": {"kind": kind, "target": plan.task.target, "positive": plan.task.positive,
                  "labels": list(plan.task.labels) if plan.task.labels else None, "min_support": plan.task.min_support},
         "labels": names,
-        "thresholds": None if (plan.thresholds is None or kind == "multiclass") else list(plan.thresholds),
+        "thresholds": None if (done.thresholds is None or kind == "multiclass") else list(done.thresholds),
+        # Plain numbers (temperature or isotonic breakpoints), applied by the scorer before the thresholds.
+        "calibration": done.calibrator.to_config() if done.calibrator is not None else None,
         "layer": int(layer),
-        "probe": {"kind": plan.probe, "params": plan.params, "exact": plan.exact},
+        "probe": {"kind": plan.probe, "params": plan.params, "exact": plan.exact, "tune_thresholds": plan.tune, "calibrate": plan.calibrate},
         "protocol": plan.protocol.as_dict(),
         "encoder": {
             "name": done.prepared.encoder, "model": str(attrs.get("encoder", "")), "revision": str(attrs.get("revision", "") or ""),

@@ -26,10 +26,10 @@ from sklearn.base import clone
 from probekit.cache import EmbeddingCache
 from probekit.choices import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, Protocol
 from probekit.manifest import Manifest, read_manifest
+from probekit.probe.calibration import calibrate_proba, fit_inner
 from probekit.probe.metrics import bootstrap_ci, compute_metrics
 from probekit.probe.splits import make_folds
 from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec, build_targets
-from probekit.probe.thresholds import tune_thresholds
 from probekit.results import SCHEMA_VERSION, now_iso
 
 __all__ = [
@@ -316,10 +316,14 @@ def fold_probabilities(probe, X: np.ndarray, y: np.ndarray, folds, groups: np.nd
     return probas, reports
 
 
-def evaluate_layer(prepared: Prepared, X: np.ndarray, probe, tune: bool = False) -> LayerOutcome:
+def evaluate_layer(prepared: Prepared, X: np.ndarray, probe, tune: bool = False, calibrate: str | None = None) -> LayerOutcome:
     """Out-of-fold predictions of ``probe`` (an unfitted estimator) on ``X`` ``(n, dim)`` (or ``(n, L, dim)``
-    for a probe over all layers) under ``prepared``'s folds. ``tune``: F1-optimal thresholds from inner
-    speaker folds of each training part (binary and multilabel); otherwise 0.5."""
+    for a probe over all layers) under ``prepared``'s folds.
+
+    ``calibrate``: ``None``, ``"temperature"`` or ``"isotonic"``: a calibration map per outer fold, fitted on
+    inner speaker folds of its training part only (binary and multilabel). ``tune``: F1-optimal thresholds
+    from the same inner folds, on the calibrated scores; otherwise 0.5.
+    """
     t0 = time.perf_counter()
     kind, y, groups = prepared.kind, prepared.targets.y, prepared.groups
     n_classes = len(prepared.targets.classes)
@@ -334,11 +338,13 @@ def evaluate_layer(prepared: Prepared, X: np.ndarray, probe, tune: bool = False)
             proba[test] = p
             pred[test] = p.argmax(1)
             continue
-        score = p[:, 1:2] if kind == "binary" else p
-        thr = np.full(width, 0.5)
+        cal, thr = fit_inner(probe, X[train], y[train], groups[train], kind, calibrate=calibrate, tune=tune, seed=prepared.protocol.seed)
+        if cal is not None:
+            p = calibrate_proba(cal, kind, p)
+        thr = np.full(width, 0.5) if thr is None else thr
         if thresholds is not None:
-            thr = tune_thresholds(probe, X[train], y[train], groups[train], kind, seed=prepared.protocol.seed)
             thresholds.append(thr.tolist())
+        score = p[:, 1:2] if kind == "binary" else p
         proba[test] = score
         decided = (score >= thr[None, :]).astype(np.int64)
         pred[test] = decided[:, 0] if kind == "binary" else decided

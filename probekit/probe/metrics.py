@@ -273,6 +273,27 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
     raise ValueError(f"unknown task kind {kind!r}")
 
 
+def speaker_resamples(groups, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The speaker bootstrap's draws: ``inv`` ``(n,)`` speaker index of each row, and ``W``
+    ``(n_boot, G)`` how often each of the G speakers is drawn in each resample.
+
+    The same ``W`` applied to two sets of predictions of the same rows gives a paired bootstrap.
+    """
+    uniq, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    G = len(uniq)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, G, size=(n_boot, G))
+    W = np.zeros((n_boot, G))
+    np.add.at(W, (np.repeat(np.arange(n_boot), G), draws.ravel()), 1.0)
+    return inv, W
+
+
+def resampled_metrics(kind, y_true, y_pred, y_score, inv: np.ndarray, W: np.ndarray) -> dict[str, np.ndarray]:
+    """Every scalar metric of ``kind`` under each row of speaker weights ``W`` ``(B, G)`` (from
+    :func:`speaker_resamples`): ``{name: (B,)}``, NaN where a resample leaves it undefined."""
+    return _resampled_metrics(kind, np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score), inv, W.shape[1], W)
+
+
 def bootstrap_ci(kind, y_true, y_pred, y_score, groups, classes, n_boot=1000, seed=0) -> dict[str, tuple[float, float]]:
     """95% percentile interval of every scalar metric over ``n_boot`` resamples of speakers.
 
@@ -281,15 +302,10 @@ def bootstrap_ci(kind, y_true, y_pred, y_score, groups, classes, n_boot=1000, se
     y_true, y_pred, y_score = np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score)
     if kind == "multiclass" and y_score.ndim == 1:
         raise ValueError("multiclass bootstrap needs (n, C) scores")
-    uniq, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    G = len(uniq)
     if n_boot <= 0:
         return {m: (float("nan"), float("nan")) for m in SCALAR_METRICS[kind]}
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, G, size=(n_boot, G))
-    W = np.zeros((n_boot, G))
-    np.add.at(W, (np.repeat(np.arange(n_boot), G), draws.ravel()), 1.0)
-    values = _resampled_metrics(kind, y_true, y_pred, y_score, inv, G, W)
+    inv, W = speaker_resamples(groups, n_boot, seed)
+    values = _resampled_metrics(kind, y_true, y_pred, y_score, inv, W.shape[1], W)
     out = {}
     for name, v in values.items():
         v = v[np.isfinite(v)]

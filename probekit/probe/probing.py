@@ -32,6 +32,8 @@ from probekit.probe.evaluate import (
     results_document,
 )
 from probekit.oof import ALL_LAYERS, OOFPredictions, save_oof
+from probekit.probe.calibration import annotate_calibration
+from probekit.probe.compare import annotate_results
 from probekit.probe.params import resolve_params
 from probekit.probe.probes import make_probe
 from probekit.probe.tasks import ProbeInputError, TaskSpec
@@ -54,7 +56,8 @@ class ProbeConfig:
     ``folds``: K for speaker-kfold; ``jobs``: layers evaluated in parallel worker processes;
     ``manifest``: labelling manifest joined by id (default: the manifest the cache was extracted from,
     when it still lists the same audio); ``out``: output folder (``None`` = write nothing);
-    ``bootstrap``: speaker resamples for the 95% CIs (0 = none).
+    ``bootstrap``: speaker resamples for the 95% CIs (0 = none); ``calibrate``: ``None``, ``"temperature"``
+    or ``"isotonic"``, fitted per outer fold on inner speaker folds (binary and multilabel).
     """
 
     caches: tuple[str, ...]
@@ -70,6 +73,7 @@ class ProbeConfig:
     out: str | None = None
     class_weight: str | None = None
     tune_thresholds: bool = False
+    calibrate: str | None = None
     bootstrap: int = 1000
     speaker_column: str = "speaker"
     exact: bool = False
@@ -120,11 +124,13 @@ def _takes_all_layers(name: str, params: dict, exact: bool) -> bool:
     return getattr(make_probe(name, exact=exact, **params), "input_layers", None) == "all"
 
 
-def _layer_job(prepared: Prepared, layer: int, probes: tuple[str, ...], params: dict, exact: bool, tune: bool) -> list[tuple[str, LayerOutcome]]:
+def _layer_job(prepared: Prepared, layer: int, probes: tuple[str, ...], params: dict, exact: bool, tune: bool,
+               calibrate: str | None) -> list[tuple[str, LayerOutcome]]:
     """Every probe on one layer (``ALL_LAYERS``: probes over every hidden state). Runs in a worker:
     it reads its layer from the file itself."""
     X = read_X(prepared, layer, all_layers=layer == ALL_LAYERS)
-    return [(name, evaluate_layer(prepared, X, make_probe(name, exact=exact, **params[name]), tune=tune)) for name in probes]
+    return [(name, evaluate_layer(prepared, X, make_probe(name, exact=exact, **params[name]), tune=tune, calibrate=calibrate))
+            for name in probes]
 
 
 def _work(plans, config, params) -> list[tuple[int, int, tuple[str, ...]]]:
@@ -140,7 +146,7 @@ def _work(plans, config, params) -> list[tuple[int, int, tuple[str, ...]]]:
 
 
 def _run_units(units, plans, config, params, progress: Progress) -> Iterator[tuple[int, int, list]]:
-    args = [(plans[i][0], la, names, params, config.exact, config.tune_thresholds) for i, la, names in units]
+    args = [(plans[i][0], la, names, params, config.exact, config.tune_thresholds, config.calibrate) for i, la, names in units]
     if config.jobs > 1 and len(units) > 1:
         from joblib import Parallel, delayed, parallel_config
 
@@ -177,6 +183,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         raise ProbeInputError("give at least one cache file")
     if config.tune_thresholds and config.task.kind == "multiclass":
         raise ProbeInputError("--tune-thresholds applies to binary and multilabel tasks; a multiclass probe predicts the most probable class")
+    if config.calibrate is not None and (config.calibrate not in ("temperature", "isotonic") or config.task.kind == "multiclass"):
+        raise ProbeInputError(f"--calibrate {config.calibrate}: use temperature or isotonic, for a binary or multilabel task")
     params = resolve_params(tuple(config.probes), config.params, config.seed, config.class_weight, exact=config.exact)
     caches = [EmbeddingCache(p) for p in config.caches]
     names = encoder_names(caches)
@@ -218,6 +226,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         config.task, plans[0][0].targets.classes, HEADLINE_AGGREGATE, cfg, config.seed, [cache_entry(p) for p, _l in plans], rows,
         extra={"timing": _timing(rows)},
     )
+    # Tied sets and calibration are read off the out-of-fold predictions just made (no refitting).
+    doc = annotate_calibration(annotate_results(doc, list(oof.values())), list(oof.values()))
     files: dict[str, Path] = {}
     if config.out:
         from probekit.report.outputs import write_outputs

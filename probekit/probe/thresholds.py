@@ -30,16 +30,17 @@ def positive_scores(kind: str, proba: np.ndarray) -> np.ndarray:
     return proba[:, 1] if kind == "binary" else proba
 
 
-def tune_thresholds(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray:
-    """F1-optimal threshold(s) from out-of-fold scores of inner speaker-grouped folds of ``X``/``y``.
+def inner_scores(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray | None:
+    """Out-of-fold positive scores ``(n, k)`` of inner speaker-grouped folds of ``X``/``y`` (binary:
+    k = 1), NaN for rows no inner fold scored; ``None`` with fewer than two training speakers.
 
-    ``X``, ``y``, ``groups``: the TRAINING part of an outer fold only. Returns ``(1,)`` for binary,
-    ``(k,)`` (one per label) for multilabel. Falls back to 0.5 with fewer than two training speakers.
+    ``X``, ``y``, ``groups``: the TRAINING part of an outer fold only; thresholds and calibration
+    are fitted on these scores, so the outer test fold never shapes them.
     """
     k = 1 if kind == "binary" else y.shape[1]
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        return np.full(k, 0.5)
+        return None
     inner = make_folds("speaker-kfold", groups, y, n_folds=min(n_inner, n_groups), seed=seed)
     scores = np.full((len(y), k), np.nan)
     for train, val in inner:
@@ -48,6 +49,22 @@ def tune_thresholds(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kin
             continue
         est = clone(probe).fit(X[train], yt)
         scores[val] = positive_scores(kind, est.predict_proba(X[val])).reshape(len(val), k)
+    return scores
+
+
+def thresholds_from_scores(y: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+    """F1-optimal threshold per column of inner ``scores`` ``(n, k)`` (rows with NaN skipped); 0.5 where none."""
+    if scores is None:
+        return np.full(1 if y.ndim == 1 else y.shape[1], 0.5)
     done = ~np.isnan(scores[:, 0])
     yk = y.reshape(len(y), -1)
-    return np.array([f1_optimal_threshold(yk[done, j], scores[done, j]) if done.any() else 0.5 for j in range(k)])
+    return np.array([f1_optimal_threshold(yk[done, j], scores[done, j]) if done.any() else 0.5 for j in range(scores.shape[1])])
+
+
+def tune_thresholds(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray:
+    """F1-optimal threshold(s) from out-of-fold scores of inner speaker-grouped folds of ``X``/``y``.
+
+    ``X``, ``y``, ``groups``: the TRAINING part of an outer fold only. Returns ``(1,)`` for binary,
+    ``(k,)`` (one per label) for multilabel. Falls back to 0.5 with fewer than two training speakers.
+    """
+    return thresholds_from_scores(y, inner_scores(probe, X, y, groups, kind, n_inner, seed))

@@ -100,6 +100,7 @@ class ProbeStep:
     seed: int = 0
     class_weight: str | None = None
     tune_thresholds: bool = False
+    calibrate: str | None = None
     bootstrap: int = 1000
     jobs: int = 1
     params: tuple[tuple[str, object], ...] = ()
@@ -110,7 +111,7 @@ class ProbeStep:
             caches=tuple(str(c) for c in caches), task=TaskSpec(str(self.task), self.target, self.positive, self.labels, self.min_support),
             probes=self.probes, exact=self.exact, params=self.params, layers=self.layers, cv=str(self.cv), folds=self.folds,
             seed=self.seed, jobs=self.jobs, manifest=str(manifest), out=str(out), class_weight=self.class_weight,
-            tune_thresholds=self.tune_thresholds, bootstrap=self.bootstrap,
+            tune_thresholds=self.tune_thresholds, calibrate=self.calibrate, bootstrap=self.bootstrap,
         )
 
 

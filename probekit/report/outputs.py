@@ -50,7 +50,7 @@ def record_outputs(out: Path, files: Mapping[str, Path] | Iterable[Path]) -> Non
 def write_outputs(doc: dict, out: Path, oof: Iterable = ()) -> dict[str, Path]:
     """Write results.json, results.csv, report.md, the PNG plots and ``oof/*.npz`` into ``out``,
     after removing the previous run's files."""
-    from probekit.report.plots import plot_best_layer, plot_layers
+    from probekit.report.plots import plot_best_layer, plot_layer_weights, plot_layers, plot_reliability
     from probekit.report.render import write_report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -59,6 +59,8 @@ def write_outputs(doc: dict, out: Path, oof: Iterable = ()) -> dict[str, Path]:
     files = {"results.json": write_results(doc, out / "results.json"), "results.csv": write_csv(doc, out / "results.csv")}
     files.update(plot_layers(doc, out))
     files.update(plot_best_layer(doc, out))
+    files.update(plot_layer_weights(doc, out))
+    files.update(plot_reliability(doc, out))
     files["report.md"] = write_report(doc, out / "report.md", plots=[p.name for k, p in files.items() if k.endswith(".png")])
     for o in oof:
         path = save_oof(out / "oof", o)

@@ -1,52 +1,214 @@
-"""PNG plots of a results document (matplotlib, Agg backend: no display needed)."""
+"""Every plot of a results document, as matplotlib ``Figure`` objects (no pyplot, no global backend).
+
+``*_figure`` functions build a figure from one or more results documents; ``plot_*`` functions write
+the PNGs of an output folder. The HTML report embeds the same figures as inline SVG.
+
+Layer curves mark three things: the best layer (a star), the layers tied with it (filled markers:
+the paired speaker-bootstrap test of :mod:`probekit.probe.compare` cannot tell them apart from the
+best) and the others (hollow markers). A layer-weighted probe (row ``layer`` -1) is a horizontal
+dashed line over the whole depth, with its CI as a band.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+ALL_LAYERS = -1  # a layer-weighted probe's row (see probekit.oof)
+# One colour per probe, the same in every figure and every report (tab10).
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def _nan(x):
     return np.nan if x is None else x
 
 
-def plot_layers(doc: dict, out: Path) -> dict[str, Path]:
-    """``<metric>_by_layer.png``: headline metric vs layer, one line per (encoder, probe), 95% CI band."""
-    head = doc["headline"]["metric"]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    series: dict[tuple[str, str], list[dict]] = {}
+def probe_colours(docs: list[dict]) -> dict[str, str]:
+    """A fixed colour per probe name, in order of first appearance across ``docs``."""
+    names = dict.fromkeys(r["probe"] for d in docs for r in d["rows"])
+    return {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(names)}
+
+
+def headline_stat(doc: dict) -> str:
+    """The metric stat layers are ranked by: ``value`` (pooled, probe) or ``mean`` (over outer folds, sweep)."""
+    return "mean" if doc["headline"].get("aggregate") == "mean" else "value"
+
+
+def num_layers(doc: dict, encoder: str) -> int | None:
+    """The encoder's number of hidden states, from the document's ``caches`` (``None`` if not listed)."""
+    for c in doc.get("caches", []):
+        if c.get("encoder") == encoder and c.get("num_layers"):
+            return int(c["num_layers"])
+    return None
+
+
+def _series(doc: dict) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
     for r in doc["rows"]:
-        series.setdefault((r["encoder"], r["probe"]), []).append(r)
-    best = {(b["encoder"], b["probe"]): b["layer"] for b in doc["best"]}
-    for (enc, probe), rows in series.items():
-        rows = sorted(rows, key=lambda r: r["layer"])
-        x = np.array([r["layer"] for r in rows])
-        v = np.array([_nan(r["metrics"][head]["value"]) for r in rows], dtype=float)
-        lo = np.array([_nan(r["metrics"][head]["ci_low"]) for r in rows], dtype=float)
-        hi = np.array([_nan(r["metrics"][head]["ci_high"]) for r in rows], dtype=float)
-        (line,) = ax.plot(x, v, marker="o", label=f"{enc} / {probe}")
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
-        b = best.get((enc, probe))
-        if b is not None and b in x:
-            ax.plot([b], [v[list(x).index(b)]], marker="*", markersize=16, color=line.get_color(), markeredgecolor="black")
-    ax.set_xlabel("hidden state (layer)")
-    ax.set_ylabel(f"{head} (pooled, 95% speaker-bootstrap CI)")
-    ax.set_title(f"{doc['task']['kind']} '{doc['task']['target']}' — {doc['config']['cv']}")
-    all_layers = sorted({r["layer"] for r in doc["rows"]})
-    if len(all_layers) <= 30:
-        ax.set_xticks(all_layers)
+        out.setdefault((r["encoder"], r["probe"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["layer"]) for k, v in out.items()}
+
+
+def _draw_curves(ax, doc: dict, encoder: str, colours: dict[str, str], relative: bool, label_prefix: str = "", linestyle="-") -> None:
+    """One encoder's curves on ``ax``: per probe the headline with its 95% CI band, tied layers filled,
+    the best starred; a layer-weighted row as a dashed line. ``relative``: x = layer / (L - 1)."""
+    head, stat = doc["headline"]["metric"], headline_stat(doc)
+    best = {(b["encoder"], b["probe"]): b for b in doc["best"]}
+    L = num_layers(doc, encoder)
+    for (enc, probe), rows in _series(doc).items():
+        if enc != encoder:
+            continue
+        colour = colours[probe]
+        single = [r for r in rows if r["layer"] != ALL_LAYERS]
+        whole = [r for r in rows if r["layer"] == ALL_LAYERS]
+        if single:
+            layers = np.array([r["layer"] for r in single], dtype=float)
+            top = (L or int(layers.max()) + 1) - 1
+            x = layers / max(top, 1) if relative else layers
+            v = np.array([_nan(r["metrics"][head][stat]) for r in single], dtype=float)
+            lo = np.array([_nan(r["metrics"][head]["ci_low"]) for r in single], dtype=float)
+            hi = np.array([_nan(r["metrics"][head]["ci_high"]) for r in single], dtype=float)
+            ax.plot(x, v, color=colour, linewidth=1.8, linestyle=linestyle, label=f"{label_prefix}{probe}")
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.15, linewidth=0)
+            tied = np.array([bool(r.get("tied_with_best", False)) for r in single])
+            ax.scatter(x[tied], v[tied], s=46, color=colour, edgecolors="black", linewidths=0.6, zorder=3)
+            ax.scatter(x[~tied], v[~tied], s=30, facecolors="white", edgecolors=colour, linewidths=1.2, zorder=3)
+            b = best.get((enc, probe))
+            if b is not None and b["layer"] != ALL_LAYERS and b["layer"] in layers:
+                k = int(np.flatnonzero(layers == b["layer"])[0])
+                ax.scatter([x[k]], [v[k]], marker="*", s=220, color=colour, edgecolors="black", linewidths=0.8, zorder=4)
+        for r in whole:
+            s = r["metrics"][head]
+            xs = [0.0, 1.0] if relative else [0, (L or 1) - 1]
+            ax.plot(xs, [_nan(s[stat])] * 2, color=colour, linestyle="--", linewidth=1.8, label=f"{label_prefix}{probe} (all layers)")
+            if s.get("ci_low") is not None and s.get("ci_high") is not None:
+                ax.fill_between(xs, [s["ci_low"]] * 2, [s["ci_high"]] * 2, color=colour, alpha=0.08, linewidth=0)
+    if not relative and L and L <= 30:
+        ax.set_xticks(range(L))  # whole-number ticks: a hidden state 1.5 does not exist
     ax.grid(alpha=0.3)
+
+
+def _ylabel(doc: dict) -> str:
+    head = doc["headline"]["metric"]
+    return f"{head} (mean over outer folds)" if headline_stat(doc) == "mean" else f"{head} (pooled, 95% speaker-bootstrap CI)"
+
+
+def layers_figure(doc: dict) -> Figure:
+    """Headline metric vs hidden state, one line per (encoder, probe), 95% CI bands, tied layers filled, best starred."""
+    fig = Figure(figsize=(7, 4.2), dpi=120)
+    ax = fig.add_subplot()
+    colours = probe_colours([doc])
+    encoders = list(dict.fromkeys(r["encoder"] for r in doc["rows"]))
+    styles = ("-", ":", "-.", (0, (5, 1)))
+    for i, enc in enumerate(encoders):
+        prefix = f"{enc} / " if len(encoders) > 1 else ""
+        _draw_curves(ax, doc, enc, colours, relative=False, label_prefix=prefix, linestyle=styles[i % len(styles)])
+    ax.set_xlabel("hidden state (layer)")
+    ax.set_ylabel(_ylabel(doc))
+    ax.set_title(f"{doc['task']['kind']} '{doc['task']['target']}' — {doc['config'].get('cv', '')}  (★ best, ● tied with best, ○ worse)", fontsize=9)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path = out / f"{head}_by_layer.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return {path.name: path}
+    return fig
+
+
+def depth_curves_figure(runs: list[tuple[str, dict]]) -> Figure:
+    """One panel per (run, encoder), side by side on a shared relative-depth axis (layer / (L - 1),
+    0 = the embedding output, 1 = the last layer) and a shared metric axis, so encoders of different
+    depth line up. ``runs``: ``(label, results document)`` pairs; the label prefixes panel titles when
+    there are several runs."""
+    panels = [(label, doc, enc) for label, doc in runs for enc in dict.fromkeys(r["encoder"] for r in doc["rows"])]
+    n = max(len(panels), 1)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    # One metric axis only when every run ranks by the same metric: UAR beside F1 on one scale invites a false comparison.
+    same_metric = len({d["headline"]["metric"] for _l, d in runs}) <= 1
+    fig = Figure(figsize=(4.2 * cols + 0.6, 3.4 * rows + 0.5), dpi=110)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=same_metric, squeeze=False).ravel()
+    colours = probe_colours([d for _l, d in runs])
+    for ax, (label, doc, enc) in zip(axes, panels):
+        _draw_curves(ax, doc, enc, colours, relative=True)
+        L = num_layers(doc, enc)
+        ax.set_title((f"{label}: " if len(runs) > 1 else "") + enc + (f" ({L} hidden states)" if L else ""), fontsize=9)
+        ax.set_xlim(-0.04, 1.04)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[(rows - 1) * cols :]:
+        ax.set_xlabel("relative depth (layer / last layer)")
+    for k, (ax, (_label, doc, _enc)) in enumerate(zip(axes, panels)):
+        if not same_metric or k % cols == 0:
+            ax.set_ylabel(_ylabel(doc), fontsize=8)
+    handles, labels = [], []
+    for ax in axes[: len(panels)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
+    return fig
+
+
+def layer_weights_figure(runs: list[tuple[str, dict]]) -> Figure | None:
+    """Learned layer weights of every layer-weighted row (mean ± std over folds) on the relative-depth
+    axis, one bar group per encoder; ``None`` when no row has ``layer_weights``."""
+    entries = [(label, doc, r) for label, doc in runs for r in doc["rows"] if r.get("layer_weights")]
+    if not entries:
+        return None
+    fig = Figure(figsize=(7, 3.6), dpi=110)
+    ax = fig.add_subplot()
+    width = 0.8 / len(entries)
+    for i, (label, _doc, r) in enumerate(entries):
+        w = np.asarray(r["layer_weights"], dtype=float)
+        sd = np.asarray(r.get("layer_weights_std") or np.zeros_like(w), dtype=float)
+        x = np.arange(len(w)) / max(len(w) - 1, 1)
+        step = 1 / max(len(w) - 1, 1)
+        name = (f"{label}: " if len(runs) > 1 else "") + f"{r['encoder']} / {r['probe']}"
+        ax.bar(x + (i - (len(entries) - 1) / 2) * width * step, w, width=width * step, yerr=sd, capsize=2,
+               color=_PALETTE[i % len(_PALETTE)], alpha=0.85, label=name)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("relative depth (layer / last layer)")
+    ax.set_ylabel("softmax layer weight (mean ± std over folds)")
+    ax.set_title("What the layer-weighted probe learned", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    # Below the axes: a weight near 1 would sit under a legend inside them.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(runs: list[tuple[str, dict]]) -> Figure | None:
+    """Reliability diagram of every ``best`` entry with a ``calibration`` block: observed rate vs mean
+    predicted probability per bin (marker area ~ count), the diagonal, ECE in the legend; ``None`` if none."""
+    entries = [(label, b) for label, doc in runs for b in doc["best"] if b.get("calibration")]
+    if not entries:
+        return None
+    fig = Figure(figsize=(5.2, 4.6), dpi=110)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+    for i, (label, b) in enumerate(entries):
+        c = b["calibration"]
+        bins = [x for x in c["bins"] if x["count"]]
+        mp = np.array([x["mean_predicted"] for x in bins])
+        ob = np.array([x["observed"] for x in bins])
+        cnt = np.array([x["count"] for x in bins], dtype=float)
+        name = (f"{label}: " if len(runs) > 1 else "") + f"{b['encoder']} / {b['probe']} L{b['layer']}: ECE {c['ece']:.3f}"
+        colour = _PALETTE[i % len(_PALETTE)]
+        ax.plot(mp, ob, color=colour, linewidth=1.4, label=name)
+        ax.scatter(mp, ob, s=12 + 200 * cnt / cnt.max(), color=colour, alpha=0.7, edgecolors="black", linewidths=0.4)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability (bin)")
+    ax.set_ylabel("observed rate")
+    ax.set_title("Reliability at the best layer (out-of-fold)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 def _best_row(doc: dict, b: dict) -> dict:
@@ -57,57 +219,106 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
-    """For each (encoder, probe) best layer: a normalised confusion matrix (multiclass) or per-label F1 bars (multilabel)."""
+def _layer_name(layer: int) -> str:
+    return "all layers" if layer == ALL_LAYERS else f"layer {layer}"
+
+
+def best_layer_figure(doc: dict, b: dict) -> Figure | None:
+    """The ``best`` entry ``b``'s row: a row-normalised confusion matrix (multiclass) or per-label F1 bars
+    (multilabel); ``None`` for binary tasks or rows without them (a sweep resumed from an old store)."""
     kind = doc["task"]["kind"]
     classes = doc["task"]["classes"]
+    row = _best_row(doc, b)
+    title = f"{b['encoder']} / {b['probe']}, {_layer_name(b['layer'])}: {b['metric']} {_nan(b['value']):.3f}"
+    if kind == "multiclass" and row.get("confusion_matrix"):
+        cm = np.array(row["confusion_matrix"], dtype=float)
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        size = max(4.5, 0.6 * len(classes) + 2)
+        fig = Figure(figsize=(size, size * 0.9), dpi=120)
+        ax = fig.add_subplot()
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    elif kind == "multilabel" and row.get("per_label"):
+        f1 = [_nan(row["per_label"][c]["f1"]) for c in classes]
+        support = [row["per_label"][c]["support"] for c in classes]
+        fig = Figure(figsize=(max(5, 0.7 * len(classes) + 2), 4), dpi=120)
+        ax = fig.add_subplot()
+        bars = ax.bar(range(len(classes)), f1, color=_PALETTE[0])
+        for bar, s in zip(bars, support):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"n={s}", ha="center", fontsize=7)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_ylim(0, 1.08)
+        ax.set_ylabel("F1 (pooled)")
+        ax.grid(axis="y", alpha=0.3)
+    else:
+        return None
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def figure_svg(fig: Figure) -> str:
+    """The figure as an inline ``<svg>`` element (text kept as text, no external references)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    svg = buf.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def plot_layers(doc: dict, out: Path) -> dict[str, Path]:
+    """``<metric>_by_layer.png``: :func:`layers_figure`."""
+    path = out / f"{doc['headline']['metric']}_by_layer.png"
+    layers_figure(doc).savefig(path)
+    return {path.name: path}
+
+
+def plot_layer_weights(doc: dict, out: Path) -> dict[str, Path]:
+    """``layer_weights.png`` (:func:`layer_weights_figure`) when a row has learned layer weights; else nothing."""
+    fig = layer_weights_figure([("", doc)])
+    if fig is None:
+        return {}
+    fig.savefig(out / "layer_weights.png")
+    return {"layer_weights.png": out / "layer_weights.png"}
+
+
+def plot_reliability(doc: dict, out: Path) -> dict[str, Path]:
+    """``reliability.png`` (:func:`reliability_figure`) when a best entry carries calibration; else nothing."""
+    fig = reliability_figure([("", doc)])
+    if fig is None:
+        return {}
+    fig.savefig(out / "reliability.png")
+    return {"reliability.png": out / "reliability.png"}
+
+
+def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
+    """For each (encoder, probe) best layer: ``confusion_<tag>.png`` (multiclass) or ``per_label_f1_<tag>.png`` (multilabel)."""
     files: dict[str, Path] = {}
-    if kind not in ("multiclass", "multilabel"):
+    prefix = {"multiclass": "confusion", "multilabel": "per_label_f1"}.get(doc["task"]["kind"])
+    if prefix is None:
         return files
     for b in doc["best"]:
-        row = _best_row(doc, b)
-        tag = f"{_slug(b['encoder'])}_{b['probe']}_layer{b['layer']}"
-        if kind == "multiclass":
-            cm = np.array(row["confusion_matrix"], dtype=float)
-            norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-            size = max(4.5, 0.6 * len(classes) + 2)
-            fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=120)
-            im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-            for i in range(len(classes)):
-                for j in range(len(classes)):
-                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.6 else "black")
-            ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-            ax.set_yticks(range(len(classes)), classes)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
-            ax.set_title(f"{b['encoder']} / {b['probe']}, layer {b['layer']}: {b['metric']} {b['value']:.3f}", fontsize=9)
-            name = f"confusion_{tag}.png"
-        else:
-            f1 = [row["per_label"][c]["f1"] for c in classes]
-            support = [row["per_label"][c]["support"] for c in classes]
-            fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) + 2), 4), dpi=120)
-            bars = ax.bar(range(len(classes)), f1, color="tab:blue")
-            for bar, s in zip(bars, support):
-                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"n={s}", ha="center", fontsize=7)
-            ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-            ax.set_ylim(0, 1.08)
-            ax.set_ylabel("F1 (pooled)")
-            ax.set_title(f"{b['encoder']} / {b['probe']}, layer {b['layer']}: {b['metric']} {b['value']:.3f}", fontsize=9)
-            ax.grid(axis="y", alpha=0.3)
-            name = f"per_label_f1_{tag}.png"
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path)
-        plt.close(fig)
-        files[name] = path
+        fig = best_layer_figure(doc, b)
+        if fig is None:
+            continue
+        layer = "all" if b["layer"] == ALL_LAYERS else b["layer"]
+        name = f"{prefix}_{_slug(b['encoder'])}_{b['probe']}_layer{layer}.png"
+        fig.savefig(out / name)
+        files[name] = out / name
     return files
 
 
 def plot_sweep_curve(doc: dict, path: Path) -> Path:
     """``layer_curve.png``: headline mean over outer folds per layer, a ±std band, one line per (encoder, probe)."""
     h = doc["headline"]["metric"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
     for enc, probe in dict.fromkeys((r["encoder"], r["probe"]) for r in doc["rows"]):
         rs = [r for r in doc["rows"] if (r["encoder"], r["probe"]) == (enc, probe)]
         x = np.array([r["layer"] for r in rs])
@@ -126,7 +337,6 @@ def plot_sweep_curve(doc: dict, path: Path) -> Path:
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -134,7 +344,8 @@ def plot_cooccurrence(matrix: np.ndarray, labels: list[str], title: str, path: P
     """``cooccurrence.png``: a ``(k, k)`` heatmap of segments carrying both labels, counts written in for k <= 20."""
     k = len(labels)
     size = max(5.0, 0.55 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    fig = Figure(figsize=(size + 1.2, size))
+    ax = fig.add_subplot()
     im = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(k), labels, rotation=45, ha="right")
     ax.set_yticks(range(k), labels)
@@ -148,14 +359,14 @@ def plot_cooccurrence(matrix: np.ndarray, labels: list[str], title: str, path: P
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="segments carrying both labels")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[str], title: str, path: Path) -> None:
     """``durations.png``: a histogram of segment durations (seconds) and a box per label."""
     per_label = [durations[[lab in s for s in sets]] for lab in labels]
     height = max(4.0, 0.35 * len(labels) + 1.8)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig = Figure(figsize=(12, height))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
     left.hist(durations, bins=40, color="#4C72B0", edgecolor="white")
     left.set_xlabel("segment duration (s)")
     left.set_ylabel("segments")
@@ -172,4 +383,3 @@ def plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[st
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import inspect
 
 from probekit.probe.fastlogreg import FastLogReg
+from probekit.probe.probes.layerweights import LayerWeightsProbe
 from probekit.probe.probes.lgbm import LGBMProbe
 from probekit.probe.probes.logreg import LogRegProbe
 from probekit.probe.probes.mlp import MLPProbe
 from probekit.probe.tasks import ProbeInputError
 
 # name -> estimator class. "logreg-fast" is the batched float32 solver the sweep uses for every cell.
-PROBES = {"logreg": LogRegProbe, "mlp": MLPProbe, "lgbm": LGBMProbe, "logreg-fast": FastLogReg}
+PROBES = {"logreg": LogRegProbe, "mlp": MLPProbe, "lgbm": LGBMProbe, "logreg-fast": FastLogReg, "layer-weights": LayerWeightsProbe}
 # The reference scikit-learn estimators, for --exact (the same classes until fast paths replace a default).
-EXACT_PROBES = {"logreg": LogRegProbe, "mlp": MLPProbe, "lgbm": LGBMProbe, "logreg-fast": FastLogReg}
+EXACT_PROBES = {"logreg": LogRegProbe, "mlp": MLPProbe, "lgbm": LGBMProbe, "logreg-fast": FastLogReg, "layer-weights": LayerWeightsProbe}
 
 
 def _table(exact: bool) -> dict:
@@ -38,4 +39,4 @@ def make_probe(name: str, exact: bool = False, **params):
     return table[name](**params)
 
 
-__all__ = ["PROBES", "EXACT_PROBES", "make_probe", "probe_params", "LogRegProbe", "MLPProbe", "LGBMProbe", "FastLogReg"]
+__all__ = ["PROBES", "EXACT_PROBES", "make_probe", "probe_params", "LogRegProbe", "MLPProbe", "LGBMProbe", "FastLogReg", "LayerWeightsProbe"]
