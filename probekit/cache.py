@@ -9,6 +9,9 @@ Layout (schema version 1)::
     /durations         (n_segments,)  float32 seconds of audio that were encoded
     /meta/<column>     (n_segments,)  utf-8 strings: speaker, split, label columns
     /skipped/{ids,lines,reasons}      rows that could not be encoded, and why
+                       (+ fingerprints: their audio fingerprint when skipped, optional)
+    /audio/{path,size,mtime_ns,file_sha256,fingerprint}  (n_segments,) per-row audio
+                       fingerprints (see probekit.identity), optional: older files lack it
     attrs              encoder, revision, commit, config_hash, pooling, sample_rate,
                        whisper_mode, dtype, probekit_version, schema_version, created,
                        manifest, manifest_fingerprint, shard, fingerprint
@@ -35,6 +38,40 @@ _STR = h5py.string_dtype(encoding="utf-8")
 
 class CacheError(ProbekitError, RuntimeError):
     """A cache file is missing, unreadable, unfinished or of an unknown schema."""
+
+
+AUDIO_FIELDS = ("path", "size", "mtime_ns", "file_sha256", "fingerprint")
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of the cache at ``path``: ``<folder>/.locks/<name>.lock``, out of reach of a
+    glob such as ``<folder>/*.shard-*`` that should match only caches."""
+    path = Path(path)
+    return path.parent / ".locks" / (path.name + ".lock")
+
+
+def writer_pid(path: str | Path) -> str | None:
+    """The pid of a live process writing the cache at ``path``, or ``None``.
+
+    Asks the kernel (a non-blocking ``flock`` probe on :func:`lock_path`), so a lock file left
+    by a killed writer does not count.
+    """
+    import fcntl
+
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _strings(values: Iterable[str]) -> np.ndarray:
@@ -90,8 +127,10 @@ class CacheWriter:
         metadata: Mapping[str, Sequence[str]],
         attrs: Mapping[str, object],
         skipped: Sequence[Mapping[str, object]] = (),
+        audio: Mapping[str, Sequence] | None = None,
     ) -> Path:
-        """Write metadata, attributes and skipped rows, fingerprint the content, then rename into place."""
+        """Write metadata, attributes, skipped rows and per-row audio fingerprints (``audio``: the
+        :data:`AUDIO_FIELDS`, row-aligned), fingerprint the content, then rename into place."""
         if not self._written.all():
             missing = int((~self._written).sum())
             self.abort()
@@ -107,6 +146,18 @@ class CacheWriter:
         sk.create_dataset("ids", data=_strings(s.get("id", "") for s in skipped), dtype=_STR)
         sk.create_dataset("lines", data=np.array([int(s.get("line", 0)) for s in skipped], dtype=np.int64))
         sk.create_dataset("reasons", data=_strings(s.get("reason", "") for s in skipped), dtype=_STR)
+        sk.create_dataset("fingerprints", data=_strings(s.get("fingerprint", "") for s in skipped), dtype=_STR)
+        if audio is not None:
+            group = f.create_group("audio")
+            for name in AUDIO_FIELDS:
+                values = list(audio[name])
+                if len(values) != self.n:
+                    self.abort()
+                    raise CacheError(f"audio column '{name}' has {len(values)} values for {self.n} segments")
+                if name in ("size", "mtime_ns"):
+                    group.create_dataset(name, data=np.array(values, dtype=np.int64))
+                else:
+                    group.create_dataset(name, data=_strings(values), dtype=_STR)
         for key, value in attrs.items():
             f.attrs[key] = "" if value is None else value
         f.attrs["schema_version"] = SCHEMA_VERSION
@@ -178,6 +229,9 @@ class EmbeddingCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
+            pid = writer_pid(self.path)
+            if pid is not None:
+                raise CacheError(f"{self.path} is being written by `probekit extract` (process {pid}); wait for it to finish, then rerun")
             tmp = self.path.with_name(self.path.name + ".tmp")
             hint = " (an extraction is unfinished: rerun `probekit extract` to resume it)" if tmp.exists() or self.path.with_name(self.path.name + ".partial").exists() else ""
             raise CacheError(f"{self.path}: cache file not found{hint}")
@@ -194,8 +248,17 @@ class EmbeddingCache:
                 sk = f.get("skipped")
                 self.skipped = []
                 if sk is not None:
-                    for sid, line, reason in zip(_decode(sk["ids"][:]), sk["lines"][:], _decode(sk["reasons"][:])):
-                        self.skipped.append({"id": sid, "line": int(line), "reason": reason})
+                    prints = _decode(sk["fingerprints"][:]) if "fingerprints" in sk else None
+                    for k, (sid, line, reason) in enumerate(zip(_decode(sk["ids"][:]), sk["lines"][:], _decode(sk["reasons"][:]))):
+                        entry = {"id": sid, "line": int(line), "reason": reason}
+                        if prints is not None:
+                            entry["fingerprint"] = prints[k]
+                        self.skipped.append(entry)
+                au = f.get("audio")
+                #: Per-row audio facts (:data:`AUDIO_FIELDS` -> (n_segments,) arrays); {} in older files.
+                self.audio = {} if au is None else {
+                    k: (au[k][:].astype(np.int64) if k in ("size", "mtime_ns") else _decode(au[k][:])) for k in AUDIO_FIELDS
+                }
         except CacheError:
             raise
         except (OSError, KeyError) as exc:
@@ -279,4 +342,7 @@ def merge_shards(
     attrs["shard"] = f"merged from {len(caches)} shard(s)"
     attrs.update(extra_attrs or {})
     skipped = [s for c in caches for s in c.skipped]
-    return w.finalize(metadata, attrs, skipped)
+    audio = None
+    if all(c.audio for c in caches):
+        audio = {k: [caches[where[i][0]].audio[k][where[i][1]] for i in ids] for k in AUDIO_FIELDS}
+    return w.finalize(metadata, attrs, skipped, audio=audio)

@@ -200,15 +200,29 @@ def _file_channels(path: Path) -> int | None:
         return None
 
 
+def resolve_manifest_path(path: str | Path) -> Path:
+    """The manifest file ``path`` names: a file as is, a folder's ``manifest.csv`` (as ``run --data``
+    takes it). Raises :class:`ManifestError` saying which, when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "manifest.csv"
+        if inside.is_file():
+            return inside
+        others = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson"))
+        hint = f"; it holds {', '.join(others[:5])}: give one of them" if others else ""
+        raise ManifestError(path, [(None, f"is a folder with no manifest.csv in it{hint}")])
+    if not path.is_file():
+        raise ManifestError(path, [(None, "manifest file not found")])
+    return path
+
+
 def read_manifest(path: str | Path, check_files: bool = True, require_speaker: bool = True) -> Manifest:
     """Read and validate a manifest.
 
     Raises :class:`ManifestError` listing every problem (duplicate ids, missing files,
     bad times, empty labels, missing columns, a channel the file does not have) with its line number.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(path, [(None, "manifest file not found")])
+    path = resolve_manifest_path(path)
     rows, columns = _read_rows(path)
     problems: list[tuple[int | None, str]] = []
     required = ["id", "path"] + (["speaker"] if require_speaker else [])

@@ -105,7 +105,6 @@ def test_nothing_computed_is_lost_when_encoding_crashes(bad_corpus, tmp_path):
 
 BAD_MANIFESTS = {
     "duplicate.csv": ("id,path,speaker,label\na,x.wav,s,anger\na,x.wav,s,anger\n", [(3, "duplicate id")]),
-    "missing_file.csv": ("id,path,speaker,label\na,nope.wav,s,anger\n", [(2, "not found")]),
     "bad_times.csv": ("id,path,speaker,start,end,label\na,x.wav,s,3,1,anger\nb,x.wav,s,zz,,anger\n",
                       [(2, "not after start"), (3, "not a number")]),
     "empty_label.csv": ("id,path,speaker,label\na,x.wav,s,\n", [(2, "empty label")]),
@@ -138,3 +137,36 @@ def test_all_rows_bad_still_gives_a_cache_listing_them(tmp_path):
     c = EmbeddingCache(r.path)
     assert len(c) == 0 and (c.num_layers, c.dim) == (3, 4)
     assert [(s["id"], s["line"]) for s in c.skipped] == [("a", 2), ("b", 3)]
+
+
+def _with_missing(bad_corpus):
+    text = bad_corpus.read_text().replace("g3,good3.wav", "gone,no-such-file.wav")
+    bad_corpus.write_text(text)
+    return bad_corpus
+
+
+def test_prepass_lists_every_bad_row_before_any_model_loads(bad_corpus, tmp_path):
+    from probekit.extract._extract import BadRows
+
+    manifest = _with_missing(bad_corpus)
+    with pytest.raises(BadRows) as info:
+        extract_cache(manifest, FakeSpec(), tmp_path / "c.h5", progress=False, skip_bad=False,
+                      loader=lambda s: pytest.fail("the model must not load when rows are bad"))
+    found = {r["id"]: (r["line"], r["reason"]) for r in info.value.rows}
+    # Everything a header and size check can see, missing file included, in one report;
+    # silence and a too-short cut need the samples, so decoding finds those later.
+    header_visible = {k: v for k, v in EXPECTED.items() if k not in ("silent", "short")}
+    assert set(found) == set(header_visible) | {"gone"}
+    for sid, (line, words) in header_visible.items():
+        assert found[sid][0] == line and words in found[sid][1]
+    assert found["gone"] == (13, f"audio file not found: {manifest.parent / 'no-such-file.wav'}")
+    assert "line 13, id gone: audio file not found" in str(info.value) and "--skip-bad" in str(info.value)
+    assert not (tmp_path / "c.h5").exists() and not (tmp_path / "c.h5.partial").exists()
+
+
+def test_skip_bad_skips_a_missing_file_too(bad_corpus, tmp_path):
+    manifest = _with_missing(bad_corpus)
+    r = extract_cache(manifest, FakeEncoder(), tmp_path / "c.h5", progress=False, skip_bad=True)
+    reasons = {e["id"]: e["reason"] for e in r.skipped}
+    assert set(reasons) == set(EXPECTED) | {"gone"} and "audio file not found" in reasons["gone"]
+    assert list(EmbeddingCache(r.path).ids) == ["g0", "g1", "cut", "g2"]

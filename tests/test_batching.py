@@ -62,3 +62,15 @@ def test_unsafe_encoder_groups_equal_lengths_only():
 def test_digest_changes_with_the_plan():
     items = _items([random.Random(0).randint(1, 100) for _ in range(20)])
     assert plan_digest(plan_batches(items, RATE, 2.0)) != plan_digest(plan_batches(items, RATE, 3.0))
+
+
+def test_batch_bound_counts_what_the_encoder_processes():
+    """Padded Whisper processes a whole 30 s window for a 2 s clip: 120 s then holds 4 clips, not 60."""
+    window = 30 * RATE
+    items = [Item(row=i, id=f"id{i:03d}", length=2 * RATE + i, cost=window) for i in range(20)]
+    batches = plan_batches(items, RATE, 120.0)
+    assert [len(b) for b in batches] == [4] * 5
+    # Without a cost, the same clips are bounded by their own length (and the 25 % buckets).
+    assert max(len(b) for b in plan_batches([Item(it.row, it.id, it.length) for it in items], RATE, 120.0)) == 20
+    # The cost is part of the plan's digest: a resumed run with another bound is refused.
+    assert plan_digest(batches) != plan_digest([[Item(it.row, it.id, it.length) for it in b] for b in batches])

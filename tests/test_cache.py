@@ -101,3 +101,17 @@ def test_golden_v1_cache_keeps_loading():
     assert c.skipped == [{"id": "seg_bad", "line": 9, "reason": "silent: peak amplitude 0 is below 1e-04"}]
     assert c.attrs["schema_version"] == 1 and c.attrs["pooling"] == "mean" and c.encoder == "golden/toy"
     assert c.fingerprint == "ba5607a9067d1623ae44a1c54acf4b07a3ecf40d82a8d66a227b70485b2a8328"
+
+
+def test_reading_a_cache_being_written_names_the_writer(tmp_path):
+    """While `probekit extract` holds the lock, a reader is told so, with the writer's pid."""
+    import os
+
+    from probekit.extract.journal import RunLock
+
+    out = tmp_path / "c.h5"
+    with RunLock(out):
+        with pytest.raises(CacheError, match=f"being written by `probekit extract` \\(process {os.getpid()}\\)"):
+            EmbeddingCache(out)
+    with pytest.raises(CacheError, match="cache file not found"):
+        EmbeddingCache(out)

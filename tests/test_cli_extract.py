@@ -95,7 +95,7 @@ def test_bad_manifest_and_bad_options(tmp_path, fake_encoders):
     text = manifest.read_text().replace("wav/c01.wav", "wav/missing.wav")
     manifest.write_text(text)
     res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path)
-    assert res.exit_code == 2 and "line 3: audio file not found" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "line 3, id c01: audio file not found" in res.output and "No model was loaded" in res.output and "Traceback" not in res.output
     assert fake_encoders.loaded == []
     manifest.write_text(text.replace("wav/missing.wav", "wav/c01.wav"))
     res = _run("extract", manifest, "-m", "no/such-model", "--out", tmp_path)
@@ -132,3 +132,43 @@ def test_progress_bar_reports_audio_seconds_per_second(tmp_path, fake_encoders):
     manifest = write_corpus(tmp_path / "data", n=4)
     res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path)
     assert res.exit_code == 0 and "audio-s/s" in res.output and "ETA" in res.output, res.output
+
+
+def test_folder_manifest_merge_globs_and_ctrl_c(tmp_path, fake_encoders):
+    manifest = write_corpus(tmp_path / "data", n=4)
+    # A folder stands for its manifest.csv.
+    res = _run("extract", manifest.parent, "-m", "org/a", "--out", tmp_path / "c", "--shard", "0/2", "-q")
+    assert res.exit_code == 0, res.output
+    assert _run("extract", manifest.parent, "-m", "org/a", "--out", tmp_path / "c", "--shard", "1/2", "-q").exit_code == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _run("extract", empty, "-m", "org/a")
+    assert res.exit_code == 2 and "no manifest.csv in it" in res.output
+    # Lock files are out of a shard glob's reach, and merge takes only the .h5 files it is given.
+    matched = sorted((tmp_path / "c").glob("*.shard-*"))
+    assert matched and all(p.suffix == ".h5" for p in matched)
+    (tmp_path / "c" / "org--a.shard-0-of-2.h5.partial").mkdir()  # as while a shard is still running
+    res = _run("merge", *sorted((tmp_path / "c").glob("*.shard-*")), "--out", tmp_path / "c" / "all.h5")
+    assert res.exit_code == 0 and "4 segments" in res.output and "ignoring 1 path" in res.output, res.output
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, fake_encoders, monkeypatch):
+    from probekit.extract import _extract
+
+    manifest = write_corpus(tmp_path / "data", n=8)
+    original = _extract._encode_batch
+    calls = []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_extract, "_encode_batch", interrupt_second)
+    res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path / "c", "--batch-seconds", "1", "-q")
+    assert res.exit_code == 130, res.output
+    assert "interrupted: 1 finished batch(es) kept in" in res.output and "run the same command to resume" in res.output
+    monkeypatch.setattr(_extract, "_encode_batch", original)
+    res = _run("extract", manifest, "-m", "org/a", "--out", tmp_path / "c", "--batch-seconds", "1", "-q")
+    assert res.exit_code == 0 and "1 resumed" in res.output, res.output

@@ -195,9 +195,31 @@ def test_unknown_architecture_is_named(tmp_path):
         load_encoder(EncoderSpec(str(tmp_path)))
 
 
-def test_missing_checkpoint_is_reported(tmp_path):
-    with pytest.raises(EncoderError, match="cannot load"):
+def test_missing_checkpoint_is_reported(tmp_path, monkeypatch):
+    with pytest.raises(EncoderError, match="no such folder"):
         load_encoder(EncoderSpec(str(tmp_path / "no" / "such" / "model")))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(EncoderError, match="models/whisper-tny: no such folder"):
+        load_encoder(EncoderSpec("models/whisper-tny"))
+
+
+def test_uncached_hub_id_fails_at_once_offline(monkeypatch):
+    """Offline, an id not in the local cache stops before transformers tries (and retries) the network."""
+    from probekit.extract import encoders
+
+    def no_network(*a, **k):
+        raise AssertionError("nothing may touch the network")
+
+    monkeypatch.setattr(encoders.AutoConfig, "from_pretrained", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(encoders, "_hub_reachable", no_network)
+    with pytest.raises(EncoderError, match="not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"):
+        load_encoder(EncoderSpec("nobody/no-such-model"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(encoders, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(EncoderError, match="the hub cannot be reached"):
+        load_encoder(EncoderSpec("nobody/no-such-model"))
 
 
 def test_bad_options_are_reported(w2v2_model):
@@ -280,3 +302,21 @@ def test_whisper_truncation(whisper_model, mode, max_layer):
     assert len(short.model.layers) == max(max_layer, 1)
     waves = _waves([3000, 20000])
     np.testing.assert_allclose(short.encode(waves), full.encode(waves)[:, : max_layer + 1], atol=1e-5)
+
+
+def test_whisper_fast_matches_numpy_extractor_features(whisper_model):
+    """Fast mode's torch features give the vectors the numpy extractor's features give (as the
+    pre-torch code computed them: clip zero-padded past its last frame, mel cut to 2n frames)."""
+    encoder = load_encoder(EncoderSpec(str(whisper_model), whisper_mode="fast"))
+    fe = transformers.WhisperFeatureExtractor.from_pretrained(whisper_model)
+    waves = _waves([1, 4321, 16000 * 7 + 5], seed=7)
+    expected = []
+    for wave in waves:
+        n = math.ceil(len(wave) / 320)
+        padded = np.zeros(n * 320 + fe.n_fft, dtype=np.float32)
+        padded[: len(wave)] = wave
+        mel = fe(padded, sampling_rate=16000, padding="longest", return_tensors="pt").input_features[:, :, : 2 * n]
+        with torch.no_grad():
+            hidden = whisper_encoder_hidden_states(encoder.model, mel, torch.tensor([2 * n]))
+        expected.append(hidden[:, 0, :n].mean(1).numpy())
+    np.testing.assert_allclose(encoder.encode(waves), np.stack(expected), atol=1e-5)

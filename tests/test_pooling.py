@@ -1,11 +1,12 @@
-"""Pooling: frame-weighted statistics over valid frames, window by window."""
+"""Pooling on the device: masked statistics over valid frames, windows of one segment pooled together."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from probekit.extract.pooling import POOLINGS, PoolAccumulator, pool_frames, pooled_dim
+from probekit.extract.pooling import POOLINGS, pool_hidden, pooled_dim
 
 
 def test_pooled_dim():
@@ -15,33 +16,52 @@ def test_pooled_dim():
         pooled_dim(384, "max")
 
 
+def _expected(frames: np.ndarray, pooling: str) -> np.ndarray:
+    """(states, n, dim) -> (states, pooled_dim), in float64 numpy."""
+    mean = frames.astype(np.float64).mean(axis=1)
+    if pooling == "mean":
+        return mean
+    return np.concatenate([mean, frames.astype(np.float64).std(axis=1)], axis=1)
+
+
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_windows_pool_like_their_concatenation(pooling):
+def test_masked_windows_pool_like_their_concatenation(pooling):
+    """Segment 0 is three windows (100, 1 and 56 valid frames), segment 1 one window of 7;
+    padding frames hold huge values and must not leak in."""
     rng = np.random.default_rng(0)
-    frames = rng.normal(3.0, 2.0, size=(3, 157, 8)).astype(np.float32)
-    acc = PoolAccumulator(3, 8, pooling)
-    for start, stop in [(0, 100), (100, 101), (101, 157)]:
-        acc.add(frames[:, start:stop])
-    expected = frames.mean(axis=1)
-    if pooling == "mean+std":
-        expected = np.concatenate([expected, frames.std(axis=1)], axis=1)
-    result = acc.result()
-    assert result.dtype == np.float32
-    assert result.shape == (3, pooled_dim(8, pooling))
-    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(pool_frames(frames, pooling), expected, rtol=1e-5, atol=1e-5)
+    seg0 = rng.normal(3.0, 2.0, size=(3, 157, 8)).astype(np.float32)
+    seg1 = rng.normal(-1.0, 0.5, size=(3, 7, 8)).astype(np.float32)
+    windows = [seg0[:, :100], seg0[:, 100:101], seg1, seg0[:, 101:]]
+    owner = [0, 0, 1, 0]
+    hidden = np.full((3, 4, 120, 8), 1e30, dtype=np.float32)
+    for k, w in enumerate(windows):
+        hidden[:, k, : w.shape[1]] = w
+    frames = torch.tensor([w.shape[1] for w in windows])
+    out = pool_hidden(torch.from_numpy(hidden), frames, torch.tensor(owner), 2, pooling).numpy()
+    assert out.dtype == np.float32 and out.shape == (2, 3, pooled_dim(8, pooling))
+    np.testing.assert_allclose(out[0], _expected(seg0, pooling), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[1], _expected(seg1, pooling), rtol=1e-5, atol=1e-5)
+
+
+def test_std_has_no_cancellation():
+    """A large mean with a tiny spread: E[x^2] - E[x]^2 in float32 would lose it entirely."""
+    rng = np.random.default_rng(1)
+    frames = (1000.0 + 1e-3 * rng.standard_normal((2, 500, 4))).astype(np.float32)
+    out = pool_hidden(torch.from_numpy(frames[:, None]), torch.tensor([500]), pooling="mean+std").numpy()[0]
+    np.testing.assert_allclose(out[:, 4:], frames.astype(np.float64).std(axis=1), rtol=2e-2)
 
 
 def test_single_frame_std_is_zero():
-    frames = np.full((2, 1, 4), 7.5, dtype=np.float32)
-    result = pool_frames(frames, "mean+std")
-    np.testing.assert_array_equal(result[:, :4], 7.5)
-    np.testing.assert_array_equal(result[:, 4:], 0.0)
+    frames = torch.full((2, 1, 3, 4), 7.5)
+    out = pool_hidden(frames, torch.tensor([1]), pooling="mean+std")[0]
+    torch.testing.assert_close(out[:, :4], torch.full((2, 4), 7.5))
+    torch.testing.assert_close(out[:, 4:], torch.zeros(2, 4))
 
 
-def test_empty_and_misshapen_input_raise():
-    acc = PoolAccumulator(2, 4)
-    with pytest.raises(ValueError, match="no frames"):
-        acc.result()
-    with pytest.raises(ValueError, match="num_hidden_states"):
-        acc.add(np.zeros((3, 5, 4)))
+def test_half_precision_input_and_empty_segment():
+    hidden = torch.randn(2, 2, 5, 4).half()
+    out = pool_hidden(hidden, torch.tensor([5, 2]))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[1], hidden[:, 1, :2].float().mean(1))
+    with pytest.raises(ValueError, match="no valid frame"):
+        pool_hidden(hidden, torch.tensor([5, 0]))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from probekit.cli._app import app
+from probekit.cli._app import app, user_errors
 
 
 @app.command()
@@ -22,17 +22,17 @@ def extract(
     batch_seconds: Annotated[float, typer.Option(help="Bound on padded audio seconds per batch.")] = 120.0,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of every --model.")] = None,
     whisper_mode: Annotated[str, typer.Option(help="Whisper only: padded (30 s window, exact) or fast (real frames only).")] = "padded",
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even when some rows could not be encoded.")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip rows that cannot be encoded (missing, unreadable, empty, truncated, silent...) and exit 0; without it, bad rows found by the pre-pass stop the run before any model loads.")] = False,
     shard: Annotated[str | None, typer.Option(help="Extract only shard i/n (0-based) into <slug>.shard-i-of-n.h5; torchrun's RANK/WORLD_SIZE are used when absent.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads decoding audio ahead of the encoder (default: half the cores, 2 to 8).")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Print where the wall time went (decode, features, forward, pooling, writing) and peak memory; exact on CUDA.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Extract every layer's pooled hidden states of MANIFEST's segments into one HDF5 cache per model.
 
     Interrupted runs resume where they stopped when rerun with the same command; a finished cache is left as is.
     """
-    from probekit.extract._extract import ExtractError, extract_models, parse_shard
-    from probekit.extract.journal import JournalMismatch, RunLocked
-    from probekit.manifest import ManifestError
+    from probekit.extract._extract import ExtractInterrupted, extract_models, format_profile, parse_shard
 
     err = Console(stderr=True)
     if pooling not in ("mean", "mean+std"):
@@ -43,36 +43,37 @@ def extract(
         raise typer.BadParameter("use padded or fast", param_hint="--whisper-mode")
     if batch_seconds <= 0:
         raise typer.BadParameter("must be positive", param_hint="--batch-seconds")
+    if workers is not None and workers < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--workers")
     try:
         shard_ = parse_shard(shard)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
-    from probekit.extract import encoders
+    from probekit.extract.encoders import EncoderSpec
 
-    EncoderSpec = encoders.EncoderSpec
-    # A model that cannot be loaded (bad id, no network, unsupported architecture) is bad input too.
-    load_errors = (encoders.EncoderError,) if hasattr(encoders, "EncoderError") else ()
     specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode, device=device) for m in model]
-    try:
-        results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
-                                 shard=shard_, progress=not quiet)
-    except (ManifestError, ExtractError, JournalMismatch, RunLocked, *load_errors) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    except (OSError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    with user_errors(interrupted="finished batches are kept next to the cache (<cache>.partial/); run the same command to resume"):
+        try:
+            results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
+                                     shard=shard_, progress=not quiet, workers=workers, profile=profile, skip_bad=skip_bad)
+        except ExtractInterrupted as exc:
+            typer.echo(f"\n{exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
     bad = 0
     for r in results:
-        state = "already up to date" if r.up_to_date else f"{r.batches_computed} batch(es) computed, {r.batches_resumed} resumed"
+        state = "already up to date" if r.up_to_date else (
+            f"{r.batches_computed} batch(es) computed, {r.batches_resumed} resumed; rows: {r.rows_reused} reused, "
+            f"{r.rows_added} added, {r.rows_retried} retried, {r.rows_changed} recomputed (audio changed)")
         typer.echo(
             f"{r.path}: {r.n_segments} segments x {r.num_layers} layers x {r.dim} dims, "
             f"{r.audio_seconds:.1f} s of audio, {r.wall_seconds:.1f} s wall ({state}); {len(r.skipped)} row(s) skipped"
         )
+        if profile and r.timings:
+            typer.echo("  " + format_profile(r))
         for s in r.skipped:
             typer.echo(f"  skipped line {s['line']}, id {s['id']}: {s['reason']}")
         bad += len(r.skipped)
     if bad and not skip_bad:
-        err.print(f"{bad} row(s) could not be encoded (listed above and recorded in the cache); "
-                  "fix or drop them and delete the cache to extract again, or pass --skip-bad to accept it as is", highlight=False)
+        err.print(f"{bad} row(s) could not be encoded (listed above and recorded in the cache); fix them and rerun "
+                  "the same command (only those rows are computed), or pass --skip-bad to accept the cache as is", highlight=False)
         raise typer.Exit(1)

@@ -14,19 +14,22 @@ from probekit.errors import ProbekitError
 import json
 import os
 import re
+import resource
 import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from probekit.extract.audio import AudioError, load_segment, probe_segment, resampled_length
+from probekit.extract.audio import AudioError, SegmentInfo, load_segment, probe_segment, resampled_length
 from probekit.extract.batching import Item, plan_batches, plan_digest
 from probekit.cache import CacheError, CacheWriter, EmbeddingCache, merge_shards
 from probekit.extract.journal import BatchRecord, Journal, JournalMismatch, RunLock
+from probekit.identity import CacheIdentity, RowAudio, known_files, row_audio
 from probekit.manifest import Manifest, read_manifest
 from probekit.progress import AudioProgress
 
@@ -34,7 +37,16 @@ POOLINGS = ("mean", "mean+std")
 DTYPES = ("float16", "float32")
 DEFAULT_BATCH_SECONDS = 120.0
 # Bumped when the journal or plan format changes: an old journal is then refused, not misread.
-JOURNAL_VERSION = 1
+# 2: batches are bounded by what the encoder processes (padded Whisper: whole windows).
+JOURNAL_VERSION = 2
+# Wall-clock stages of an extraction, in the order the profile prints them.
+STAGES = ("decode", "features", "forward", "pooling", "writing", "other")
+
+
+def default_workers() -> int:
+    """Decoding threads: half the cores, at least 2 and at most 8 (soundfile and soxr release
+    the GIL, and the other half feeds the encoder)."""
+    return min(8, max(2, (os.cpu_count() or 2) // 2))
 
 
 class ExtractError(ProbekitError, RuntimeError):
@@ -52,6 +64,13 @@ class EncoderLike(Protocol):
     identity: dict[str, str]
 
     def encode(self, waves: list[np.ndarray], pooling: str = "mean") -> np.ndarray: ...
+
+
+# Optional encoder members, used when present (probekit.extract.encoders.Encoder has them all):
+# ``input_samples(n) -> int`` (what the encoder processes for n samples, for the batch bound),
+# ``encode_padded(batch, lengths, pooling)`` (a zero-padded torch batch, decoded by the workers),
+# ``device`` (a torch.device: pinned batches when CUDA), ``timings`` and ``sync_timings``
+# (per-stage seconds for the profile).
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,17 @@ class ExtractResult:
     batches_resumed: int
     up_to_date: bool
     shard: str = ""
+    #: Wall seconds of this call per stage (:data:`STAGES`): ``decode`` is time the encoder
+    #: waited for decoded audio; ``decode_threads`` (not a wall share) is the workers' total.
+    timings: dict = field(default_factory=dict)
+    #: Peak resident memory of this process, bytes.
+    peak_rss: int = 0
+    #: Rows copied from the cache that was there, rows new to it, skipped rows tried again
+    #: (their audio changed), and rows recomputed because their audio changed.
+    rows_reused: int = 0
+    rows_added: int = 0
+    rows_retried: int = 0
+    rows_changed: int = 0
 
 
 # --------------------------------------------------------------------------- naming and sharding
@@ -122,47 +152,26 @@ def default_cache_path(manifest: str | Path, model: str, out_dir: str | Path | N
 # --------------------------------------------------------------------------- the run
 
 
-def _request(encoder: Any, pooling: str, dtype: str, manifest: Manifest, shard: tuple[int, int] | None) -> dict:
+def _request(encoder: Any, pooling: str, dtype: str, manifest: Manifest, shard: tuple[int, int] | None) -> CacheIdentity:
     """What the cache must have been computed with to be reused: known before any model loads."""
-    if hasattr(encoder, "encode"):
-        ident = dict(getattr(encoder, "identity", {}) or {})
-        model, revision, mode = ident.get("encoder", ""), ident.get("revision", ""), ident.get("whisper_mode", "")
-        max_layer = ident.get("max_layer", "")
-    else:
-        model, revision, mode = encoder.model, encoder.revision, getattr(encoder, "whisper_mode", "")
-        if Path(model).expanduser().is_dir():
-            # The same local checkpoint named from another working directory is the same model.
-            model = str(Path(model).expanduser().resolve())
-        max_layer = getattr(encoder, "max_layer", None)
-    return {
-        "model": str(model),
-        "revision": str(revision or ""),
-        "whisper_mode": str(mode or ""),
-        "max_layer": "" if max_layer in (None, "") else str(max_layer),
-        "pooling": pooling,
-        "dtype": dtype,
-        "manifest_fingerprint": manifest.audio_fingerprint(),
-        "shard": f"{shard[0]}/{shard[1]}" if shard else "",
-    }
+    return CacheIdentity.expected(encoder, pooling, dtype, manifest, shard)
 
 
-def _check_finished(out: Path, request: dict) -> EmbeddingCache | None:
-    """The finished cache at ``out`` if it matches ``request``; raises if it was made differently."""
+def _previous(out: Path, expected: CacheIdentity) -> EmbeddingCache | None:
+    """The finished cache at ``out`` if its settings match ``expected``; raises if it was made
+    differently (a cache never mixes runs). Its rows may differ: that is incremental work."""
     if not out.is_file():
         return None
     try:
         cache = EmbeddingCache(out)
     except CacheError as exc:
         raise ExtractError(f"{out} exists but is not a readable cache ({exc}); move it away or choose another --out") from exc
-    try:
-        stored = json.loads(str(cache.attrs.get("run_spec", "")))
-    except ValueError:
-        stored = None
-    if not isinstance(stored, dict):
+    stored = CacheIdentity.from_cache(cache)
+    if stored is None:
         raise ExtractError(f"{out} exists but was not written by `probekit extract`; move it away or choose another --out")
-    diff = [k for k in request if str(stored.get(k, "")) != str(request[k])]
+    diff = stored.setting_differences(expected)
     if diff:
-        details = "; ".join(f"{k}: file has {stored.get(k)!r}, you asked {request[k]!r}" for k in diff)
+        details = "; ".join(d.replace(" here, ", " in the file, you asked ").replace(" there", "") for d in diff)
         raise ExtractError(
             f"{out} already holds a different extraction ({details}). A cache never mixes runs: "
             "choose another --out, or delete the file to recompute"
@@ -177,21 +186,67 @@ def cache_differences(out: str | Path, manifest: str | Path | Manifest, encoder:
     out = Path(out)
     if not out.is_file():
         return None
-    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
-    request = _request(encoder, pooling, dtype, man, None)
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_files=False)
+    expected = _request(encoder, pooling, dtype, man, None)
     try:
-        stored = json.loads(str(EmbeddingCache(out).attrs.get("run_spec", "")))
-    except (CacheError, ValueError):
+        stored = CacheIdentity.from_cache(EmbeddingCache(out))
+    except CacheError:
+        stored = None
+    if stored is None:
         return [f"{out} is not a cache written by `probekit extract`"]
-    if not isinstance(stored, dict):
-        return [f"{out} is not a cache written by `probekit extract`"]
-    names = {"manifest_fingerprint": "manifest audio (ids, paths, start/end)"}
-    return [f"{names.get(k, k)}: cache has {stored.get(k)!r}, wanted {request[k]!r}" for k in request if str(stored.get(k, "")) != str(request[k])]
+    return [d.replace(" here, ", " in the cache, wanted ").replace(" there", "") for d in stored.differences(expected)]
 
 
 def _shard_segments(manifest: Manifest, shard: tuple[int, int] | None) -> list[int]:
     rows = range(len(manifest.segments))
     return list(rows) if shard is None else [r for r in rows if r % shard[1] == shard[0]]
+
+
+class BadRows(ExtractError):
+    """Rows found bad by the pre-pass, before any model loads; ``rows`` holds ``{"id", "line", "reason"}`` each."""
+
+    def __init__(self, source: Path, rows: list[dict]):
+        self.rows = rows
+        lines = [f"{source}: {len(rows)} row(s) cannot be encoded:"]
+        lines += [f"  line {r['line']}, id {r['id']}: {r['reason']}" for r in rows[:100]]
+        if len(rows) > 100:
+            lines.append(f"  ... and {len(rows) - 100} more")
+        lines.append("No model was loaded. Fix or drop these rows, or pass --skip-bad to extract the others "
+                     "(a later run with the rows fixed adds them to the cache).")
+        super().__init__("\n".join(lines))
+
+
+class ExtractInterrupted(ExtractError):
+    """Ctrl-C during a run: what was kept, and that the same command resumes."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The pre-pass's verdict on one row: its header (``None`` when bad), why not, its audio fingerprint."""
+
+    info: SegmentInfo | None
+    reason: str
+    audio: RowAudio
+
+
+def _prepass(man: Manifest, rows: Sequence[int], known: dict, workers: int) -> dict[int, _Checked]:
+    """Header and size checks and audio fingerprints of ``rows``, in threads: no samples decoded,
+    and a file is hashed only when its size or modification time differs from ``known``."""
+
+    def check(r: int) -> _Checked:
+        seg = man.segments[r]
+        audio = row_audio(seg.path, seg.start, seg.end, seg.channel, known)
+        if not Path(seg.path).is_file():
+            return _Checked(None, f"audio file not found: {seg.path}", audio)
+        try:
+            return _Checked(probe_segment(seg.path, seg.start, seg.end, seg.channel), "", audio)
+        except AudioError as exc:
+            return _Checked(None, exc.reason, audio)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip(rows, pool.map(check, rows)))
 
 
 def extract_cache(
@@ -206,6 +261,9 @@ def extract_cache(
     loader: Callable[[Any], EncoderLike] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_bad: Callable[[dict], None] | None = None,
+    workers: int | None = None,
+    profile: bool = False,
+    skip_bad: bool = True,
 ) -> ExtractResult:
     """Extract every layer's pooled hidden states of ``manifest`` into the cache file ``out``.
 
@@ -214,13 +272,24 @@ def extract_cache(
     ``whisper_mode``), loaded with ``loader`` (default ``probekit.extract.encoders.load_encoder``) only
     when there is work to do. ``shard=(i, n)`` takes manifest rows ``i, i+n, i+2n, ...``.
 
-    Bad rows (unreadable, empty, truncated, silent, too short) are skipped, passed to ``on_bad``,
-    recorded in the cache's ``skipped`` group and returned in ``ExtractResult.skipped``; the caller
-    decides whether that is an error. ``on_batch(i)`` runs after batch ``i`` is journaled.
+    One pre-pass over every row, before any model loads, checks headers and sizes (missing,
+    unreadable, empty, truncated files, times past the end, absent channels) and fingerprints the
+    audio. With ``skip_bad=False`` any bad row stops the run there (:class:`BadRows`, listing
+    them all); otherwise bad rows, and rows that fail later at decoding (corrupt data, silence),
+    are skipped, passed to ``on_bad``, recorded in the cache's ``skipped`` group and returned in
+    ``ExtractResult.skipped``. ``on_batch(i)`` runs after batch ``i`` is journaled.
 
-    Raises ``ManifestError`` (bad manifest), :class:`ExtractError` (``out`` holds another run),
-    ``JournalMismatch`` (an unfinished journal of another run) or ``RunLocked`` (another process
-    is writing ``out``).
+    Incremental: when ``out`` already holds a cache of the same settings, only rows it lacks, rows
+    whose audio fingerprint changed and skipped rows whose audio changed are computed; the other
+    vectors are copied bit for bit into a new file that replaces the old one atomically.
+
+    ``workers`` threads decode (and pad) batches ahead of the encoder, at most two batches each
+    (default :func:`default_workers`). ``profile=True`` makes stage timings exact on CUDA (it
+    waits for the device between stages); they are measured either way, in ``result.timings``.
+
+    Raises ``ManifestError`` (bad manifest), :class:`BadRows`, :class:`ExtractError` (``out`` holds
+    another run), ``JournalMismatch`` (an unfinished journal of another run), ``RunLocked``
+    (another process is writing ``out``) or :class:`ExtractInterrupted` (Ctrl-C).
     """
     t0 = time.perf_counter()
     if pooling not in POOLINGS:
@@ -229,79 +298,250 @@ def extract_cache(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds must be positive, not {batch_seconds}")
-    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_files=False)
     out = Path(out)
-    request = _request(encoder, pooling, dtype, man, shard)
-
-    finished = _check_finished(out, request)
-    if finished is not None:
-        return _result_from_cache(finished, request, t0)
+    expected = _request(encoder, pooling, dtype, man, shard)
 
     with RunLock(out):
-        # The lock's previous holder may have finished this very cache since the first check.
-        finished = _check_finished(out, request)
-        if finished is not None:
-            return _result_from_cache(finished, request, t0)
-        journal = Journal(out, {**request, "journal_version": JOURNAL_VERSION})
+        prev = _previous(out, expected)
+        rows = _shard_segments(man, shard)
+        known = known_files(prev.audio["path"], prev.audio) if prev is not None and prev.audio else {}
+        checked = _prepass(man, rows, known, workers)
+        early_bad = [r for r in rows if checked[r].reason]
+        if early_bad and not skip_bad:
+            raise BadRows(man.source, [_entry(man, r, checked[r].reason) for r in early_bad])
+        plan = _incremental(man, rows, checked, prev, expected)
+        if prev is not None and plan.up_to_date:
+            return _result_from_cache(prev, expected, t0)
+        journal = Journal(out, {**expected.to_spec(), "journal_version": JOURNAL_VERSION,
+                                "base_cache": prev.fingerprint if prev is not None else ""})
         stored = journal.stored_spec()
         if stored is not None and "batch_seconds" in stored and stored["batch_seconds"] != batch_seconds:
             # The plan must not change under a resumed run: keep the journal's batch size.
             batch_seconds = float(stored["batch_seconds"])
         journal.spec["batch_seconds"] = float(batch_seconds)
         journal.open()
+        try:
+            return _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
+                        shard, progress, on_batch, on_bad, workers, profile, t0)
+        except KeyboardInterrupt:
+            kept = len(journal.done())
+            raise ExtractInterrupted(
+                f"interrupted: {kept} finished batch(es) kept in {journal.dir}; "
+                "run the same command to resume from there"
+            ) from None
 
+
+@dataclass
+class _Plan:
+    """Which rows an incremental run reuses (row -> position in the old cache), computes, or skips."""
+
+    reuse: dict[int, int]
+    todo: list[int]
+    bad: dict[int, str]
+    added: int = 0
+    retried: int = 0
+    changed: int = 0
+    up_to_date: bool = False
+
+
+def _incremental(man: Manifest, rows: Sequence[int], checked: dict[int, _Checked], prev: EmbeddingCache | None,
+                 expected: CacheIdentity) -> _Plan:
+    plan = _Plan(reuse={}, todo=[], bad={})
+    position = {str(sid): k for k, sid in enumerate(prev.ids)} if prev is not None else {}
+    prints = prev.audio.get("fingerprint") if prev is not None and prev.audio else None
+    # An old cache without per-row fingerprints can vouch for its rows only through the manifest's.
+    same_manifest = prev is not None and str(prev.attrs.get("manifest_fingerprint", "")) == expected.manifest_fingerprint
+    skipped = {str(s["id"]): s for s in prev.skipped} if prev is not None else {}
+    for r in rows:
+        seg, c = man.segments[r], checked[r]
+        k = position.get(seg.id)
+        before = skipped.get(seg.id)
+        if c.reason:
+            plan.bad[r] = c.reason
+        elif k is not None and (prints[k] == c.audio.fingerprint if prints is not None else same_manifest):
+            plan.reuse[r] = k
+        elif before is not None and before.get("fingerprint") and before["fingerprint"] == c.audio.fingerprint:
+            # Failed at decoding before, and its audio has not changed since: it would fail again.
+            plan.bad[r] = str(before["reason"])
+        else:
+            plan.todo.append(r)
+            if k is not None:
+                plan.changed += 1
+            elif before is not None:
+                plan.retried += 1
+            else:
+                plan.added += 1
+    if prev is not None and not plan.todo:
+        kept = [man.segments[r].id for r in sorted(plan.reuse)]
+        bad = sorted((man.segments[r].id, reason) for r, reason in plan.bad.items())
+        plan.up_to_date = (kept == [str(i) for i in prev.ids] and same_manifest
+                           and bad == sorted((str(s["id"]), str(s["reason"])) for s in prev.skipped))
+    return plan
+
+
+def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds, shard,
+         progress, on_batch, on_bad, workers, profile, t0) -> ExtractResult:
+    """The locked part of :func:`extract_cache` once the plan is known: encode, journal, write."""
+    enc = None
+    # With nothing to compute, only a first cache needs the model (for its shape and identity).
+    if plan.todo or prev is None:
         enc = encoder if hasattr(encoder, "encode") else _load(encoder, loader)
-        rows = _shard_segments(man, shard)
-        bad: dict[int, str] = {}
-        items: list[Item] = []
-        for r in rows:
-            seg = man.segments[r]
-            try:
-                info = probe_segment(seg.path, seg.start, seg.end)
-            except AudioError as exc:
-                bad[r] = exc.reason
-                continue
-            items.append(Item(row=r, id=seg.id, length=resampled_length(info.num_frames, info.sample_rate, enc.sample_rate)))
-        batches = plan_batches(items, enc.sample_rate, batch_seconds, pads_safely=bool(enc.pads_safely))
-        _check_plan(journal, plan_digest(batches))
+        _check_same_weights(enc, prev)
+        if profile and hasattr(enc, "sync_timings"):
+            enc.sync_timings = True
+    items: list[Item] = []
+    sample_rate = int(enc.sample_rate) if enc is not None else 16000
+    input_samples = getattr(enc, "input_samples", None)
+    for r in plan.todo:
+        info = checked[r].info
+        length = resampled_length(info.num_frames, info.sample_rate, sample_rate)
+        items.append(Item(row=r, id=man.segments[r].id, length=length, cost=None if input_samples is None else int(input_samples(length))))
+    batches = plan_batches(items, sample_rate, batch_seconds, pads_safely=bool(getattr(enc, "pads_safely", True)))
+    _check_plan(journal, plan_digest(batches))
 
-        total = sum(it.length for it in items) / enc.sample_rate
-        done = journal.done()
-        computed = resumed = 0
-        label = f"{model_slug(request['model'])}{' shard ' + request['shard'] if shard else ''}"
-        todo = [i for i in range(len(batches)) if i not in done]
-        # Decoding of the next batch overlaps encoding of this one (soundfile and soxr release
-        # the GIL); a crash still loses at most the batch being encoded.
-        with AudioProgress(label, total, enabled=progress) as bar, ThreadPoolExecutor(1) as pool:
-            for r, reason in bad.items():
+    total = sum(it.length for it in items) / sample_rate
+    done = {i for i in journal.done() if i < len(batches) and journal.readable(i)}
+    computed = resumed = 0
+    label = f"{model_slug(expected.model)}{' shard ' + expected.shard if shard else ''}"
+    todo = [i for i in range(len(batches)) if i not in done]
+    clock = _StageClock(enc)
+    with AudioProgress(label, total, enabled=progress and bool(batches)) as bar, ThreadPoolExecutor(workers) as pool:
+        for r, reason in plan.bad.items():
+            _report(on_bad, man, r, reason, bar)
+        for index in sorted(done):
+            rec = journal.load(index)
+            for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
                 _report(on_bad, man, r, reason, bar)
-            for index in sorted(done):
-                rec = journal.load(index)
-                for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
-                    _report(on_bad, man, r, reason, bar)
-                resumed += 1
-                bar.skip(sum(it.length for it in batches[index]) / enc.sample_rate)
-            pending = pool.submit(_decode_batch, enc, man, batches[todo[0]]) if todo else None
-            for k, index in enumerate(todo):
-                decoded = pending.result()  # type: ignore[union-attr]
-                pending = pool.submit(_decode_batch, enc, man, batches[todo[k + 1]]) if k + 1 < len(todo) else None
+            resumed += 1
+            bar.skip(sum(it.length for it in batches[index]) / sample_rate)
+        if todo:
+            for index, decoded in _decoded_ahead(pool, enc, man, batches, todo, 2 * workers, clock):
                 rec = _encode_batch(enc, decoded, pooling)
-                journal.save(index, rec)
+                with clock.stage("writing"):
+                    journal.save(index, rec)
                 for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
                     _report(on_bad, man, r, reason, bar)
                 computed += 1
-                bar.advance(sum(it.length for it in batches[index]) / enc.sample_rate)
+                bar.advance(sum(it.length for it in batches[index]) / sample_rate)
                 if on_batch is not None:
                     on_batch(index)
 
-        result = _write_cache(out, man, enc, journal, len(batches), bad, request, pooling, dtype, batch_seconds, shard)
+    with clock.stage("writing"):
+        n, layers, dim, audio_seconds, skipped = _write_cache(
+            out, man, enc, journal, len(batches), plan, checked, prev, expected, pooling, dtype, batch_seconds)
         journal.remove()
-    n, layers, dim, audio_seconds, skipped = result
+    wall = time.perf_counter() - t0
     return ExtractResult(
-        path=out, model=request["model"], n_segments=n, num_layers=layers, dim=dim, audio_seconds=audio_seconds,
-        wall_seconds=time.perf_counter() - t0, skipped=skipped, batches_computed=computed,
-        batches_resumed=resumed, up_to_date=False, shard=request["shard"],
+        path=out, model=expected.model, n_segments=n, num_layers=layers, dim=dim, audio_seconds=audio_seconds,
+        wall_seconds=wall, skipped=skipped, batches_computed=computed,
+        batches_resumed=resumed, up_to_date=False, shard=expected.shard,
+        timings=clock.split(wall), peak_rss=peak_rss(),
+        rows_reused=len(plan.reuse), rows_added=plan.added, rows_retried=plan.retried, rows_changed=plan.changed,
     )
+
+
+def _check_same_weights(enc: EncoderLike, prev: EmbeddingCache | None) -> None:
+    """The loaded weights must be the ones the old cache's rows came from (a local folder can
+    change under the same path)."""
+    if prev is None:
+        return
+    ident = dict(getattr(enc, "identity", {}) or {})
+    for key in ("commit", "config_hash"):
+        old, new = str(prev.attrs.get(key, "")), str(ident.get(key, ""))
+        if old and new and old != new:
+            raise ExtractError(
+                f"{prev.path} was computed with other weights of the same model ({key} {old[:12]}... there, "
+                f"{new[:12]}... now); a cache never mixes them: choose another --out, or delete the file to recompute"
+            )
+
+
+def format_profile(result: ExtractResult) -> str:
+    """One line: each stage's share of the wall time, the decoding threads' total, peak memory."""
+    t = result.timings
+    wall = max(result.wall_seconds, 1e-9)
+    parts = ", ".join(f"{name} {t.get(name, 0.0):.1f} s ({100 * t.get(name, 0.0) / wall:.0f}%)" for name in STAGES)
+    rate = result.audio_seconds / wall if not result.up_to_date else 0.0
+    return (f"time: {parts}; decoding threads busy {t.get('decode_threads', 0.0):.1f} s; "
+            f"{rate:.0f} audio-s/s; peak memory {result.peak_rss / 2**20:.0f} MiB")
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process so far, bytes (Linux reports KiB, macOS bytes)."""
+    value = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return value if os.uname().sysname == "Darwin" else value * 1024
+
+
+class _StageClock:
+    """Wall seconds per stage of one run. Features, forward and pooling come from the encoder's
+    own ``timings`` (when it keeps them), taken as the difference over the run."""
+
+    def __init__(self, enc: EncoderLike):
+        self._enc = enc
+        self._start = dict(getattr(enc, "timings", {}) or {})
+        self.seconds = {name: 0.0 for name in STAGES}
+        self.decode_threads = 0.0
+
+    class _Span:
+        def __init__(self, clock: _StageClock, name: str):
+            self.clock, self.name = clock, name
+
+        def __enter__(self):
+            self.t0 = time.perf_counter()
+
+        def __exit__(self, *exc):
+            self.clock.seconds[self.name] += time.perf_counter() - self.t0
+
+    def stage(self, name: str) -> _StageClock._Span:
+        return self._Span(self, name)
+
+    def split(self, wall: float) -> dict:
+        now = dict(getattr(self._enc, "timings", {}) or {})
+        out = dict(self.seconds)
+        for name in ("features", "forward", "pooling"):
+            out[name] += float(now.get(name, 0.0)) - float(self._start.get(name, 0.0))
+        out["other"] = max(0.0, wall - sum(v for k, v in out.items() if k != "other"))
+        out["decode_threads"] = self.decode_threads
+        return out
+
+
+def _decoded_ahead(pool: ThreadPoolExecutor, enc: EncoderLike, man: Manifest, batches: Sequence[Sequence[Item]],
+                   todo: Sequence[int], depth: int, clock: _StageClock) -> Iterator[tuple[int, _Decoded]]:
+    """Batches ``todo`` decoded by the pool's workers, in order, at most ``depth`` ahead of the
+    encoder (a bounded queue: memory stays at ``depth`` decoded batches). A crash still loses
+    at most the batch being encoded: decoded batches are only ever recomputed."""
+    pin = _pins(enc)
+    pending: deque = deque()
+    upcoming = iter(todo)
+
+    def fill() -> None:
+        while len(pending) < depth:
+            index = next(upcoming, None)
+            if index is None:
+                return
+            pending.append((index, pool.submit(_decode_batch, enc, man, batches[index], pin)))
+
+    try:
+        fill()
+        while pending:
+            index, future = pending.popleft()
+            with clock.stage("decode"):
+                decoded = future.result()
+            clock.decode_threads += decoded.seconds
+            fill()
+            yield index, decoded
+    finally:
+        for _, future in pending:
+            future.cancel()
+
+
+def _pins(enc: EncoderLike) -> bool:
+    """Pinned host batches pay off only for a CUDA encoder that takes padded batches."""
+    device = getattr(enc, "device", None)
+    return hasattr(enc, "encode_padded") and getattr(device, "type", "") == "cuda"
 
 
 def _load(spec: Any, loader: Callable[[Any], EncoderLike] | None) -> EncoderLike:
@@ -337,33 +577,53 @@ def _check_plan(journal: Journal, digest: str) -> None:
 
 @dataclass(frozen=True)
 class _Decoded:
+    """One decoded batch: the good rows' waveforms (or, for an encoder with ``encode_padded``,
+    one zero-padded ``(B, longest)`` torch tensor and the lengths), the bad rows with reasons, and
+    the worker's seconds."""
+
     waves: list[np.ndarray]
+    padded: Any
+    lengths: list[int]
     rows: list[int]
     bad_rows: list[int]
     reasons: list[str]
     sample_rate: int
+    seconds: float
 
 
-def _decode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item]) -> _Decoded:
+def _decode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item], pin: bool = False) -> _Decoded:
     """Decode one planned batch; rows that fail are recorded with their reason, not raised."""
+    t0 = time.perf_counter()
     waves, good, bad_rows, reasons = [], [], [], []
     for it in batch:
         seg = man.segments[it.row]
         try:
-            waves.append(load_segment(seg.path, seg.start, seg.end, enc.sample_rate, int(enc.min_samples)))
+            waves.append(load_segment(seg.path, seg.start, seg.end, enc.sample_rate, int(enc.min_samples), channel=seg.channel))
             good.append(it.row)
         except AudioError as exc:
             bad_rows.append(it.row)
             reasons.append(exc.reason)
-    return _Decoded(waves, good, bad_rows, reasons, int(enc.sample_rate))
+    lengths = [len(w) for w in waves]
+    padded = None
+    if waves and hasattr(enc, "encode_padded"):
+        from probekit.extract.features import pad_waves  # torch: only for encoders that run on it
+
+        padded, lengths = pad_waves(waves, pin=pin)
+        waves = []
+    return _Decoded(waves, padded, lengths, good, bad_rows, reasons, int(enc.sample_rate), time.perf_counter() - t0)
 
 
 def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
-    pooled = _encode(enc, d.waves, pooling) if d.waves else np.zeros((0, 0, 0), np.float32)
+    if not d.rows:
+        pooled = np.zeros((0, 0, 0), np.float32)
+    elif d.padded is not None:
+        pooled = np.asarray(enc.encode_padded(d.padded, d.lengths, pooling=pooling), dtype=np.float32)  # type: ignore[attr-defined]
+    else:
+        pooled = _encode(enc, d.waves, pooling)
     return BatchRecord(
         rows=np.array(d.rows, dtype=np.int64),
         pooled=pooled,
-        durations=np.array([len(w) / d.sample_rate for w in d.waves], dtype=np.float32),
+        durations=np.array([n / d.sample_rate for n in d.lengths], dtype=np.float32),
         bad_rows=np.array(d.bad_rows, dtype=np.int64),
         bad_reasons=tuple(d.reasons),
     )
@@ -390,21 +650,32 @@ def _pooled_dim(enc: EncoderLike, pooling: str) -> int:
     return int(enc.hidden_size) * (2 if pooling == "mean+std" else 1)
 
 
-def _write_cache(out, man, enc, journal, n_batches, bad, request, pooling, dtype, batch_seconds, shard):
-    """Assemble the journaled batches into the final cache (manifest order), atomically."""
-    records_rows: dict[int, tuple[int, int]] = {}
-    all_bad = dict(bad)
-    durations: dict[int, float] = {}
+def _entry(man: Manifest, row: int, reason: str, fingerprint: str = "") -> dict:
+    seg = man.segments[row]
+    return {"id": seg.id, "line": seg.line, "reason": reason, "fingerprint": fingerprint}
+
+
+def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expected, pooling, dtype, batch_seconds):
+    """The new cache, rows in manifest order: reused rows copied from ``prev`` in their stored
+    dtype (bit for bit), computed rows from the journal; written to a temporary file and renamed."""
+    computed: dict[int, tuple[int, int]] = {}
+    all_bad = dict(plan.bad)
+    durations: dict[int, float] = {r: float(prev.durations[k]) for r, k in plan.reuse.items()}
     for index in range(n_batches):
         rec = journal.load(index)
         for k, r in enumerate(rec.rows.tolist()):
-            records_rows[r] = (index, k)
+            computed[r] = (index, k)
             durations[r] = float(rec.durations[k])
         for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
             all_bad[r] = reason
-    kept = sorted(records_rows)
+    kept = sorted(set(computed) | set(plan.reuse))
     position = {r: p for p, r in enumerate(kept)}
-    layers, dim = int(enc.num_hidden_states), _pooled_dim(enc, pooling)
+    if enc is not None:
+        layers, dim = int(enc.num_hidden_states), _pooled_dim(enc, pooling)
+    else:
+        layers, dim = prev.num_layers, prev.dim
+    if prev is not None and (prev.num_layers, prev.dim) != (layers, dim):
+        raise ExtractError(f"{prev.path} has {prev.num_layers} layers x {prev.dim} dims but the encoder gives ({layers}, {dim})")
     writer = CacheWriter(out, [man.segments[r].id for r in kept], layers, dim, dtype=dtype)
     try:
         for index in range(n_batches):
@@ -417,33 +688,50 @@ def _write_cache(out, man, enc, journal, n_batches, bad, request, pooling, dtype
                     f"delete {journal.dir} to start over"
                 )
             writer.write_rows(np.array([position[r] for r in rec.rows.tolist()]), rec.pooled, rec.durations)
+        if plan.reuse:
+            pairs = sorted((k, r) for r, k in plan.reuse.items())
+            step = max(1, 2**24 // max(1, layers * dim))
+            for lo in range(0, len(pairs), step):
+                chunk = pairs[lo : lo + step]
+                src = np.array([k for k, _ in chunk])
+                block = np.stack([prev.read_layer(layer, dtype=None, rows=src) for layer in range(layers)], axis=1)
+                writer.write_rows(np.array([position[r] for _, r in chunk]), block, np.array([durations[r] for _, r in chunk]))
         cols = man.columns()
         metadata = {name: [values[r] for r in kept] for name, values in cols.items()}
-        skipped = tuple(
-            {"id": man.segments[r].id, "line": man.segments[r].line, "reason": all_bad[r]} for r in sorted(all_bad)
-        )
-        attrs = {str(k): str(v) for k, v in dict(enc.identity).items()}
+        skipped = tuple(_entry(man, r, all_bad[r], checked[r].audio.fingerprint) for r in sorted(all_bad))
+        if enc is not None:
+            attrs = {str(k): str(v) for k, v in dict(enc.identity).items()}
+        else:
+            attrs = {k: v for k, v in prev.attrs.items() if k not in ("fingerprint", "schema_version", "probekit_version", "created")}
         attrs.update(
             pooling=pooling,
             manifest=str(man.source),
-            manifest_fingerprint=request["manifest_fingerprint"],
-            shard=request["shard"],
+            manifest_fingerprint=expected.manifest_fingerprint,
+            shard=expected.shard,
             batch_seconds=float(batch_seconds),
-            run_spec=json.dumps(request, sort_keys=True),
+            run_spec=json.dumps(expected.to_spec(), sort_keys=True),
         )
-        writer.finalize(metadata, attrs, skipped)
+        audio = {
+            "path": [os.path.abspath(man.segments[r].path) for r in kept],
+            "size": [checked[r].audio.size for r in kept],
+            "mtime_ns": [checked[r].audio.mtime_ns for r in kept],
+            "file_sha256": [checked[r].audio.file_sha256 for r in kept],
+            "fingerprint": [checked[r].audio.fingerprint for r in kept],
+        }
+        writer.finalize(metadata, attrs, skipped, audio=audio)
     except BaseException:
         writer.abort()
         raise
-    audio_seconds = float(sum(durations.values()))
-    return len(kept), layers, dim, audio_seconds, skipped
+    audio_seconds = float(sum(durations[r] for r in kept))
+    return len(kept), layers, dim, audio_seconds, tuple({k: e[k] for k in ("id", "line", "reason")} for e in skipped)
 
 
-def _result_from_cache(cache: EmbeddingCache, request: dict, t0: float) -> ExtractResult:
+def _result_from_cache(cache: EmbeddingCache, expected: CacheIdentity, t0: float) -> ExtractResult:
     return ExtractResult(
-        path=cache.path, model=request["model"], n_segments=len(cache), num_layers=cache.num_layers, dim=cache.dim,
+        path=cache.path, model=expected.model, n_segments=len(cache), num_layers=cache.num_layers, dim=cache.dim,
         audio_seconds=float(cache.durations.sum()), wall_seconds=time.perf_counter() - t0,
-        skipped=tuple(cache.skipped), batches_computed=0, batches_resumed=0, up_to_date=True, shard=request["shard"],
+        skipped=tuple({k: e[k] for k in ("id", "line", "reason")} for e in cache.skipped), batches_computed=0, batches_resumed=0, up_to_date=True, shard=expected.shard,
+        rows_reused=len(cache),
     )
 
 
@@ -461,10 +749,13 @@ def extract_models(
     progress: bool = True,
     loader: Callable[[Any], EncoderLike] | None = None,
     on_bad: Callable[[dict], None] | None = None,
+    workers: int | None = None,
+    profile: bool = False,
+    skip_bad: bool = True,
 ) -> list[ExtractResult]:
     """One cache per encoder spec, at :func:`default_cache_path`. ``shard=None`` falls back to
     torchrun's ``RANK``/``WORLD_SIZE``. The manifest is validated once, before any model loads."""
-    man = read_manifest(manifest)
+    man = read_manifest(manifest, check_files=False)
     if shard is None:
         shard = shard_from_env()
         if shard is not None:
@@ -474,7 +765,8 @@ def extract_models(
         out = default_cache_path(manifest, spec.model, out_dir, shard)
         results.append(
             extract_cache(man, spec, out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds, shard=shard,
-                          progress=progress, loader=loader, on_bad=on_bad)
+                          progress=progress, loader=loader, on_bad=on_bad, workers=workers, profile=profile,
+                          skip_bad=skip_bad)
         )
     return results
 

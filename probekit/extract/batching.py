@@ -18,11 +18,18 @@ BUCKET_RATIO = 1.25
 
 @dataclass(frozen=True)
 class Item:
-    """One segment to encode: ``row`` is its position in the manifest, ``length`` in encoder samples."""
+    """One segment to encode: ``row`` is its position in the manifest, ``length`` in encoder samples,
+    ``cost`` the samples the encoder actually processes for it (padded Whisper: whole 30 s
+    windows; ``None``: the length)."""
 
     row: int
     id: str
     length: int
+    cost: int | None = None
+
+    @property
+    def work(self) -> int:
+        return self.length if self.cost is None else self.cost
 
 
 def plan_batches(
@@ -34,9 +41,10 @@ def plan_batches(
 ) -> list[tuple[Item, ...]]:
     """Split ``items`` into batches.
 
-    Items are sorted by ``(length, id)`` and cut greedily: a batch closes when its padded size
-    (``count * longest``) would exceed ``batch_seconds`` of audio at ``sample_rate`` Hz, or when
-    the next item is more than ``bucket_ratio`` times longer than the batch's shortest.
+    Items are sorted by ``(length, id)`` and cut greedily: a batch closes when what the encoder
+    would process (``count * largest cost``) would exceed ``batch_seconds`` of audio at
+    ``sample_rate`` Hz, or when the next item costs more than ``bucket_ratio`` times the batch's
+    cheapest. The cost is what bounds memory: a 2 s clip costs padded Whisper a 30 s window.
     An item longer than the bound gets a batch of its own. When the encoder cannot mask padding
     (``pads_safely=False``), only items of exactly equal length share a batch.
     """
@@ -48,8 +56,8 @@ def plan_batches(
     for item in sorted(items, key=lambda it: (it.length, it.id)):
         if current:
             first = current[0]
-            same_bucket = item.length == first.length if not pads_safely else item.length <= first.length * bucket_ratio
-            fits = (len(current) + 1) * item.length <= budget
+            same_bucket = item.length == first.length if not pads_safely else item.work <= first.work * bucket_ratio
+            fits = (len(current) + 1) * item.work <= budget
             if not (same_bucket and fits):
                 batches.append(tuple(current))
                 current = []
@@ -64,6 +72,6 @@ def plan_digest(batches: Sequence[Sequence[Item]]) -> str:
     h = hashlib.sha256()
     for batch in batches:
         for it in batch:
-            h.update(f"{it.id}\t{it.length}\n".encode())
+            h.update(f"{it.id}\t{it.length}\t{it.work}\n".encode())
         h.update(b"--\n")
     return h.hexdigest()

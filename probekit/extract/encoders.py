@@ -16,7 +16,10 @@ from probekit.errors import ProbekitError
 import hashlib
 import json
 import math
+import os
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,8 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-from probekit.extract.pooling import PoolAccumulator, check_pooling
+from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
+from probekit.extract.pooling import check_pooling, pool_hidden
 
 WHISPER_MODES = ("padded", "fast")
 DEVICES = ("auto", "cpu", "cuda")
@@ -134,6 +138,55 @@ def _hub_commit(model: str, revision: str | None) -> str:
     return revision or ""
 
 
+def looks_local(model: str) -> bool:
+    """Whether ``model`` reads as a path rather than a hub id (``org/name`` or ``name``): absolute,
+    ``./``, ``../`` or ``~``, more than one ``/``, a trailing ``/``, or a first part that is a
+    folder here (``models/whisper-tny`` when ``models/`` exists)."""
+    if model.startswith(("/", "./", "../", "~", ".\\")) or model.endswith("/") or model.count("/") > 1 or "\\" in model:
+        return True
+    first = model.split("/", 1)[0]
+    return "/" in model and Path(first).is_dir()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub's host (``HF_ENDPOINT`` or huggingface.co), ``timeout`` seconds at most."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_reachable(spec: EncoderSpec) -> None:
+    """Fail at once, naming the real problem, for a model that cannot load: a local-looking path
+    that is no folder, or a hub id that is not in the local Hugging Face cache while the hub is
+    off limits (``HF_HUB_OFFLINE``) or out of reach (no network), instead of retrying for 25 s."""
+    model = spec.model
+    if Path(model).expanduser().is_dir():
+        return
+    if looks_local(model):
+        raise EncoderError(f"{model}: no such folder (a local model is a folder saved with save_pretrained)")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json", revision=spec.revision)
+    if isinstance(cached, str):
+        return
+    if _offline():
+        raise EncoderError(f"{model}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; download it on a "
+                           "machine with network (or unset HF_HUB_OFFLINE), or pass a local folder")
+    if not _hub_reachable():
+        raise EncoderError(f"{model}: not in the local Hugging Face cache, and the hub cannot be reached (offline?); "
+                           "download it on a machine with network, or pass a local folder")
+
+
 def _load_failure(spec: EncoderSpec, what: str, exc: Exception) -> EncoderError:
     where = f"local folder {spec.model}" if Path(spec.model).exists() else f"hub id {spec.model!r}"
     rev = f" at revision {spec.revision!r}" if spec.revision else ""
@@ -175,7 +228,11 @@ class Encoder:
         self.hidden_size = int(config.d_model if family == "whisper" else config.hidden_size)
         total = int(config.encoder_layers if family == "whisper" else config.num_hidden_layers)
         self.num_hidden_states = (total if spec.max_layer is None else spec.max_layer) + 1
+        #: Seconds spent per stage by encode_padded, summed over calls (see _tick).
+        self.timings: dict[str, float] = {"features": 0.0, "forward": 0.0, "pooling": 0.0}
+        self.sync_timings = False
         if family == "whisper":
+            self.log_mel = WhisperLogMel.from_feature_extractor(feature_extractor, device)
             self.min_samples = 1
             self.pads_safely = True
             self._samples_per_frame = int(feature_extractor.hop_length) * int(model.conv1.stride[0] * model.conv2.stride[0])
@@ -190,6 +247,13 @@ class Encoder:
 
     # -- public -------------------------------------------------------------------------------
 
+    def input_samples(self, n_samples: int) -> int:
+        """Samples the encoder actually processes for a segment of ``n_samples``: padded Whisper
+        turns every started 30 s window into a whole one; the others see the segment as it is."""
+        if self.family == "whisper" and self.spec.whisper_mode == "padded":
+            return -(-max(n_samples, 1) // self._window_samples) * self._window_samples
+        return n_samples
+
     def encode(self, waves: list[np.ndarray], pooling: str = "mean") -> np.ndarray:
         """Pool every hidden state of each waveform.
 
@@ -202,21 +266,33 @@ class Encoder:
         for i, wave in enumerate(waves):
             if wave.ndim != 1:
                 raise ValueError(f"wave {i} must be mono (n_samples,), got shape {wave.shape}")
-            if wave.shape[0] < self.min_samples:
-                raise ValueError(
-                    f"wave {i} has {wave.shape[0]} samples, fewer than the encoder's receptive field of {self.min_samples}"
-                )
-        accs = [PoolAccumulator(self.num_hidden_states, self.hidden_size, pooling) for _ in waves]
-        if waves:
-            with torch.inference_mode(), self._autocast():
-                if self.family == "whisper":
-                    self._encode_whisper(waves, accs)
-                else:
-                    self._encode_wav2vec2(waves, accs)
+        batch, lengths = pad_waves(waves)
+        return self.encode_padded(batch, lengths, pooling)
+
+    def encode_padded(self, batch: torch.Tensor, lengths: Sequence[int], pooling: str = "mean") -> np.ndarray:
+        """:meth:`encode` for a zero-padded batch ``(B, max(lengths))`` float32 (host or device).
+
+        Features, forward pass and pooling all run on the encoder's device; only the pooled
+        ``(B, num_hidden_states, pooled_dim)`` float32 comes back. A pinned host batch is copied
+        without blocking. Time spent is added to :attr:`timings` (seconds per stage).
+        """
+        check_pooling(pooling)
+        lengths = [int(n) for n in lengths]
+        for i, n in enumerate(lengths):
+            if n < self.min_samples:
+                raise ValueError(f"wave {i} has {n} samples, fewer than the encoder's receptive field of {self.min_samples}")
         dim = self.hidden_size * (2 if pooling == "mean+std" else 1)
-        out = np.empty((len(waves), self.num_hidden_states, dim), dtype=np.float32)
-        for i, acc in enumerate(accs):
-            out[i] = acc.result()
+        if not lengths:
+            return np.zeros((0, self.num_hidden_states, dim), dtype=np.float32)
+        batch = batch[:, : max(lengths)].to(self.device, torch.float32, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            if self.family == "whisper":
+                pooled = self._encode_whisper(batch, lengths, pooling)
+            else:
+                pooled = self._encode_wav2vec2(batch, lengths, pooling)
+        t0 = self._tick()
+        out = pooled.float().cpu().numpy()
+        self.timings["pooling"] += time.perf_counter() - t0
         return out
 
     # -- wav2vec2 family ----------------------------------------------------------------------
@@ -227,77 +303,74 @@ class Encoder:
             return whisper_frames(min(n_samples, self._window_samples), self._samples_per_frame)
         return int(self.model._get_feat_extract_output_lengths(torch.tensor(n_samples)).item())
 
-    def _encode_wav2vec2(self, waves: list[np.ndarray], accs: list[PoolAccumulator]) -> None:
+    def _encode_wav2vec2(self, batch: torch.Tensor, lengths: list[int], pooling: str) -> torch.Tensor:
         if self.pads_safely:
-            groups = [list(range(len(waves)))]
+            groups = [list(range(len(lengths)))]
         else:
             # Equal lengths need no padding, so group norm sees exactly what it sees solo.
             by_length: dict[int, list[int]] = {}
-            for i, wave in enumerate(waves):
-                by_length.setdefault(wave.shape[0], []).append(i)
+            for i, n in enumerate(lengths):
+                by_length.setdefault(n, []).append(i)
             groups = list(by_length.values())
+        dim = self.hidden_size * (2 if pooling == "mean+std" else 1)
+        out = torch.empty(len(lengths), self.num_hidden_states, dim, device=self.device)
         for group in groups:
-            self._forward_wav2vec2([waves[i] for i in group], [accs[i] for i in group])
+            rows = torch.tensor(group, device=self.device)
+            out[rows] = self._forward_wav2vec2(batch[rows, : max(lengths[i] for i in group)], [lengths[i] for i in group], pooling)
+        return out
 
-    def _forward_wav2vec2(self, waves: list[np.ndarray], accs: list[PoolAccumulator]) -> None:
-        fe = self.feature_extractor
+    def _forward_wav2vec2(self, batch: torch.Tensor, lengths: list[int], pooling: str) -> torch.Tensor:
+        t0 = self._tick()
+        n = torch.tensor(lengths, device=self.device)
         # The extractor normalises each segment on its own (do_normalize), before any padding.
-        values = [fe(w, sampling_rate=self.sample_rate, return_tensors="np").input_values[0].astype(np.float32) for w in waves]
-        longest = max(v.shape[0] for v in values)
-        batch = np.zeros((len(values), longest), dtype=np.float32)
-        mask = np.zeros((len(values), longest), dtype=np.int64)
-        for i, v in enumerate(values):
-            batch[i, : v.shape[0]] = v
-            mask[i, : v.shape[0]] = 1
+        values = normalize_waves(batch, n) if getattr(self.feature_extractor, "do_normalize", True) else batch
         kwargs = {}
         if self.pads_safely:
-            kwargs["attention_mask"] = torch.from_numpy(mask).to(self.device)
-        out = self.model(torch.from_numpy(batch).to(self.device), output_hidden_states=True, **kwargs)
-        hidden = self._checked(out.hidden_states)
-        for i, (wave, acc) in enumerate(zip(waves, accs)):
-            n = self.frames(wave.shape[0])
-            acc.add(hidden[:, i, :n].float().cpu().numpy())
+            kwargs["attention_mask"] = (torch.arange(batch.shape[1], device=self.device)[None, :] < n[:, None]).long()
+        t1 = self._tick(t0, "features")
+        out = self.model(values, output_hidden_states=True, **kwargs)
+        frames = self.model._get_feat_extract_output_lengths(n).long()
+        hidden = self._checked(out.hidden_states, int(frames.max()))
+        t2 = self._tick(t1, "forward")
+        pooled = pool_hidden(hidden, frames, pooling=pooling)
+        self._tick(t2, "pooling")
+        return pooled
 
     # -- whisper ------------------------------------------------------------------------------
 
-    def _encode_whisper(self, waves: list[np.ndarray], accs: list[PoolAccumulator]) -> None:
-        # Segments longer than one window are cut into consecutive 30 s windows; each window's
-        # valid frames go into the same accumulator.
-        chunks: list[tuple[np.ndarray, PoolAccumulator]] = []
-        for wave, acc in zip(waves, accs):
-            for start in range(0, wave.shape[0], self._window_samples):
-                chunks.append((wave[start : start + self._window_samples], acc))
-        pieces = [c for c, _ in chunks]
-        if self.spec.whisper_mode == "padded":
-            hidden = self._whisper_padded(pieces)
+    def _encode_whisper(self, batch: torch.Tensor, lengths: list[int], pooling: str) -> torch.Tensor:
+        # Segments longer than one window are cut into consecutive 30 s windows, all pooled
+        # into their segment's vector together.
+        t0 = self._tick()
+        window = self._window_samples
+        pieces: list[tuple[int, int, int]] = []  # (segment, start, length)
+        for i, n in enumerate(lengths):
+            for start in range(0, n, window):
+                pieces.append((i, start, min(window, n - start)))
+        if len(pieces) == len(lengths):
+            chunks = batch
         else:
-            hidden = self._whisper_fast(pieces)
-        for i, (chunk, acc) in enumerate(chunks):
-            n = self.frames(chunk.shape[0])
-            acc.add(hidden[:, i, :n].float().cpu().numpy())
-
-    def _whisper_padded(self, chunks: list[np.ndarray]) -> torch.Tensor:
-        feats = self.feature_extractor(chunks, sampling_rate=self.sample_rate, return_tensors="pt")
-        out = self.model(feats.input_features.to(self.device), output_hidden_states=True)
-        return self._checked(out.hidden_states)
-
-    def _whisper_fast(self, chunks: list[np.ndarray]) -> torch.Tensor:
-        frames = [self.frames(c.shape[0]) for c in chunks]
-        mels = []
-        for chunk, n in zip(chunks, frames):
-            # Zero-pad a little past the last valid frame so the STFT frames we keep see the same
-            # samples as in the padded 30 s window (zeros, not reflection, after the audio).
-            padded = np.zeros(n * self._samples_per_frame + self.feature_extractor.n_fft, dtype=np.float32)
-            padded[: chunk.shape[0]] = chunk
-            mel = self.feature_extractor(padded, sampling_rate=self.sample_rate, padding="longest", return_tensors="np").input_features[0]
-            mels.append(mel[:, : 2 * n])
-        longest = max(m.shape[1] for m in mels)
-        batch = np.zeros((len(mels), mels[0].shape[0], longest), dtype=np.float32)
-        for i, mel in enumerate(mels):
-            batch[i, :, : mel.shape[1]] = mel
-        mel_lengths = torch.tensor([m.shape[1] for m in mels], device=self.device)
-        hidden = whisper_encoder_hidden_states(self.model, torch.from_numpy(batch).to(self.device), mel_lengths, self._apply_final_norm)
-        return hidden[: self.num_hidden_states]
+            chunks = torch.zeros(len(pieces), min(window, batch.shape[1]), device=self.device)
+            for k, (i, start, n) in enumerate(pieces):
+                chunks[k, :n] = batch[i, start : start + n]
+        chunk_lengths = [n for _, _, n in pieces]
+        frames = [self.frames(n) for n in chunk_lengths]
+        if self.spec.whisper_mode == "padded":
+            mel = self.log_mel.padded(chunks, chunk_lengths)
+            t1 = self._tick(t0, "features")
+            out = self.model(mel, output_hidden_states=True)
+            hidden = self._checked(out.hidden_states, max(frames))
+        else:
+            mel_lengths = [2 * f for f in frames]
+            mel = self.log_mel.real_frames(chunks, chunk_lengths, mel_lengths)
+            t1 = self._tick(t0, "features")
+            hidden = whisper_encoder_hidden_states(self.model, mel, torch.tensor(mel_lengths, device=self.device), self._apply_final_norm)
+            hidden = hidden[: self.num_hidden_states]
+        t2 = self._tick(t1, "forward")
+        owner = torch.tensor([i for i, _, _ in pieces], device=self.device)
+        pooled = pool_hidden(hidden, torch.tensor(frames, device=self.device), owner, len(lengths), pooling)
+        self._tick(t2, "pooling")
+        return pooled
 
     # -- shared -------------------------------------------------------------------------------
 
@@ -305,8 +378,8 @@ class Encoder:
     def _apply_final_norm(self) -> bool:
         return self.spec.max_layer is None or self.spec.max_layer >= int(self.config.encoder_layers)
 
-    def _checked(self, hidden_states) -> torch.Tensor:
-        """Stack HF hidden states to (num_hidden_states, batch, frames, hidden), checking their count."""
+    def _checked(self, hidden_states, n_frames: int) -> torch.Tensor:
+        """Stack HF hidden states' first ``n_frames`` frames to (num_hidden_states, batch, n_frames, hidden)."""
         expected = len(self.model.layers if self.family == "whisper" else self.model.encoder.layers) + 1
         if hidden_states is None or len(hidden_states) != expected:
             got = 0 if hidden_states is None else len(hidden_states)
@@ -314,7 +387,18 @@ class Encoder:
                 f"{self.spec.model}: the forward pass returned {got} hidden states, expected {expected} "
                 "(embedding output + one per layer); this transformers version may not be supported"
             )
-        return torch.stack(list(hidden_states[: self.num_hidden_states]))
+        # Only frames that carry audio are kept: padded Whisper's 1500 frames are mostly padding.
+        return torch.stack([h[:, :n_frames] for h in hidden_states[: self.num_hidden_states]])
+
+    def _tick(self, since: float | None = None, stage: str | None = None) -> float:
+        """Now, after charging the time since ``since`` to ``stage``. On CUDA, waits for the device
+        first when :attr:`sync_timings` is set, so that stages are not blurred by async launches."""
+        if self.sync_timings and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if since is not None and stage is not None:
+            self.timings[stage] += now - since
+        return now
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -369,6 +453,7 @@ def load_encoder(spec: EncoderSpec) -> Encoder:
     if spec.whisper_mode not in WHISPER_MODES:
         raise EncoderError(f"unknown whisper_mode {spec.whisper_mode!r}: choose one of {', '.join(WHISPER_MODES)}")
     device = _resolve_device(spec.device)
+    check_reachable(spec)
     try:
         config = AutoConfig.from_pretrained(spec.model, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as exc:

@@ -1,10 +1,11 @@
 """Crash-safe bookkeeping for a running extraction: a lock and a per-batch journal.
 
-- :class:`RunLock` holds ``fcntl.flock`` on ``<out>.lock``. The kernel drops it when the process
+- :class:`RunLock` holds ``fcntl.flock`` on ``<folder>/.locks/<name>.lock`` (:func:`probekit.cache.lock_path`). The kernel drops it when the process
   dies, even by ``kill -9``, so a stale lock never blocks a rerun, while a live writer is never
   joined by a second one.
 - :class:`Journal` keeps each finished batch as ``<out>.partial/batch-NNNNNN.npz``, written to a
-  temporary name, fsynced and renamed, so a file in the folder is always complete. ``spec.json``
+  temporary name and renamed, so a file in the folder is complete unless the machine lost power
+  (then :meth:`Journal.readable` finds it damaged and it is recomputed). ``spec.json``
   records what the run computes; a rerun with another model, revision or pooling is refused
   rather than mixed in.
 """
@@ -17,10 +18,13 @@ import fcntl
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from probekit.cache import lock_path
 
 
 class RunLocked(ProbekitError, RuntimeError):
@@ -32,10 +36,11 @@ class JournalMismatch(ProbekitError, RuntimeError):
 
 
 class RunLock:
-    """Exclusive, non-blocking lock on ``<out>.lock`` for the life of a ``with`` block."""
+    """Exclusive, non-blocking lock on :func:`probekit.cache.lock_path` of ``out`` for the life of a ``with`` block."""
 
     def __init__(self, out: str | Path):
-        self.path = Path(str(out) + ".lock")
+        self.out = Path(out)
+        self.path = lock_path(out)
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -47,7 +52,7 @@ class RunLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunLocked(
-                f"{str(self.path)[:-5]} is being written by process {holder}; wait for it to finish "
+                f"{self.out} is being written by process {holder}; wait for it to finish "
                 "(or stop it), then rerun to resume"
             ) from None
         os.ftruncate(fd, 0)
@@ -76,12 +81,13 @@ class BatchRecord:
     bad_reasons: tuple[str, ...]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -141,7 +147,12 @@ class Journal:
         return out
 
     def save(self, index: int, record: BatchRecord) -> None:
-        """Journal batch ``index`` atomically (temporary file, fsync, rename)."""
+        """Journal batch ``index`` atomically (temporary file, rename).
+
+        No fsync per batch (it cost more than encoding a batch of short clips): a killed process
+        loses nothing, since the kernel holds what was written; after a power loss, a damaged
+        file is found by :meth:`readable` on resume and that batch is recomputed.
+        """
         import io
 
         buf = io.BytesIO()
@@ -153,7 +164,16 @@ class Journal:
             bad_rows=np.asarray(record.bad_rows, dtype=np.int64),
             bad_reasons=np.array(record.bad_reasons, dtype=np.str_).reshape(-1),
         )
-        _atomic_write_bytes(self._file(index), buf.getvalue())
+        _atomic_write_bytes(self._file(index), buf.getvalue(), sync=False)
+
+    def readable(self, index: int) -> bool:
+        """Whether batch ``index``'s file loads whole (zip CRCs checked); a damaged one is deleted."""
+        try:
+            self.load(index)
+            return True
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            self._file(index).unlink(missing_ok=True)
+            return False
 
     def load(self, index: int) -> BatchRecord:
         with np.load(self._file(index), allow_pickle=False) as z:
