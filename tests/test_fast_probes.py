@@ -18,7 +18,7 @@ from probekit.probe.tasks import ProbeInputError
 # Small budgets, and the fast path forced at any size (it switches to the exact probe below 2000 rows).
 FAST = {
     "logreg": {},
-    "mlp": {"hidden": 32, "max_epochs": 100, "learning_rate": 1e-2, "fast_min_rows": 0, "pca_dims": 8},
+    "mlp": {"hidden": 32, "max_epochs": 20, "learning_rate": 1e-2, "fast_min_rows": 0, "pca_dims": 8},
     "lgbm": {"n_estimators": 30, "fast_min_rows": 0, "pca_dims": 8},
 }
 KINDS = ("binary", "multiclass", "multilabel")

@@ -427,7 +427,9 @@ def fit_multinomial(X, y, train_masks, C: float, *, tol: float = 1e-5, max_iter:
 
 
 def _sigmoid(s: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-s))
+    from scipy.special import expit  # no overflow warning for large negative scores
+
+    return expit(s)
 
 
 def _softmax(s: np.ndarray) -> np.ndarray:

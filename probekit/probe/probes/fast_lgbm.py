@@ -67,7 +67,7 @@ class FastLGBMProbe(FastProbe):
             "num_threads": int(self.n_jobs),
             "seed": int(self.seed),
             "deterministic": True,
-            "force_row_wise": True,
+            "force_col_wise": True,
             "verbose": -1,
         }
         if objective == "multiclass":
@@ -84,6 +84,7 @@ class FastLGBMProbe(FastProbe):
             return ("exact", est), {"solver": "lightgbm, exact reference (LGBMProbe)", "reason": f"{len(y)} training rows < fast_min_rows={self.fast_min_rows}"}
         import lightgbm as lgb
 
+        X = np.asarray(X, dtype=np.float32)  # one float32 copy of the part serves the PCA and the projection
         proj = fit_projection(X, self.pca_dims)
         Z = proj.transform(X)
         fit, val, how = inner_split(len(y), groups, self.val_fraction, self.seed)

@@ -13,6 +13,7 @@ from probekit.probe.probes.mlp import MLPProbe
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 _TOL = 1e-4  # a validation loss must improve by this much to count (scikit-learn's tol)
+EPOCH_MIN_ROWS = 8192  # an epoch is one pass over the training rows, or this many rows if there are fewer
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class FastMLPProbe(FastProbe):
     """One ReLU hidden layer of ``hidden`` units on a training part's own PCA (``pca_dims`` whitened axes).
 
     Trained with Adam (``learning_rate``, mini-batches of ``batch_size``, L2 ``alpha`` as scikit-learn
-    scales it) for at most ``max_epochs`` epochs, stopping after ``patience`` epochs without a better
+    scales it) for at most ``max_epochs`` epochs (an epoch: one pass, or 8192 rows of a smaller part), stopping after ``patience`` epochs without a better
     loss on an inner validation split (about ``val_fraction`` of the training part, whole speakers when
     ``groups`` is given) and keeping the best epoch's weights. Multi-label targets get one sigmoid
     output per label (as :class:`MLPProbe`). ``fold_proba`` trains every fold as one batched network
@@ -97,6 +98,7 @@ class FastMLPProbe(FastProbe):
         self.fast_min_rows = fast_min_rows
 
     def _prepare(self, X, y, groups) -> tuple[Projection, _Part]:
+        X = np.asarray(X, dtype=np.float32)  # one float32 copy of the part serves the PCA and the projection
         proj = fit_projection(X, self.pca_dims)
         fit, val, how = inner_split(len(y), groups, self.val_fraction, self.seed)
         w = sample_weight(y, self.class_weight)
@@ -145,7 +147,9 @@ class FastMLPProbe(FastProbe):
         sizes = [len(p.fit) for p in parts]
         bs = [max(1, min(int(self.batch_size), m)) for m in sizes]
         B = max(bs)
-        steps = [-(-m // b) for m, b in zip(sizes, bs)]  # mini-batches per epoch, per part
+        # Mini-batches per epoch, per part. A small part's "epoch" spans EPOCH_MIN_ROWS rows (several
+        # passes), so its stopping rule sees as many updates between checks as a large part's does.
+        steps = [-(-max(m, EPOCH_MIN_ROWS) // b) for m, b in zip(sizes, bs)]
         Mx = max(sizes)
         Z = torch.zeros(F, Mx, r)
         T = torch.zeros(F, Mx, K) if multilabel else torch.zeros(F, Mx, dtype=torch.int64)
@@ -167,7 +171,7 @@ class FastMLPProbe(FastProbe):
         m2 = [torch.zeros_like(q) for q in params]
         rngs = [np.random.default_rng(int(self.seed)) for _ in parts]
         order = [rng.permutation(m) for rng, m in zip(rngs, sizes)]
-        pos, epoch = [0] * F, [0] * F
+        pos, cursor, epoch = [0] * F, [0] * F, [0] * F
         best = [np.inf] * F
         best_epoch, bad = [0] * F, [0] * F
         best_params = [[q[f].clone() for q in params] for f in range(F)]
@@ -180,27 +184,37 @@ class FastMLPProbe(FastProbe):
             idx = torch.zeros(A, B, dtype=torch.int64)
             live = torch.zeros(A, B)
             for a, f in enumerate(active):
-                chunk = order[f][pos[f] * bs[f] : (pos[f] + 1) * bs[f]]
+                if cursor[f] >= sizes[f]:  # this pass over the part is done: a new order
+                    order[f], cursor[f] = rngs[f].permutation(sizes[f]), 0
+                chunk = order[f][cursor[f] : cursor[f] + bs[f]]
+                cursor[f] += len(chunk)
                 idx[a, : len(chunk)] = torch.from_numpy(chunk)
                 live[a, : len(chunk)] = 1.0
             rows = torch.arange(A)[:, None]
             zb, wb = Z[rows, idx], Wr[rows, idx] * live
-            for q in params:
-                q.requires_grad_(True)
             W1, c1, W2, c2 = params
-            s = torch.baddbmm(c2, torch.relu(torch.baddbmm(c1, zb, W1)), W2) + mask
+            # Forward and backward by hand: four batched products per step, no autograd graph.
+            pre = torch.baddbmm(c1, zb, W1)  # (A, B, H)
+            h = pre.clamp_min(0.0)
+            s = torch.baddbmm(c2, h, W2).add_(mask)  # (A, B, K)
+            wn = wb / wb.sum(1, keepdim=True).clamp_min(1e-12)  # each part's loss: weighted mean over its rows
             if multilabel:
-                per_row = torch.nn.functional.binary_cross_entropy_with_logits(s, T[rows, idx], reduction="none").mean(2)
+                dS = torch.sigmoid(s).sub_(T[rows, idx]).mul_((wn / K)[:, :, None])
             else:
-                per_row = -torch.log_softmax(s, 2).gather(2, T[rows, idx][:, :, None]).squeeze(2)
-            n_b = live.sum(1)
-            loss = ((per_row * wb).sum(1) / wb.sum(1).clamp_min(1e-12)).sum()
-            loss = loss + (0.5 * float(self.alpha) * (W1.square().sum((1, 2)) + W2.square().sum((1, 2))) / n_b).sum()
-            grads = torch.autograd.grad(loss, params)
+                dS = torch.softmax(s, 2)
+                dS.scatter_add_(2, T[rows, idx][:, :, None], torch.full((A, B, 1), -1.0))
+                dS.mul_(wn[:, :, None])
+            reg = (float(self.alpha) / live.sum(1))[:, None, None]  # scikit-learn's L2: alpha/2 ||W||^2 / batch rows
+            dH = torch.bmm(dS, W2.transpose(1, 2)).mul_(pre > 0)
+            grads = (
+                torch.bmm(zb.transpose(1, 2), dH).add_(reg * W1),
+                dH.sum(1, keepdim=True),
+                torch.bmm(h.transpose(1, 2), dS).add_(reg * W2),
+                dS.sum(1, keepdim=True),
+            )
             with torch.no_grad():
                 corr1, corr2 = 1 - b1**step, 1 - b2**step
                 for q, g, a1, a2 in zip(params, grads, m1, m2):
-                    q.requires_grad_(False)
                     a1.mul_(b1).add_(g, alpha=1 - b1)
                     a2.mul_(b2).addcmul_(g, g, value=1 - b2)
                     q.sub_(lr * (a1 / corr1) / ((a2 / corr2).sqrt() + _ADAM_EPS))
@@ -210,7 +224,6 @@ class FastMLPProbe(FastProbe):
                     if pos[f] < steps[f]:
                         continue
                     pos[f], epoch[f] = 0, epoch[f] + 1
-                    order[f] = rngs[f].permutation(sizes[f])
                     val_loss = self._val_loss(parts[f], [q[a] for q in params], mask[a], multilabel)
                     if val_loss < best[f] - _TOL or not len(parts[f].val):
                         best[f], best_epoch[f], bad[f] = val_loss, epoch[f], 0
