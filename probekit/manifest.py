@@ -6,6 +6,8 @@ A manifest has one row per speech segment:
 - optional ``start`` / ``end`` in seconds, to cut a segment out of a long recording;
 - ``speaker`` (the caller; needed for speaker-independent evaluation);
 - optional ``split`` (e.g. ``train`` / ``test``);
+- optional ``channel``: the 0-based channel to keep from a multi-channel file (e.g. the caller's
+  side of a two-channel call); empty means the channels are averaged;
 - any other column is a label column: one label, or a ``;``-separated label set.
 
 All problems are collected and reported together, each with its row number as a
@@ -24,7 +26,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RESERVED = ("id", "path", "start", "end", "speaker", "split")
+import soundfile as sf
+
+RESERVED = ("id", "path", "start", "end", "speaker", "split", "channel")
 LABEL_SEP = ";"
 
 
@@ -47,7 +51,8 @@ class ManifestError(ProbekitError, ValueError):
 class Segment:
     """One manifest row, resolved.
 
-    ``start``/``end`` are seconds into ``path`` (``None`` = whole file);
+    ``start``/``end`` are seconds into ``path`` (``None`` = whole file); ``channel`` is the 0-based
+    channel kept from a multi-channel file (``None`` = average the channels);
     ``line`` is the row's line number in the manifest, for error messages.
     """
 
@@ -59,6 +64,7 @@ class Segment:
     split: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     line: int = 0
+    channel: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,10 @@ class Manifest:
         return cols
 
     def audio_fingerprint(self) -> str:
-        """Hash of what decides the audio of each segment (id, path, start, end), order-free.
+        """Hash of what decides the audio of each segment (id, path, start, end, channel), order-free.
 
         Labels are left out on purpose: relabelling a manifest must not force a new extraction.
+        A row without a channel hashes as it did before the column existed, so older caches still match.
         """
         h = hashlib.sha256()
         base = Path(os.path.abspath(self.source.parent))
@@ -100,7 +107,8 @@ class Manifest:
                 where = absolute.relative_to(base).as_posix()
             except ValueError:
                 where = absolute.as_posix()
-            h.update(f"{s.id}\t{where}\t{s.start}\t{s.end}\n".encode())
+            picked = "" if s.channel is None else f"\tchannel={s.channel}"
+            h.update(f"{s.id}\t{where}\t{s.start}\t{s.end}{picked}\n".encode())
         return h.hexdigest()
 
 
@@ -164,11 +172,39 @@ def _parse_time(value: str) -> float | None:
     return t
 
 
+def _parse_channel(value: str) -> int | None:
+    if value == "":
+        return None
+    try:
+        channel = int(value)
+    except ValueError:
+        raise ValueError(f"channel '{value}' is not a whole number (0 is the first channel; leave it empty to average them)") from None
+    if channel < 0:
+        raise ValueError(f"channel {channel} is negative (0 is the first channel)")
+    return channel
+
+
+def channel_problem(channel: int | None, channels: int) -> str | None:
+    """Why ``channel`` (0-based, ``None`` = average) cannot be kept from a file of ``channels`` channels, or ``None``."""
+    if channel is None or 0 <= channel < channels:
+        return None
+    have = "1 channel (index 0)" if channels == 1 else f"{channels} channels (0-{channels - 1})"
+    return f"channel {channel} does not exist: the file has {have}"
+
+
+def _file_channels(path: Path) -> int | None:
+    """Channel count from the file's header, or ``None`` when the header cannot be read (the audio stage names why)."""
+    try:
+        return int(sf.info(str(path)).channels)
+    except (sf.SoundFileError, RuntimeError, OSError):
+        return None
+
+
 def read_manifest(path: str | Path, check_files: bool = True, require_speaker: bool = True) -> Manifest:
     """Read and validate a manifest.
 
     Raises :class:`ManifestError` listing every problem (duplicate ids, missing files,
-    bad times, empty labels, missing columns) with its line number.
+    bad times, empty labels, missing columns, a channel the file does not have) with its line number.
     """
     path = Path(path)
     if not path.is_file():
@@ -229,6 +265,19 @@ def read_manifest(path: str | Path, check_files: bool = True, require_speaker: b
         if end is not None and end <= 0:
             problems.append((line, f"end {end} s must be positive"))
             bad = True
+        try:
+            channel = _parse_channel(row.get("channel", ""))
+        except ValueError as exc:
+            problems.append((line, str(exc)))
+            channel = None
+            bad = True
+        if channel is not None and check_files and audio is not None and audio.is_file():
+            # Only the header is read: a bad channel is a manifest mistake, found before any model loads.
+            channels = _file_channels(audio)
+            problem = None if channels is None else channel_problem(channel, channels)
+            if problem:
+                problems.append((line, f"{problem} ({audio.name})"))
+                bad = True
         speaker = row.get("speaker", "")
         if require_speaker and not speaker:
             problems.append((line, "empty speaker"))
@@ -251,6 +300,7 @@ def read_manifest(path: str | Path, check_files: bool = True, require_speaker: b
                     split=row.get("split") or None,
                     labels=labels,
                     line=line,
+                    channel=channel,
                 )
             )
     if problems:

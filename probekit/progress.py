@@ -1,9 +1,18 @@
-"""A rich progress bar counted in seconds of audio, with throughput (audio-s/s) and ETA."""
+"""Progress bars: the one protocol long work reports through, and its rich implementations.
+
+A library function takes any object with ``start(total)`` and ``advance(n, description)``
+(:class:`Progress`); the CLI passes a rich bar, tests and the Python API pass nothing. Extraction counts
+seconds of audio (:class:`AudioProgress`, with audio-s/s); probing and sweeps count units of work
+(:class:`WorkProgress`: layers x probes x folds), both with an ETA.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 from rich.text import Text
 
 
@@ -25,7 +34,7 @@ class AudioProgress:
     def __init__(self, description: str, total_seconds: float, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
         self.console = console or Console(stderr=True)
-        self._progress = Progress(
+        self._progress = RichProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.completed:8.1f}/{task.total:.1f} s"),
@@ -60,3 +69,47 @@ class AudioProgress:
     def log(self, message: str) -> None:
         if self.enabled:
             self._progress.console.print(message, markup=False, highlight=False)
+
+
+class Progress(Protocol):
+    """What long work reports to: ``start(total)`` once, then ``advance(n, description)`` as units finish."""
+
+    def start(self, total: float) -> None: ...
+    def advance(self, n: float = 1, description: str = "") -> None: ...
+
+
+class NoProgress:
+    """Reports nowhere: the default of every library function (tests, the Python API)."""
+
+    def start(self, total: float) -> None:
+        pass
+
+    def advance(self, n: float = 1, description: str = "") -> None:
+        pass
+
+
+class WorkProgress:
+    """A rich bar over counted units of work (e.g. layers x probes x folds) with elapsed time and ETA."""
+
+    def __init__(self, description: str = "probing", console: Console | None = None, enabled: bool = True):
+        from rich.progress import MofNCompleteColumn
+
+        self._progress = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TimeElapsedColumn(), console=console or Console(stderr=True), disable=not enabled,
+        )
+        self._description = description
+        self._task = None
+
+    def __enter__(self) -> WorkProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def start(self, total: float) -> None:
+        self._task = self._progress.add_task(self._description, total=total)
+
+    def advance(self, n: float = 1, description: str = "") -> None:
+        self._progress.update(self._task, advance=n, description=description or self._description)

@@ -41,7 +41,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from probekit.probe.metrics import SCALAR_METRICS
+from probekit.choices import SCALAR_METRICS
 
 SCHEMA_VERSION = 1
 STAT_KEYS = ("value", "mean", "std", "ci_low", "ci_high")
@@ -59,16 +59,16 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _clean(obj):
+def strict_json(obj):
     """NaN/inf -> None so the file is strict JSON."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [strict_json(v) for v in obj]
     if hasattr(obj, "item"):  # numpy scalar
-        return _clean(obj.item())
+        return strict_json(obj.item())
     return obj
 
 
@@ -131,7 +131,7 @@ def load_results(path: str | Path) -> dict:
 
 def write_results(doc: dict, path: str | Path) -> Path:
     """Validate and write ``doc`` as strict, indented JSON."""
-    doc = _clean(doc)
+    doc = strict_json(doc)
     validate_results(doc)
     path = Path(path)
     path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -156,17 +156,3 @@ def write_csv(doc: dict, path: str | Path) -> Path:
                 line += ["" if s[k] is None else f"{s[k]:.6f}" for k in STAT_KEYS]
             w.writerow(line)
     return path
-
-
-def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
-    """Write results.json, results.csv, report.md and the PNG plots into ``out``."""
-    from probekit.report.plots import plot_best_layer, plot_layers
-    from probekit.report.render import write_report
-
-    out.mkdir(parents=True, exist_ok=True)
-    doc = _clean(doc)
-    files = {"results.json": write_results(doc, out / "results.json"), "results.csv": write_csv(doc, out / "results.csv")}
-    files.update(plot_layers(doc, out))
-    files.update(plot_best_layer(doc, out))
-    files["report.md"] = write_report(doc, out / "report.md", plots=[p.name for k, p in files.items() if k.endswith(".png")])
-    return files

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROBEKIT_EXTRAS="[dev]" source scripts/_setup.sh
+# The import directions of pyproject.toml's [tool.importlinter] contracts come first: a broken one fails the run.
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

@@ -9,7 +9,7 @@ from probekit.cache import write_cache
 EMOTIONS = ("anger", "happiness", "sadness")
 
 
-def synth_cache(path, signal_layer=2, n_layers=4, n_speakers=8, per_speaker=12, dim=6, seed=0, strength=3.0, split=None):
+def synth_cache(path, signal_layer=2, n_layers=4, n_speakers=8, per_speaker=12, dim=6, seed=0, strength=3.0, split=None, attrs=None):
     """A cache whose layer ``signal_layer`` separates three emotions; other layers are noise.
 
     ``labels`` is a ``;``-set: the emotion plus ``negative`` for anger and sadness.
@@ -28,5 +28,5 @@ def synth_cache(path, signal_layer=2, n_layers=4, n_speakers=8, per_speaker=12, 
     }
     if split is not None:
         meta["split"] = list(split(speakers))
-    write_cache(path, [f"u{i:03d}" for i in range(n)], emb, meta, attrs={"encoder": "synth"}, dtype="float32")
+    write_cache(path, [f"u{i:03d}" for i in range(n)], emb, meta, attrs=attrs or {"encoder": "synth"}, dtype="float32")
     return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from probekit.recipes import defaults
+from probekit.recipes import defaults, demo
 from probekit.recipes.defaults import DefaultsError, resolve_manifest, resolve_model, resolve_quickstart, write_emodb_manifest
 
 
@@ -53,12 +53,17 @@ def test_a_manifest_file_or_folder_is_used_as_given(bare: Path, monkeypatch: pyt
     assert resolve_manifest()[1] == "$PROBEKIT_DATA"
 
 
-def test_no_data_anywhere_says_where_to_get_emodb(bare: Path) -> None:
-    with pytest.raises(DefaultsError) as info:
-        resolve_manifest(cache_dir=bare / "cache")
-    assert "EmoDB" in str(info.value) and "--data" in str(info.value) and "PROBEKIT_DATA" in str(info.value)
+def test_no_data_anywhere_falls_back_to_the_demo_and_a_wrong_path_never_does(bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Path] = []
+    monkeypatch.setattr(demo, "write_demo_corpus", lambda folder, seed=0: made.append(Path(folder)) or Path(folder) / "manifest.csv")
+    manifest, source = resolve_manifest(cache_dir=bare / "cache", announce=None)
+    assert made == [manifest.parent] and manifest.parent.parent == bare / "cache" / "demo" and "SYNTHETIC DEMO" in source
     with pytest.raises(DefaultsError, match="neither a manifest"):
         resolve_manifest(bare / "missing", cache_dir=bare / "cache")
+    monkeypatch.setenv("PROBEKIT_DATA", str(bare / "missing"))
+    with pytest.raises(DefaultsError, match="neither a manifest"):
+        resolve_manifest(cache_dir=bare / "cache")
+    assert len(made) == 1
 
 
 def test_model_from_env_then_converted_cache(bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,15 @@ import pytest
 from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
-from probekit.deploy.export import (ExportError, build_targets, export_probe, load_export, make_estimator,
-                             predict_proba_columns)
+from probekit.deploy.export import ExportError, export_probe, load_export, predict_proba_columns
+from probekit.probe.evaluate import EvalProtocol, prepare
+from probekit.probe.probes import make_probe
+from probekit.probe.tasks import TaskSpec
+
+
+def _targets(cache, task, target, positive=None):
+    """The labels the core builds (every row of the synthetic cache is labelled)."""
+    return prepare(EmbeddingCache(cache), TaskSpec(task, target, positive), EvalProtocol()).targets
 
 from _predict_helpers import build_cache
 
@@ -37,16 +44,17 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("task,target,positive,probe", CASES)
 def test_export_reproduces_in_memory_probe(cache, tmp_path, task, target, positive, probe):
-    out = export_probe(cache, 1, tmp_path / "m", task=task, target=target, positive=positive, probe=probe, cv=False)
+    out = export_probe(cache, 1, tmp_path / "m", task=task, target=target, positive=positive, probe=probe, evaluate=False)
     config, head = load_export(out)
     c = EmbeddingCache(cache)
     x = c.read_layer(1)
-    y, names = build_targets(c.metadata, task, target, positive)
-    est = clone(make_estimator(probe, task)).fit(x, y)
+    targets = _targets(cache, task, target, positive)
+    est = clone(make_probe(probe, seed=0)).fit(x, targets.y)
     np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, task), atol=1e-6, rtol=0)
+    names = [targets.classes[1]] if task == "binary" else list(targets.classes)
     assert config["labels"] == names and config["layer"] == 1
     assert config["cache"]["fingerprint"] == c.fingerprint
-    assert config["task"] == {"kind": task, "target": target, "positive": positive}
+    assert {k: config["task"][k] for k in ("kind", "target", "positive")} == {"kind": task, "target": target, "positive": positive}
 
 
 def test_export_records_encoder_cv_metrics_and_manifest(cache, tmp_path):
@@ -54,26 +62,26 @@ def test_export_records_encoder_cv_metrics_and_manifest(cache, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["encoder"]["model"] == "spectral-test" and config["encoder"]["dim"] == 8
     # Only hidden state 1 carries the tones: CV on it must be far above the 1/3 chance level.
-    assert config["metrics"]["pooled"]["uar"] > 0.9
+    assert config["metrics"]["cross_validated"]["metrics"]["uar"]["value"] > 0.9
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format_version"] == 1
     assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
     noise = export_probe(cache, 0, tmp_path / "m0", task="multiclass", target="label", probe="logreg")
-    assert json.loads((noise / "config.json").read_text())["metrics"]["pooled"]["uar"] < 0.6
+    assert json.loads((noise / "config.json").read_text())["metrics"]["cross_validated"]["metrics"]["uar"]["value"] < 0.6
 
 
 def test_export_refuses_a_non_empty_folder(cache, tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "old.txt").write_text("x")
     with pytest.raises(ExportError, match="not empty"):
-        export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", cv=False)
+        export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", evaluate=False)
 
 
 @pytest.fixture()
 def exported(cache, tmp_path) -> Path:
-    return export_probe(cache, 1, tmp_path / "m", task="binary", target="labels", positive="tonal", probe="lgbm", cv=False)
+    return export_probe(cache, 1, tmp_path / "m", task="binary", target="labels", positive="tonal", probe="lgbm", evaluate=False)
 
 
 def _rehash(folder: Path) -> None:
@@ -153,7 +161,7 @@ def test_crafted_pickles_never_run(exported, tmp_path):
 
 
 def test_config_shape_lies_are_rejected(cache, tmp_path):
-    out = export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", probe="logreg", cv=False)
+    out = export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", probe="logreg", evaluate=False)
     cfg = json.loads((out / "config.json").read_text())
     cfg["labels"] = cfg["labels"][:2]
     (out / "config.json").write_text(json.dumps(cfg))
@@ -167,25 +175,33 @@ def test_a_label_constant_in_training_exports_as_its_constant(cache, tmp_path):
 
     c = EmbeddingCache(cache)
     x = c.read_layer(1)
-    y, names = build_targets(c.metadata, "multilabel", "labels")
+    y = _targets(cache, "multilabel", "labels").y
     y = np.concatenate([y, np.ones((len(y), 1), dtype=y.dtype)], axis=1)  # a label every row carries
-    est = clone(make_estimator("logreg", "multilabel")).fit(x, y)
+    est = clone(make_probe("logreg", exact=True)).fit(x, y)
     head = head_from_estimator(est, "multilabel", y.shape[1], x.shape[1])
     assert head.parts[-1].constant == 1.0
     np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, "multilabel"), atol=1e-6)
+    # The fast logreg solves all labels as one linear head; a constant label gets an infinite intercept.
+    fast = clone(make_probe("logreg")).fit(x, y)
+    head = head_from_estimator(fast, "multilabel", y.shape[1], x.shape[1])
+    np.testing.assert_allclose(head.predict_proba(x)[:, -1], 1.0)
+    np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(fast, x, "multilabel"), atol=1e-6)
 
 
-def test_metrics_and_thresholds_come_from_results_json(cache, tmp_path):
-    doc = {"rows": [
-        {"encoder": "spectral-test", "layer": 0, "probe": "logreg", "metrics": {"f1": {"value": 0.4}}},
-        {"encoder": "spectral-test", "layer": 1, "probe": "logreg", "metrics": {"f1": {"value": 0.97}},
-         "thresholds": [[0.3], [0.5], [0.4]]},
-    ]}
-    (tmp_path / "results.json").write_text(json.dumps(doc))
-    out = export_probe(cache, 1, tmp_path / "m", task="binary", target="labels", positive="tonal",
-                       results=tmp_path / "results.json")
+def test_metrics_params_and_thresholds_come_from_results_json(cache, tmp_path):
+    from probekit.probe.probing import ProbeConfig, run_probe
+
+    run_probe(ProbeConfig(caches=(str(cache),), task=TaskSpec("binary", "labels", "tonal"), params=(("C", 0.5),), folds=3,
+                          tune_thresholds=True, bootstrap=0, out=str(tmp_path / "probe")))
+    doc = json.loads((tmp_path / "probe" / "results.json").read_text())
+    row = next(r for r in doc["rows"] if r["layer"] == 1)
+    out = export_probe(cache, 1, tmp_path / "m", results=tmp_path / "probe" / "results.json")
     config, _ = load_export(out)
-    assert config["metrics"]["row"]["metrics"]["f1"]["value"] == 0.97
-    assert config["thresholds"] == [0.4]
-    with pytest.raises(ValueError, match="no row"):
-        export_probe(cache, 2, tmp_path / "m2", task="binary", target="labels", positive="tonal", results=tmp_path / "results.json")
+    assert config["probe"]["params"]["C"] == 0.5 and config["protocol"]["folds"] == 3
+    assert config["metrics"]["selected_by"]["row"]["metrics"]["f1"] == row["metrics"]["f1"]
+    # Thresholds were tuned per outer fold: the export deploys their median.
+    assert config["thresholds"] == [float(np.median(np.asarray(row["thresholds"]).ravel()))]
+    # The same settings in the same core: export's cross-validated numbers equal probe's for that layer.
+    assert config["metrics"]["cross_validated"]["metrics"]["f1"]["value"] != pytest.approx(-1)
+    with pytest.raises(ExportError, match="no row"):
+        export_probe(cache, 7, tmp_path / "m2", results=tmp_path / "probe" / "results.json")

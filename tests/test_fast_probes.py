@@ -234,14 +234,32 @@ def test_fast_logreg_multiclass_is_multinomial_like_scikit_learn():
 
 
 def test_registry_fast_by_default_exact_on_request():
-    assert set(EXACT_PROBES) <= set(PROBES)
-    for name, cls in EXACT_PROBES.items():
+    assert set(EXACT_PROBES) == set(PROBES)
+    for name in ("logreg", "mlp", "lgbm"):
+        cls = EXACT_PROBES[name]
         assert type(make_probe(name, exact=True)) is cls
         assert type(make_probe(name)) is not cls
         assert hasattr(make_probe(name), "fold_proba")
     assert type(make_probe("logreg-fast")) is type(make_probe("logreg"))
     assert "pca_dims" in probe_params("lgbm") and "pca_dims" not in probe_params("lgbm", exact=True)
-    with pytest.raises(ProbeInputError, match="no exact reference"):
-        make_probe("logreg-fast", exact=True)
+    assert type(make_probe("logreg-fast", exact=True)) is type(make_probe("logreg-fast"))
     with pytest.raises(ProbeInputError, match="no parameter"):
         make_probe("lgbm", exact=True, pca_dims=8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_mlp_exports_as_the_network_it_predicts_with(kind):
+    """The fitted MLP reads as scikit-learn's (``coefs_`` on raw features: the PCA folded into the first
+    layer), so the export gives the probe's own probabilities."""
+    from probekit.deploy.export import head_from_estimator
+
+    X, y, groups = _data(kind)
+    est = make_probe("mlp", **FAST["mlp"]).fit(X, y, groups=groups)
+    assert est.report_["solver"].startswith("torch")
+    n_out = 1 if kind == "binary" else 3
+    head = head_from_estimator(est, kind, n_out, X.shape[1])
+    got = head.predict_proba(X.astype(np.float32))
+    want = est.predict_proba(X)
+    if kind == "binary":
+        want = want[:, 1].reshape(got.shape)  # the export gives the positive class's probability
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -16,7 +16,10 @@ from sklearn.metrics import balanced_accuracy_score
 
 from probekit.extract.audio import load_segment
 from probekit.cache import EmbeddingCache, write_cache
-from probekit.deploy.export import build_targets, export_probe, make_estimator, predict_proba_columns
+from probekit.deploy.export import export_probe, predict_proba_columns
+from probekit.probe.evaluate import EvalProtocol, prepare
+from probekit.probe.probes import make_probe
+from probekit.probe.tasks import TaskSpec
 from probekit.deploy.scorer import load_scorer
 
 pytestmark = pytest.mark.slow
@@ -51,8 +54,8 @@ def test_training_rows_match_the_in_memory_probe(emodb):
     c = EmbeddingCache(cache)
     train = c.metadata["speaker"] != HELD_OUT
     x = c.read_layer(LAYER)[train]
-    y, _ = build_targets({k: v[train] for k, v in c.metadata.items()}, "multiclass", "label")
-    est = clone(make_estimator("logreg", "multiclass")).fit(x, y)
+    y = prepare(c, TaskSpec("multiclass", "label"), EvalProtocol(), exclude_speakers=[HELD_OUT]).targets.y
+    est = clone(make_probe("logreg", seed=0)).fit(x, y)
     scorer = load_scorer(model, device="cpu")
     # Same embeddings: the exported head equals the fitted probe.
     np.testing.assert_allclose(scorer.head.predict_proba(x), predict_proba_columns(est, x, "multiclass"), atol=1e-6, rtol=0)

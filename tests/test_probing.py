@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from probekit.probe.probes import LogRegProbe
-from probekit.probe.probing import ProbeConfig, _run_fold, parse_layers, parse_param, resolve_params, run_probe
+from probekit.probe.evaluate import EvalProtocol, Prepared, evaluate_layer
+from probekit.probe.params import parse_param, resolve_params
+from probekit.probe.probing import ProbeConfig, parse_layers, run_probe
+from probekit.probe.tasks import Targets
 from probekit.probe.splits import make_folds
 from probekit.probe.tasks import ProbeInputError, TaskSpec
 
@@ -62,7 +65,11 @@ def test_threshold_tuning_never_touches_the_test_fold(kind):
     X[:, 0] += 2 * (y if y.ndim == 1 else y[:, 0])
     for train, test in make_folds("speaker-kfold", groups, y, n_folds=3):
         SpyProbe.seen.clear()
-        _test, _score, _pred, thr = _run_fold(SpyProbe(), X, y, groups, train, test, kind, 2, True, 0)
+        classes = ("no", "yes") if kind == "binary" else ("a", "b")
+        prepared = Prepared(cache=None, encoder="spy", rows=np.arange(n), ids=np.arange(n).astype(str), groups=groups,
+                            targets=Targets(y, classes, kind, np.ones(n, bool)), folds=[(train, test)],
+                            protocol=EvalProtocol(), labels_from={"source": "test"})
+        thr = evaluate_layer(prepared, X, SpyProbe(), tune=True).thresholds[0]
         assert thr is not None and len(thr) == (1 if kind == "binary" else 2)
         test_rows = set(test.tolist())
         calls = SpyProbe.seen
@@ -88,7 +95,11 @@ def test_same_seed_same_results_json(cache, tmp_path):
         cfg = ProbeConfig(caches=(cache,), task=TASKS["binary"], probes=("logreg", "lgbm"), params=FAST[2:], folds=3, bootstrap=100, out=str(tmp_path / name), tune_thresholds=True)
         run_probe(cfg)
         doc = json.loads((tmp_path / name / "results.json").read_text())
+        # Wall-clock fields are the only ones allowed to differ between identical runs.
         doc.pop("created")
+        doc.pop("timing")
+        for row in doc["rows"]:
+            row.pop("seconds")
         docs.append(doc)
     assert docs[0] == docs[1]
     other = run_probe(ProbeConfig(caches=(cache,), task=TASKS["binary"], probes=("logreg",), folds=3, bootstrap=100, seed=7))
@@ -151,9 +162,9 @@ def test_parsers_and_param_routing():
     assert parse_param("C=0.1") == ("C", 0.1)
     assert parse_param("mlp.hidden=256") == ("mlp.hidden", 256)
     assert parse_param("solver=adam") == ("solver", "adam")
-    p = resolve_params(("logreg", "mlp"), (("C", 0.5), ("mlp.hidden", 8), ("alpha", 0.1)), 0, 1, "balanced")
+    p = resolve_params(("logreg", "mlp"), (("C", 0.5), ("mlp.hidden", 8), ("alpha", 0.1)), 0, "balanced")
     assert p["logreg"]["C"] == 0.5 and "C" not in p["mlp"]
     assert p["mlp"]["hidden"] == 8 and p["mlp"]["alpha"] == 0.1
     assert p["logreg"]["class_weight"] == "balanced"
     with pytest.raises(ProbeInputError, match="no selected probe takes 'depth'"):
-        resolve_params(("logreg",), (("depth", 3),), 0, 1, None)
+        resolve_params(("logreg",), (("depth", 3),), 0, None)

@@ -92,11 +92,10 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("path", shipped_sweep_files(), ids=[p.stem for p in shipped_sweep_files()])
 def test_every_shipped_sweep_file_loads(path: Path) -> None:
-    from probekit.probe.sweep import SweepSpec, candidate_params, load_sweep_file
+    from probekit.probe.sweep import candidate_params
+    from probekit.recipes.sweepfile import load_sweep_file
 
-    kw = load_sweep_file(path)
-    spec = SweepSpec(**{k: v for k, v in kw.items() if k in SweepSpec.__dataclass_fields__})
-    assert candidate_params(spec)
+    assert candidate_params(load_sweep_file(path).spec)
     assert any("probekit sweep" in line for line in path.read_text().splitlines()[:3])
 
 
@@ -112,16 +111,17 @@ def test_hotline_recipe_covers_the_study() -> None:
     assert {"TencentGameMate/chinese-hubert-base", "TencentGameMate/chinese-hubert-large",
             "TencentGameMate/chinese-wav2vec2-base", "TencentGameMate/chinese-wav2vec2-large"} <= models
     assert any(m.startswith("openai/whisper-") for m in models)
-    tasks = {p["task"] for p in recipe.probes}
+    tasks = {p.task for p in recipe.probes}
     assert tasks == {"binary", "multilabel"}
-    assert all(set(p["probes"]) == {"logreg", "mlp", "lgbm"} for p in recipe.probes)
-    assert all(p["cv"] == "speaker-kfold" for p in recipe.probes)
+    assert all(set(p.probes) == {"logreg", "mlp", "lgbm"} for p in recipe.probes)
+    assert all(p.cv == "speaker-kfold" for p in recipe.probes)
     assert recipe.sweeps
 
 
 def test_good_toy_recipe_parses(tmp_path: Path) -> None:
     recipe = parse_recipe(_write(tmp_path, GOOD))
-    assert recipe.name == "toy" and recipe.probes[0]["name"] == "bin" and recipe.sweeps[0]["grid"] == {"C": [0.1, 1.0]}
+    assert recipe.name == "toy" and recipe.probes[0].name == "bin" and recipe.sweeps[0].spec.grid == (("C", (0.1, 1.0)),)
+    assert recipe.probes[0].cv == "loso" and recipe.extract.dtype == "float32"
 
 
 @pytest.mark.parametrize(
@@ -217,41 +217,43 @@ def test_run_without_data_says_where_to_put_it(tmp_path: Path, monkeypatch: pyte
     assert "--data" in result.output
 
 
-def _toy_cache_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sweep: bool = False):
-    """A recipe whose extract step finds a finished synthetic cache: probing runs, a rerun skips everything."""
-    pytest.importorskip("probekit.probe.probing", reason="probekit.probe.probing (the probe helper's module) is not merged yet")
-    from probekit.cache import write_cache
+def _toy_audio(data: Path, labels_of) -> Path:
+    """Short tones for 60 segments of 5 speakers (every speaker has both labels) and their manifest."""
+    import soundfile as sf
 
+    (data / "wav").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    n, layers, dim = 60, 3, 8
-    speakers = [f"s{i % 5}" for i in range(n)]  # odd modulus: every speaker has both labels
-    label = ["anger" if i % 2 else "neutral" for i in range(n)]
-    emb = rng.standard_normal((n, layers, dim)).astype(np.float32)
-    emb[:, 1, 0] += np.array([3.0 if v == "anger" else -3.0 for v in label])
-    data = tmp_path / "data"
-    data.mkdir()
-    ids = [f"u{i}" for i in range(n)]
+    rows = []
+    for i in range(60):
+        label = labels_of(i)
+        t = np.arange(int(0.4 * 16000)) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * (200 if label == "anger" else 900) * t) + 0.02 * rng.standard_normal(len(t))
+        sf.write(data / "wav" / f"u{i}.wav", wave.astype(np.float32), 16000, subtype="PCM_16")
+        rows.append([f"u{i}", f"wav/u{i}.wav", f"s{i % 5}", label, label + (";negative" if label == "anger" else "")])
     with (data / "manifest.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "path", "speaker", "label", "labels"])
-        for i in range(n):
-            w.writerow([ids[i], f"{ids[i]}.wav", speakers[i], label[i], label[i] + (";negative" if label[i] == "anger" else "")])
-    out = tmp_path / "out"
-    meta = {"speaker": speakers, "label": label, "labels": [v + (";negative" if v == "anger" else "") for v in label]}
-    write_cache(out / "cache" / "some__model.h5", ids, emb, meta, attrs={"encoder": "some/model", "pooling": "mean"},
-                dtype="float32")
+        w.writerows(rows)
+    return data / "manifest.csv"
+
+
+def _toy_cache_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sweep: bool = False):
+    """A recipe over real (tiny) audio, extracted with the test's stand-in encoder instead of a checkpoint."""
+    from fake_encoder import FakeEncoder
+
+    monkeypatch.setattr("probekit.extract._extract._load", lambda spec, loader: FakeEncoder(name=spec.model))
+    data = tmp_path / "data"
+    _toy_audio(data, lambda i: "anger" if i % 2 else "neutral")
     text = GOOD if with_sweep else GOOD.split("[[sweeps]]")[0]
-    path = _write(tmp_path, text)
-    return path, data, out
+    return _write(tmp_path, text), data, tmp_path / "out"
 
 
 def test_run_probes_then_skips_finished_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, data, out = _toy_cache_run(tmp_path, monkeypatch)
-    monkeypatch.setattr("probekit.recipes._recipes._slug", lambda model: "some__model")
     from probekit.recipes._recipes import run_recipe
 
     first = run_recipe(path, data=data, out=out, progress=False)
-    assert [(s.kind, s.status) for s in first.steps] == [("extract", "skipped"), ("probe", "ran")]
+    assert [(s.kind, s.status) for s in first.steps] == [("extract", "ran"), ("probe", "ran")]
     doc = json.loads((out / "probe" / "bin" / "results.json").read_text())
     assert doc["best"]
     second = run_recipe(path, data=data, out=out, progress=False)
@@ -263,21 +265,56 @@ def test_run_probes_then_skips_finished_steps(tmp_path: Path, monkeypatch: pytes
 
 
 def test_run_includes_sweep_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("probekit.probe.sweep", reason="probekit.probe.sweep (the sweep helper's module) is not merged yet")
     path, data, out = _toy_cache_run(tmp_path, monkeypatch, with_sweep=True)
-    monkeypatch.setattr("probekit.recipes._recipes._slug", lambda model: "some__model")
     from probekit.recipes._recipes import run_recipe
 
     first = run_recipe(path, data=data, out=out, progress=False)
-    assert [(s.kind, s.status) for s in first.steps] == [("extract", "skipped"), ("probe", "ran"), ("sweep", "ran")]
+    assert [(s.kind, s.status) for s in first.steps] == [("extract", "ran"), ("probe", "ran"), ("sweep", "ran")]
     assert (out / "sweep" / "sw" / "results.json").is_file()
     second = run_recipe(path, data=data, out=out, progress=False)
     assert [s.status for s in second.steps] == ["skipped"] * 3
 
 
+def test_a_changed_manifest_never_reports_the_old_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run, change the manifest, run again: the second run's results are the new manifest's (or it refuses)."""
+    path, data, out = _toy_cache_run(tmp_path, monkeypatch)
+    from probekit.recipes._recipes import run_recipe
+
+    run_recipe(path, data=data, out=out, progress=False)
+    old = json.loads((out / "probe" / "bin" / "results.json").read_text())
+    (out / "probe" / "bin" / "stale.png").write_bytes(b"")  # a user's file is left alone; the old run's are not kept as new
+    # Relabelled: same audio, other labels -> no re-extraction, new numbers.
+    _toy_audio(data, lambda i: "anger" if i % 3 == 0 else "neutral")
+    relabelled = run_recipe(path, data=data, out=out, progress=False)
+    assert [s.status for s in relabelled.steps] == ["skipped", "ran"]
+    doc = json.loads((out / "probe" / "bin" / "results.json").read_text())
+    assert doc["caches"][0]["n_rows_used"] == 60 and doc["rows"] != old["rows"]
+    assert doc["caches"][0]["labels_from"]["sha256"] == _sha(data / "manifest.csv")
+    # The out-of-fold file holds the new labels: 20 positives (every third row), not the old 30.
+    oof = np.load(next((out / "probe" / "bin" / "oof").glob("*.npz")), allow_pickle=False)
+    assert int(oof["y_true"].sum()) == 20
+    # Another corpus in the same place: fewer rows -> the cache is recomputed, the probe rerun on it.
+    other = tmp_path / "other"
+    _toy_audio(other, lambda i: "anger" if i % 2 else "neutral")
+    with (other / "manifest.csv").open() as fh:
+        lines = fh.readlines()[:41]
+    (other / "manifest.csv").write_text("".join(lines))
+    third = run_recipe(path, data=other, out=out, progress=False)
+    assert [s.status for s in third.steps] == ["ran", "ran"]
+    doc = json.loads((out / "probe" / "bin" / "results.json").read_text())
+    assert doc["caches"][0]["n_rows"] == 40 and doc["caches"][0]["n_rows_used"] == 40
+    plots = json.loads((out / "probe" / "bin" / ".probekit-outputs.json").read_text())["files"]
+    assert all((out / "probe" / "bin" / p).is_file() for p in plots)
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_cli_run_prints_the_layer_table_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, data, out = _toy_cache_run(tmp_path, monkeypatch)
-    monkeypatch.setattr("probekit.recipes._recipes._slug", lambda model: "some__model")
     result = CliRunner().invoke(app, ["run", str(path), "--data", str(data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "== bin" in result.output and "plot:" in result.output

@@ -22,7 +22,7 @@ from _predict_helpers import RATE, SpectralEncoder, build_cache, tone
 def model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("s")
     cache, _ = build_cache(root / "c.h5")
-    return export_probe(cache, 1, root / "m", task="multiclass", target="label", probe="logreg", cv=False)
+    return export_probe(cache, 1, root / "m", task="multiclass", target="label", probe="logreg", evaluate=False)
 
 
 @pytest.fixture()
@@ -86,10 +86,10 @@ def test_cli_export_then_predict(tmp_path, monkeypatch):
     assert "f1=" in res.output
     again = runner.invoke(app, ["export", str(cache), "--layer", "1", "--task", "binary", "--target", "labels",
                                 "--out", str(tmp_path / "m2")])
-    assert again.exit_code == 1 and "--positive" in again.output
+    assert again.exit_code == 2 and "--positive" in again.output  # bad input: exit status 2, as in every command
     missing = runner.invoke(app, ["export", str(tmp_path / "none.h5"), "--layer", "1", "--task", "binary",
                                   "--target", "labels", "--positive", "tonal", "--out", str(tmp_path / "m3")])
-    assert missing.exit_code == 1 and "none.h5" in missing.output
+    assert missing.exit_code == 2 and "none.h5" in missing.output
 
     import probekit.deploy.scorer as scorer_mod
 

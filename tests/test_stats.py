@@ -12,7 +12,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from probekit.cli import app
-from probekit.probe.stats import StatsConfig, StatsError, cooccurrence, dataset_stats, indicator, load_dataset
+from probekit.probe.stats import StatsConfig, StatsError, cooccurrence, dataset_stats, load_dataset
 
 SR = 16000
 
@@ -40,7 +40,7 @@ def _corpus(tmp_path: Path) -> tuple[Path, list[dict]]:
 
 
 def test_cooccurrence_counts_pairs_and_diagonal() -> None:
-    y = indicator([["a", "b"], ["a"], ["b", "c"], []], ["a", "b", "c"])
+    y = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 0, 0]])  # rows: {a, b}, {a}, {b, c}, {}
     m = cooccurrence(y)
     np.testing.assert_array_equal(m, [[2, 1, 0], [1, 2, 1], [0, 1, 1]])
 

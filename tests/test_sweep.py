@@ -14,7 +14,11 @@ from probekit.cache import EmbeddingCache
 from probekit.probe.metrics import SCALAR_METRICS
 from probekit.results import load_results, validate_results
 from probekit.probe.store import ResultStore, StoreError, params_key
-from probekit.probe.sweep import SweepError, SweepSpec, candidate_params, fold_rows, fold_table, load_sweep_file, run_sweep, sweep_document, write_outputs
+from probekit.probe.evaluate import prepare
+from probekit.probe.params import parse_grid
+from probekit.probe.sweep import SweepError, SweepSpec, candidate_params, fold_rows, fold_table, run_sweep, sweep_document, write_outputs
+from probekit.probe.tasks import ProbeInputError
+from probekit.recipes.sweepfile import load_sweep_file
 
 from _sweep_data import planted_cache
 
@@ -78,7 +82,7 @@ def test_sweep_results_json_is_a_probe_results_document(cache, tmp_path, task):
     validate_results(sweep_document(res))  # in memory too, NaN and all
     candidates = candidate_params(spec)
     c = EmbeddingCache(cache)
-    targets = sw.sweep_targets(spec, c.metadata)
+    targets = prepare(c, spec.task_spec(), spec.protocol()).targets
     y = targets.y  # of the used rows
     assert doc["task"]["kind"] == task and doc["task"]["classes"] == list(targets.classes)
     assert doc["caches"][0]["n_rows_used"] == len(y) and doc["caches"][0]["fingerprint"] == c.fingerprint
@@ -161,12 +165,12 @@ def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkey
             p = (X[:, 0] > self.mean_[0]).astype(float)
             return np.stack([1 - p, p], 1)
 
-    monkeypatch.setattr(sw, "_make_estimator", lambda probe, params: Recorder(**params))
+    monkeypatch.setattr(sw, "make_probe", lambda probe, **params: Recorder(**params))
     spec = _spec(probe="logreg", layers=(1,))
     res = run_sweep([cache], spec, tmp_path)
     c = EmbeddingCache(cache)
-    t = sw.sweep_targets(spec, c.metadata)
-    table = fold_table(spec, c.metadata["speaker"][t.mask], t.y)
+    pr = prepare(c, spec.task_spec(), spec.protocol())
+    table = fold_table(spec, pr.groups, pr.targets.y, pr.folds)
     outer_tests = [set(fold_rows(table, f"o{k}")[1].tolist()) for k in range(table.shape[0])]
     pairs = list(zip(calls[::2], calls[1::2]))
     n_inner = len(candidate_params(spec)) * sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
@@ -196,8 +200,8 @@ def test_fast_path_training_masks_never_include_their_outer_test_rows(cache, tmp
     spec = _spec(layers=(0,))
     run_sweep([cache], spec, tmp_path)
     c = EmbeddingCache(cache)
-    t = sw.sweep_targets(spec, c.metadata)
-    table = fold_table(spec, c.metadata["speaker"][t.mask], t.y)
+    pr = prepare(c, spec.task_spec(), spec.protocol())
+    table = fold_table(spec, pr.groups, pr.targets.y, pr.folds)
     K = table.shape[0]
     # One batched solve per layer: its mask columns are the sorted fold names, inner and outer.
     folds = sorted([f"o{k}" for k in range(K)] + [f"o{k}/i{j}" for k in range(K) for j in range(int(table[k].max()) + 1)])
@@ -224,8 +228,8 @@ def test_fast_path_split_by_outer_fold_trains_each_on_its_own_rows(cache, tmp_pa
     monkeypatch.setattr(sw, "fit_batched", spy)
     split = run_sweep([cache], spec, tmp_path / "split")
     c = EmbeddingCache(cache)
-    t = sw.sweep_targets(spec, c.metadata)
-    table = fold_table(spec, c.metadata["speaker"][t.mask], t.y)
+    pr = prepare(c, spec.task_spec(), spec.protocol())
+    table = fold_table(spec, pr.groups, pr.targets.y, pr.folds)
     K = table.shape[0]
     want = []
     for k in range(K):  # rows = outer fold k's training part; columns = its outer and inner folds
@@ -321,8 +325,8 @@ def test_random_search_is_seeded_and_in_range():
 
 
 def test_bad_specs_name_what_to_fix(cache, tmp_path):
-    with pytest.raises(SweepError, match="NAME=V1"):
-        sw.parse_grid(["C"])
+    with pytest.raises(ProbeInputError, match="NAME=VALUE"):
+        parse_grid(["C"])
     with pytest.raises(SweepError, match="LOW < HIGH"):
         sw.parse_range(["C=10:1:log"])
     with pytest.raises(SweepError, match="target column 'nope'"):
@@ -335,11 +339,7 @@ def test_shipped_sweep_files_validate():
     files = sorted((Path(__file__).parents[1] / "recipes" / "sweeps").glob("*.toml"))
     assert files
     for f in files:
-        kw = load_sweep_file(f)
-        for k in ("caches", "out", "jobs", "backend", "scheduler"):
-            kw.pop(k, None)
-        spec = SweepSpec(**kw)
-        assert candidate_params(spec)
+        assert candidate_params(load_sweep_file(f).spec)
         assert f.read_text().startswith("# probekit sweep")
 
 
@@ -348,12 +348,12 @@ def test_cli_sweep_runs_and_reports_bad_input(cache, tmp_path):
 
     runner = CliRunner()
     r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--positive", "neg",
-                            "--grid", "C=0.1,1", "--folds", "3", "--inner-folds", "2", "--layers", "0-1", "--out", str(tmp_path)])
+                            "--param", "C=0.1,1", "--folds", "3", "--inner-folds", "2", "--layers", "0-1", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert load_results(tmp_path / "results.json")["rows"] and (tmp_path / "layer_curve.png").is_file()
     assert "cells computed" in r.output and "★" in r.output
-    r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--grid", "C", "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "NAME=V1" in r.output
+    r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--param", "C", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "NAME=VALUE" in r.output
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])

@@ -51,7 +51,7 @@ def test_blocks_are_resampled_and_span_reads_only_its_frames(tmp_path):
 def model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("t")
     cache, _ = build_cache(root / "c.h5")
-    return export_probe(cache, 1, root / "m", task="multiclass", target="label", probe="logreg", cv=False)
+    return export_probe(cache, 1, root / "m", task="multiclass", target="label", probe="logreg", evaluate=False)
 
 
 def test_timeline_peaks_fall_on_the_planted_spans(model, tmp_path):

@@ -1,8 +1,13 @@
-"""The Typer application every command module registers itself on."""
+"""The Typer application every command module registers itself on, and the one way commands report errors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
+
+from probekit.errors import ProbekitError
 
 app = typer.Typer(
     add_completion=False,
@@ -15,3 +20,17 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """probekit: which speech encoder, and which layer of it, carries a caller's emotion."""
+
+
+@contextmanager
+def user_errors(interrupted: str = "nothing was written") -> Iterator[None]:
+    """Turn a :class:`ProbekitError` into one line on stderr and its exit status, and Ctrl-C into one line
+    saying what was kept (``interrupted``) with exit status 130. Anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except ProbekitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted: {interrupted}", err=True)
+        raise typer.Exit(130) from None

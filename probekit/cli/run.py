@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from probekit.cli._app import app
+from probekit.cli._app import app, user_errors
 
 
 @app.command()
@@ -19,21 +19,14 @@ def run(
     check: Annotated[bool, typer.Option("--check", help="Validate the recipe (names, grid parameters, manifest columns) and stop.")] = False,
 ) -> None:
     """Run a recipe's extract -> probe -> sweep steps, skipping the steps that are already finished."""
-    from probekit.recipes._recipes import RecipeError, run_recipe, validate_recipe
+    from probekit.recipes._recipes import run_recipe, validate_recipe
 
-    try:
+    with user_errors("finished steps and the extraction journal are kept; rerun the same command to resume"):
         if check:
             r = validate_recipe(recipe, data)
             typer.echo(f"{recipe}: valid ({len(r.encoders)} encoder(s), {len(r.probes)} probe step(s), {len(r.sweeps)} sweep step(s))")
             return
         report = run_recipe(recipe, data=data, out=out, model=model, echo=typer.echo)
-    except RecipeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except (ValueError, RuntimeError, OSError) as exc:
-        # Library errors (bad manifest, unreadable cache, a probe that cannot run) already name what to fix.
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
     for step in report.steps:
         typer.echo(f"{step.kind:<8} {step.name:<28} {step.status:<8} {step.path}")
         if step.detail.get("skipped_rows"):
@@ -45,20 +38,19 @@ def run(
 
 
 def _print_layer_table(name: str, folder: Path) -> None:
-    """The probe step's layer table (the probe command's own rendering when present) and its plots."""
+    """The probe step's layer table and the plots this run wrote (from the folder's record, never older files)."""
     import json
+
+    from rich.console import Console
+
+    from probekit.report.render import rich_table
 
     results = folder / "results.json"
     if not results.is_file():
         return
     typer.echo(f"\n== {name}")
-    try:
-        from rich.console import Console
-
-        from probekit.report.render import rich_table
-
-        Console().print(rich_table(json.loads(results.read_text())))
-    except ImportError:
-        typer.echo((folder / "report.md").read_text() if (folder / "report.md").is_file() else str(results))
-    for png in sorted(folder.glob("*.png")):
-        typer.echo(f"plot: {png}")
+    Console().print(rich_table(json.loads(results.read_text())))
+    record = folder / ".probekit-outputs.json"
+    written = json.loads(record.read_text())["files"] if record.is_file() else []
+    for png in sorted(n for n in written if n.endswith(".png")):
+        typer.echo(f"plot: {folder / png}")

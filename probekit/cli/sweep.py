@@ -3,32 +3,35 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from probekit.cli._app import app
+from probekit.choices import Protocol, TaskKind
+from probekit.cli._app import app, user_errors
 
 
 @app.command()
 def sweep(
     caches: Annotated[Optional[list[Path]], typer.Argument(help="Cache files (one per encoder). May come from --file instead.")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="A TOML sweep file (recipes/sweeps/*.toml); command-line options override it.")] = None,
-    task: Annotated[Optional[str], typer.Option(help="binary, multiclass or multilabel.")] = None,
-    target: Annotated[Optional[str], typer.Option(help="Metadata column with the labels.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="A TOML sweep file (recipes/sweeps/*.toml); options given here override it.")] = None,
+    task: Annotated[Optional[TaskKind], typer.Option(help="What to predict.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Label column.")] = None,
     positive: Annotated[Optional[str], typer.Option(help="Binary task: the label that marks the positive class.")] = None,
     probe: Annotated[Optional[str], typer.Option(help="logreg-fast (batched, default), logreg, mlp or lgbm.")] = None,
-    grid: Annotated[Optional[list[str]], typer.Option(help="NAME=V1,V2,... ; repeatable. E.g. C=0.01,0.1,1,10")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="NAME=V1,V2,... : the grid, e.g. C=0.01,0.1,1,10. Repeatable.")] = None,
     range_: Annotated[Optional[list[str]], typer.Option("--range", help="NAME=LOW:HIGH[:log|lin|int] for random search; repeatable.")] = None,
     trials: Annotated[Optional[int], typer.Option(help="Random search: number of draws from --range.")] = None,
     layers: Annotated[Optional[str], typer.Option(help="Hidden states, e.g. 0-12 or 2,4,6 (default all).")] = None,
-    cv: Annotated[Optional[str], typer.Option(help="Outer protocol: speaker-kfold, loso or split.")] = None,
+    cv: Annotated[Optional[Protocol], typer.Option(help="Outer protocol.")] = None,
     folds: Annotated[Optional[int], typer.Option(help="Outer speaker-grouped folds.")] = None,
     inner_folds: Annotated[Optional[int], typer.Option(help="Inner speaker-grouped folds for selection.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for folds and random search.")] = None,
-    jobs: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
-    backend: Annotated[str, typer.Option(help="local or dask.")] = "local",
+    manifest: Annotated[Optional[Path], typer.Option(help="Labelling manifest joined by id (default: the one the cache was extracted from).")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Local worker processes (default 1).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="local or dask (default local).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="dask scheduler address, e.g. tcp://10.0.0.5:8786.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (results.jsonl store, results.json, results.csv, sweep_layers.csv, layer_curve.png).")] = None,
 ) -> None:
@@ -36,48 +39,38 @@ def sweep(
     from rich.console import Console
     from rich.table import Table
 
-    from probekit.cache import CacheError
-    from probekit.probe.distributed import BackendError
-    from probekit.probe.store import StoreError
-    from probekit.probe.sweep import SweepError, SweepSpec, parse_grid, parse_range, run_sweep, write_outputs
+    from probekit.probe.params import parse_grid
+    from probekit.probe.probing import parse_layers
+    from probekit.probe.sweep import SweepError, SweepSpec, parse_range, run_sweep, write_outputs
+    from probekit.progress import WorkProgress
+    from probekit.recipes.sweepfile import SweepFile, load_sweep_file
 
     console = Console()
-    try:
-        kw: dict = {}
-        if file is not None:
-            from probekit.probe.sweep import load_sweep_file
-
-            kw = load_sweep_file(file)
-        files = [str(c) for c in caches] if caches else [str(c) for c in kw.pop("caches", [])]
-        out_dir = out or Path(kw.pop("out", "sweep_out"))
-        jobs = kw.pop("jobs", jobs) if jobs == 1 else jobs
-        backend = kw.pop("backend", backend) if backend == "local" else backend
-        scheduler = scheduler or kw.pop("scheduler", None)
-        for k in ("caches", "out", "jobs", "backend", "scheduler"):
-            kw.pop(k, None)
-        given = {"task": task, "target": target, "positive": positive, "probe": probe, "trials": trials, "cv": cv, "outer_folds": folds, "inner_folds": inner_folds, "seed": seed}
-        kw.update({k: v for k, v in given.items() if v is not None})
-        if grid:
-            kw["grid"] = parse_grid(grid)
-        if range_:
-            kw["ranges"] = parse_range(range_)
-        if layers:
-            sel: list[int] = []
-            for part in layers.split(","):
-                a, _, b = part.partition("-")
-                sel += list(range(int(a), int(b) + 1)) if b else [int(a)]
-            kw["layers"] = tuple(sel)
+    with user_errors("every finished cell is kept in the store (results.jsonl); rerun the same command to resume"):
+        loaded = load_sweep_file(file) if file is not None else None
+        given = {"task": task.value if task else None, "target": target, "positive": positive, "probe": probe, "trials": trials,
+                 "cv": cv.value if cv else None, "outer_folds": folds, "inner_folds": inner_folds, "seed": seed,
+                 "manifest": str(manifest) if manifest else None, "layers": parse_layers(layers) if layers else None,
+                 "grid": parse_grid(param) if param else None, "ranges": parse_range(range_) if range_ else None}
+        given = {k: v for k, v in given.items() if v is not None}
+        if loaded is not None:
+            spec = replace(loaded.spec, **given)
+        else:
+            if "task" not in given or "target" not in given:
+                raise SweepError("--task and --target are required (or give a sweep file with --file)")
+            spec = SweepSpec(**given)
+        problems = spec.problems()
+        if problems:
+            raise SweepError("; ".join(problems))
+        run = loaded or SweepFile(spec)
+        files = [str(c) for c in caches] if caches else list(run.caches)
         if not files:
             raise SweepError("give at least one cache file (or `caches = [...]` in the sweep file)")
-        if "task" not in kw or "target" not in kw:
-            raise SweepError("--task and --target are required (or set them in the sweep file)")
-        spec = SweepSpec(**kw)
-        with console.status("sweeping...") as status:
-            result = run_sweep(files, spec, out_dir, backend=backend, n_jobs=jobs, scheduler=scheduler, progress=lambda m: status.update(m))
+        out_dir = out or Path(run.out or "sweep_out")
+        with WorkProgress("sweeping") as bar:
+            result = run_sweep(files, spec, out_dir, backend=backend or run.backend or "local", n_jobs=jobs or run.jobs or 1,
+                               scheduler=scheduler or run.scheduler, progress=bar)
         paths = write_outputs(result, out_dir)
-    except (SweepError, StoreError, CacheError, BackendError, ValueError, TypeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     h = result.headline
     best = {(b["encoder"], b["probe"], b["layer"]) for b in result.best}
     table = Table(title=f"{spec.probe}: {h} on outer folds at the selected parameters (★ best mean)")

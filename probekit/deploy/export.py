@@ -22,10 +22,18 @@ from probekit.errors import ProbekitError
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
+
+from probekit.cache import EmbeddingCache
+from probekit.probe.evaluate import EvalProtocol, Prepared, evaluate_layer, layer_row, prepare, read_X
+from probekit.probe.params import resolve_params
+from probekit.probe.probes import make_probe
+from probekit.probe.tasks import TaskSpec
+from probekit.results import load_results, strict_json
 
 FORMAT = "probekit-scorer"
 FORMAT_VERSION = 1
@@ -82,7 +90,9 @@ class Head:
     """
 
     kind: str
-    output: str  # "softmax" | "sigmoid" | "sigmoid_joint" (multi-label: one part, a sigmoid per output unit)
+    # "softmax" | "sigmoid" | "sigmoid_joint" (multi-label: one part, a sigmoid per output unit)
+    # | "ovr" (multi-class one-vs-rest: a sigmoid per class, normalised to sum to one)
+    output: str
     n_outputs: int
     dim: int
     parts: tuple[Part, ...]
@@ -98,6 +108,9 @@ class Head:
             return raw if self.kind == "lgbm" else _softmax(raw)
         if self.output == "sigmoid_joint":
             return _sigmoid(self.parts[0].raw(x, self.activation))
+        if self.output == "ovr":
+            s = _sigmoid(self.parts[0].raw(x, self.activation))
+            return s / s.sum(axis=1, keepdims=True)
         cols = []
         for part in self.parts:
             raw = part.raw(x, self.activation)
@@ -225,6 +238,8 @@ def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
     kind, part, act = _part(est, dim)
     if kind is None:
         raise ExportError("a binary or multi-class probe cannot be a constant")
+    if task == "multiclass" and getattr(_unwrap(est)[1], "proba_output_", None) == "ovr":
+        return Head(kind, "ovr", n_labels, dim, (part,), act)
     return Head(kind, "sigmoid" if task == "binary" else "softmax", n_labels, dim, (part,), act)
 
 
@@ -268,7 +283,7 @@ def save_export(out_dir: str | Path, head: Head, config: Mapping) -> Path:
             parts.append({"type": "lgbm", "file": f"lgbm_{j}.txt"})
         else:
             parts.append({"type": "layers", "depth": len(p.layers)})
-    cfg = dict(config)
+    cfg = strict_json(dict(config))  # NaN (an undefined metric) is written as null, so the file is strict JSON
     cfg["head"] = {"kind": head.kind, "output": head.output, "n_outputs": head.n_outputs, "dim": head.dim,
                    "activation": head.activation, "parts": parts,
                    "tensors": {k: list(v.shape) for k, v in tensors.items()}}
@@ -356,7 +371,7 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
     if not isinstance(spec, dict):
         raise ExportError(f"{bad}: missing 'head' section")
     kind, output, act = spec.get("kind"), spec.get("output"), spec.get("activation")
-    if kind not in ("linear", "mlp", "lgbm") or output not in ("sigmoid", "softmax", "sigmoid_joint") or act not in _ACTIVATIONS:
+    if kind not in ("linear", "mlp", "lgbm") or output not in ("sigmoid", "softmax", "sigmoid_joint", "ovr") or act not in _ACTIVATIONS:
         raise ExportError(f"{bad}: unknown head kind/output/activation {kind!r}/{output!r}/{act!r}")
     try:
         tensors = load_file(str(root / WEIGHTS))
@@ -377,7 +392,7 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
     if not isinstance(labels, list) or len(labels) != n_out:
         raise ExportError(f"{bad}: {n_out} outputs but labels {labels!r}")
     specs = spec.get("parts")
-    want_parts = 1 if output in ("softmax", "sigmoid_joint") or n_out == 1 else n_out
+    want_parts = 1 if output in ("softmax", "sigmoid_joint", "ovr") or n_out == 1 else n_out
     if not isinstance(specs, list) or len(specs) != want_parts:
         raise ExportError(f"{bad}: {len(specs) if isinstance(specs, list) else specs!r} head parts, expected {want_parts}")
     parts = []
@@ -437,98 +452,6 @@ def thresholds_for(config: Mapping, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ fit on a cache, export
-def build_targets(metadata: Mapping[str, np.ndarray], task: str, target: str, positive: str | None = None,
-                  labels: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Targets from cache metadata: ``(y, label_names)``.
-
-    binary: ``y (n,)`` 0/1, rows whose ``;``-set in ``target`` contains ``positive``; names ``[positive]``.
-    multiclass: ``y (n,)`` int indices into the sorted names. multilabel: ``y (n, L)`` 0/1 indicator.
-    """
-    if target not in metadata:
-        raise ValueError(f"column {target!r} is not in the cache metadata (have: {', '.join(sorted(metadata))})")
-    values = [str(v) for v in metadata[target]]
-    sets = [{p.strip() for p in v.split(";") if p.strip()} for v in values]
-    if task == "binary":
-        if not positive:
-            raise ValueError("binary task needs --positive VALUE")
-        y = np.array([positive in s for s in sets], dtype=np.int64)
-        if y.min() == y.max():
-            raise ValueError(f"--positive {positive!r}: every row is in the same class")
-        return y, [positive]
-    if task == "multiclass":
-        names = sorted(set(values))
-        index = {n: i for i, n in enumerate(names)}
-        return np.array([index[v] for v in values], dtype=np.int64), names
-    if task == "multilabel":
-        names = list(labels) if labels else sorted(set().union(*sets))
-        unknown = [n for n in names if not any(n in s for s in sets)]
-        if unknown:
-            raise ValueError(f"labels {unknown} never occur in column {target!r}")
-        return np.array([[n in s for n in names] for s in sets], dtype=np.int64), names
-    raise ValueError(f"unknown task {task!r}: use binary, multiclass or multilabel")
-
-
-def make_estimator(probe: str, task: str, params: Mapping | None = None, seed: int = 0):
-    """The probe to fit: probekit's own probes when available, else the same plain recipe
-    (standardise, then C=1 logistic regression / a small MLP / LightGBM; one-vs-rest for multi-label)."""
-    params = dict(params or {})
-    try:
-        from probekit.probe.probes import make_probe
-    except ImportError:
-        make_probe = None
-    if make_probe is not None:
-        return make_probe(probe, **{"seed": seed, **params})
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if probe == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        clf = LogisticRegression(**{"C": 1.0, "max_iter": 2000, **params})
-    elif probe == "mlp":
-        from sklearn.neural_network import MLPClassifier
-
-        clf = MLPClassifier(**{"hidden_layer_sizes": (128,), "max_iter": 500, "random_state": seed, **params})
-    elif probe == "lgbm":
-        from lightgbm import LGBMClassifier
-
-        clf = LGBMClassifier(**{"n_estimators": 200, "random_state": seed, "verbose": -1, **params})
-    else:
-        raise ValueError(f"unknown probe {probe!r}: use logreg, mlp or lgbm")
-    if task == "multilabel":
-        from sklearn.pipeline import Pipeline
-
-        return Pipeline([("scaler", StandardScaler()), ("ovr", OneVsRestClassifier(clf))])
-    return make_pipeline(StandardScaler(), clf)
-
-
-def _metrics(task: str, y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
-    from sklearn import metrics as m
-
-    if task == "binary":
-        pred = (proba[:, 0] >= thresholds[0]).astype(int)
-        return {
-            "f1": m.f1_score(y, pred), "precision": m.precision_score(y, pred, zero_division=0),
-            "recall": m.recall_score(y, pred), "accuracy": m.accuracy_score(y, pred),
-            "balanced_accuracy": m.balanced_accuracy_score(y, pred), "roc_auc": m.roc_auc_score(y, proba[:, 0]),
-            "pr_auc": m.average_precision_score(y, proba[:, 0]),
-        }
-    if task == "multiclass":
-        pred = proba.argmax(axis=1)
-        return {
-            "accuracy": m.accuracy_score(y, pred), "uar": m.balanced_accuracy_score(y, pred),
-            "macro_f1": m.f1_score(y, pred, average="macro"), "weighted_f1": m.f1_score(y, pred, average="weighted"),
-        }
-    pred = (proba >= thresholds).astype(int)
-    return {
-        "weighted_f1": m.f1_score(y, pred, average="weighted", zero_division=0),
-        "macro_f1": m.f1_score(y, pred, average="macro", zero_division=0),
-        "micro_f1": m.f1_score(y, pred, average="micro", zero_division=0),
-        "subset_accuracy": m.accuracy_score(y, pred),
-    }
-
-
 def predict_proba_columns(est, x: np.ndarray, task: str) -> np.ndarray:
     """A fitted estimator's probabilities as output columns: ``(n, 1)`` binary, ``(n, K)`` otherwise."""
     p = est.predict_proba(x)
@@ -538,107 +461,132 @@ def predict_proba_columns(est, x: np.ndarray, task: str) -> np.ndarray:
     return p[:, 1:2] if task == "binary" else p
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, groups: np.ndarray, task: str, probe: str,
-                   params: Mapping | None = None, thresholds: np.ndarray | None = None, seed: int = 0) -> dict:
-    """Speaker-grouped CV (leave-one-speaker-out up to 12 speakers, else 5 grouped folds) of one layer.
+@dataclass(frozen=True)
+class ExportPlan:
+    """Everything an export is made from, settled before any fitting: the task, probe, parameters and
+    protocol, either as given or as read from a ``results.json`` (``source``)."""
 
-    Returns ``{"protocol", "n_folds", "pooled": {metric: value}}``, metrics over pooled out-of-fold predictions.
-    """
-    from sklearn.base import clone
-    from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
-
-    n_groups = len(set(groups))
-    if n_groups < 2:
-        raise ValueError("cross-validation needs at least two speakers")
-    splitter = LeaveOneGroupOut() if n_groups <= 12 else GroupKFold(n_splits=5)
-    proto = "loso" if n_groups <= 12 else "speaker-kfold-5"
-    n_out = 1 if task == "binary" else (y.shape[1] if task == "multilabel" else int(y.max()) + 1)
-    oof = np.zeros((len(x), n_out))
-    template = make_estimator(probe, task, params, seed)
-    for train, test in splitter.split(x, y, groups):
-        est = clone(template).fit(x[train], y[train])
-        oof[test] = predict_proba_columns(est, x[test], task)
-    t = thresholds if thresholds is not None else np.full(n_out, 0.5)
-    return {"protocol": proto, "n_folds": int(splitter.get_n_splits(x, y, groups)),
-            "pooled": {k: float(v) for k, v in _metrics(task, y, oof, t).items()}}
+    task: TaskSpec
+    probe: str
+    params: dict
+    protocol: EvalProtocol
+    exact: bool = False
+    manifest: str | None = None
+    thresholds: tuple[float, ...] | None = None
+    source: dict = field(default_factory=dict)
 
 
-def _metrics_from_results(results_path: Path, encoder: str, layer: int, probe: str) -> dict:
-    data = _read_json(Path(results_path))
-    rows = data.get("rows") or data.get("results") or []
-    for row in rows:
-        if int(row.get("layer", -1)) == layer and row.get("probe") == probe and (
-            not row.get("encoder") or str(row.get("encoder")) in (encoder, Path(encoder).name) or Path(str(row.get("encoder"))).name == Path(encoder).name
-        ):
-            return {"source": str(results_path), "row": row}
-    raise ValueError(f"{results_path}: no row for encoder {encoder!r}, layer {layer}, probe {probe!r}")
-
-
-def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, task: str, target: str,
-                 positive: str | None = None, labels: Sequence[str] | None = None, probe: str = "logreg",
-                 params: Mapping | None = None, thresholds: Sequence[float] | None = None,
-                 results: str | Path | None = None, exclude_speakers: Sequence[str] = (), seed: int = 0,
-                 cv: bool = True) -> Path:
-    """Fit ``probe`` on hidden state ``layer`` of every cache row (minus ``exclude_speakers``) and export it.
-
-    Metrics come from ``results`` (a probekit results.json) when given, else from a speaker-grouped CV run
-    here (``cv=False`` skips it). Returns the export folder.
-    """
-    from sklearn.base import clone
-
-    from probekit.cache import EmbeddingCache
-
-    cache = EmbeddingCache(cache_path)
-    x = cache.read_layer(layer, dtype=np.float32)
-    keep = np.ones(len(x), dtype=bool)
-    speakers = np.asarray(cache.metadata.get("speaker", np.array([""] * len(x))), dtype=object)
-    if exclude_speakers:
-        unknown = set(exclude_speakers) - set(speakers)
-        if unknown:
-            raise ValueError(f"--exclude-speaker {sorted(unknown)}: not in the cache's speaker column")
-        keep &= ~np.isin(speakers, list(exclude_speakers))
-    meta = {k: v[keep] for k, v in cache.metadata.items()}
-    x, speakers = x[keep], speakers[keep]
-    y, names = build_targets(meta, task, target, positive, labels)
-    n_out = len(names)
-    t = np.asarray(thresholds, dtype=np.float64) if thresholds is not None else None
-    if t is not None and t.shape != (n_out,):
-        raise ValueError(f"{len(t)} thresholds given for {n_out} labels {names}")
-    est = clone(make_estimator(probe, task, params, seed)).fit(x, y)
-    head = head_from_estimator(est, task, n_out, cache.dim)
-    if not np.allclose(head.predict_proba(x[:64]), predict_proba_columns(est, x[:64], task), atol=1e-6, rtol=0):
-        raise ExportError("exported head does not reproduce the fitted probe's probabilities; refusing to export")
-    if t is None and hasattr(est, "thresholds_"):
-        t = np.asarray(est.thresholds_, dtype=np.float64).reshape(-1)
-    if results is not None:
-        metrics = _metrics_from_results(Path(results), cache.encoder, layer, probe)
-        tuned = metrics["row"].get("thresholds")
-        if t is None and tuned and task != "multiclass":
-            # Thresholds were tuned per outer fold on inner folds; deploy their median per label.
-            t = np.median(np.asarray(tuned, dtype=np.float64).reshape(len(tuned), -1), axis=0)
-            if t.shape != (n_out,):
-                raise ValueError(f"{results}: thresholds for {t.shape[0]} labels, the task has {n_out}")
-    elif cv and len(set(speakers)) >= 2:
-        metrics = {"source": "computed at export", **cross_validate(x, y, speakers, task, probe, params, t, seed)}
+def plan_from_results(results: str | Path, cache: EmbeddingCache, layer: int, probe: str | None = None) -> ExportPlan:
+    """The winner's settings from a ``probe`` or ``sweep`` results.json: its task, the probe's parameters
+    (a sweep's most often selected ones at ``layer``), the protocol (a sweep's outer folds) and the
+    thresholds tuned per outer fold (their median per label). The cache is matched by fingerprint."""
+    doc = load_results(results)
+    entry = next((c for c in doc["caches"] if c.get("fingerprint") == cache.fingerprint), None)
+    if entry is None:
+        raise ExportError(f"{results}: no results for {cache.path} (its fingerprint {cache.fingerprint[:12]} is not among the document's caches)")
+    rows = [r for r in doc["rows"] if r["encoder"] == entry["encoder"] and r["layer"] == layer and (probe is None or r["probe"] == probe)]
+    if not rows:
+        have = sorted({(r["probe"], r["layer"]) for r in doc["rows"] if r["encoder"] == entry["encoder"]})
+        raise ExportError(f"{results}: no row for encoder {entry['encoder']!r}, layer {layer}" + (f", probe {probe!r}" if probe else "") + f"; it has (probe, layer) {have}")
+    if len(rows) > 1:
+        raise ExportError(f"{results}: layer {layer} was probed with {', '.join(r['probe'] for r in rows)}; choose one with --probe")
+    row, cfg = rows[0], doc["config"]
+    t = doc["task"]
+    task = TaskSpec(t["kind"], t["target"], t.get("positive"), tuple(t["labels"]) if t.get("labels") else None, int(t.get("min_support", 1)))
+    if "sweep" in doc:
+        params = dict(row["best_params"])
+        protocol = EvalProtocol(cv=cfg["cv"], folds=int(cfg["outer_folds"]), seed=int(cfg["seed"]))
     else:
-        metrics = {}
+        params = dict(cfg.get("probe_params", {}).get(row["probe"], {}))
+        protocol = EvalProtocol(cv=cfg["cv"], folds=int(cfg["folds"]), seed=int(cfg["seed"]), speaker_column=cfg.get("speaker_column", "speaker"))
+    thresholds = None
+    if row.get("thresholds") and task.kind != "multiclass":
+        tuned = np.asarray(row["thresholds"], dtype=np.float64)
+        thresholds = tuple(float(v) for v in np.median(tuned.reshape(len(tuned), -1), axis=0))
+    labels = entry.get("labels_from") or {}
+    return ExportPlan(task, row["probe"], params, protocol, exact=bool(cfg.get("exact", False)),
+                      manifest=labels.get("path") if labels.get("source") == "manifest" else None, thresholds=thresholds,
+                      source={"results": str(results), "row": row})
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What :func:`evaluate_export` fitted and measured: the final estimator (all used rows), the core's
+    preparation and its results row (the numbers ``probe`` reports), and the out-of-fold outcome."""
+
+    estimator: object
+    prepared: Prepared
+    row: dict | None
+    outcome: object | None
+
+
+def evaluate_export(cache: EmbeddingCache, layer: int, plan: ExportPlan, exclude_speakers: Sequence[str] = (), evaluate: bool = True) -> Evaluated:
+    """Cross-validate ``plan`` on ``layer`` through the core (:mod:`probekit.probe.evaluate`, so the
+    numbers equal ``probe``'s for the same settings), then fit it on every used row."""
+    prepared = prepare(cache, plan.task, plan.protocol, manifest=plan.manifest, exclude_speakers=exclude_speakers)
+    X = read_X(prepared, layer)
+    probe = make_probe(plan.probe, exact=plan.exact, **plan.params)
+    row = outcome = None
+    if evaluate:
+        outcome = evaluate_layer(prepared, X, probe)
+        row = layer_row(prepared, layer, plan.probe, outcome, n_boot=0)
+    return Evaluated(clone(probe).fit(X, prepared.targets.y), prepared, row, outcome)
+
+
+def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, task: str | TaskSpec | None = None, target: str | None = None,
+                 positive: str | None = None, labels: Sequence[str] | None = None, probe: str | None = None,
+                 params: Mapping | None = None, exact: bool = False, protocol: EvalProtocol | None = None,
+                 manifest: str | Path | None = None, thresholds: Sequence[float] | None = None,
+                 results: str | Path | None = None, exclude_speakers: Sequence[str] = (), evaluate: bool = True) -> Path:
+    """Fit ``probe`` on hidden state ``layer`` of every used cache row (minus ``exclude_speakers``) and export it.
+
+    The settings come from ``results`` (a ``probe`` or ``sweep`` results.json: task, parameters, protocol,
+    tuned thresholds) or from the arguments (``task`` as a :class:`TaskSpec` or a kind with ``target``,
+    ``positive``, ``labels``). Labels, folds and the cross-validated metrics come from the same core as
+    ``probe`` (``evaluate=False`` skips the cross-validation). Returns the export folder.
+    """
+    cache = EmbeddingCache(cache_path)
+    if results is not None:
+        plan = plan_from_results(results, cache, layer, probe)
+        if params:
+            plan = replace(plan, params={**plan.params, **dict(params)})
+    else:
+        if task is None:
+            raise ExportError("give the task (--task, --target, ...) or a results.json (--results) to take it from")
+        spec = task if isinstance(task, TaskSpec) else TaskSpec(str(task), str(target or ""), positive, tuple(labels) if labels else None)
+        name = probe or "logreg"
+        resolved = resolve_params((name,), tuple(dict(params or {}).items()), (protocol or EvalProtocol()).seed, exact=exact)[name]
+        plan = ExportPlan(spec, name, resolved, protocol or EvalProtocol(), exact=exact, manifest=str(manifest) if manifest else None)
+    if thresholds is not None:
+        plan = replace(plan, thresholds=tuple(float(v) for v in thresholds))
+    done = evaluate_export(cache, layer, plan, exclude_speakers, evaluate=evaluate)
+    kind, classes = plan.task.kind, done.prepared.targets.classes
+    names = [classes[1]] if kind == "binary" else list(classes)
+    if plan.thresholds is not None and len(plan.thresholds) != len(names):
+        raise ExportError(f"{len(plan.thresholds)} threshold(s) given for {len(names)} output label(s) {names}")
+    x = read_X(done.prepared, layer)[:64].astype(np.float64)
+    head = head_from_estimator(done.estimator, kind, len(names), cache.dim)
+    if not np.allclose(head.predict_proba(x), predict_proba_columns(done.estimator, x, kind), atol=1e-6, rtol=0):
+        raise ExportError("exported head does not reproduce the fitted probe's probabilities; refusing to export")
     attrs = cache.attrs
     config = {
         "probekit_version": _version(),
-        "task": {"kind": task, "target": target, "positive": positive},
+        "task": {"kind": kind, "target": plan.task.target, "positive": plan.task.positive,
+                 "labels": list(plan.task.labels) if plan.task.labels else None, "min_support": plan.task.min_support},
         "labels": names,
-        "thresholds": None if (t is None or task == "multiclass") else [float(v) for v in t],
+        "thresholds": None if (plan.thresholds is None or kind == "multiclass") else list(plan.thresholds),
         "layer": int(layer),
-        "probe": {"kind": probe, "params": dict(params or {}), "seed": seed},
+        "probe": {"kind": plan.probe, "params": plan.params, "exact": plan.exact},
+        "protocol": plan.protocol.as_dict(),
         "encoder": {
-            "model": str(attrs.get("encoder", "")), "revision": str(attrs.get("revision", "") or ""),
+            "name": done.prepared.encoder, "model": str(attrs.get("encoder", "")), "revision": str(attrs.get("revision", "") or ""),
             "commit": str(attrs.get("commit", "") or ""), "config_hash": str(attrs.get("config_hash", "") or ""),
             "pooling": str(attrs.get("pooling", "mean")), "whisper_mode": str(attrs.get("whisper_mode", "padded") or "padded"),
             "sample_rate": int(attrs.get("sample_rate", 16000)), "num_hidden_states": cache.num_layers, "dim": cache.dim,
         },
-        "cache": {"path": str(cache.path), "fingerprint": cache.fingerprint, "n_rows": int(keep.sum()),
-                  "excluded_speakers": sorted(exclude_speakers)},
-        "metrics": metrics,
+        "cache": {"path": str(cache.path), "fingerprint": cache.fingerprint, "n_rows": int(len(done.prepared.rows)),
+                  "excluded_speakers": sorted(exclude_speakers), "labels_from": done.prepared.labels_from},
+        "metrics": {"cross_validated": done.row, "selected_by": plan.source or None},
     }
     return save_export(out_dir, head, config)
 
@@ -649,5 +597,5 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["ExportError", "Head", "Part", "head_from_estimator", "save_export", "verify_export", "load_export",
-           "thresholds_for", "build_targets", "make_estimator", "cross_validate", "export_probe"]
+__all__ = ["ExportError", "ExportPlan", "Evaluated", "Head", "Part", "head_from_estimator", "save_export", "verify_export", "load_export",
+           "thresholds_for", "predict_proba_columns", "plan_from_results", "evaluate_export", "export_probe"]

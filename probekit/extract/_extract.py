@@ -170,6 +170,25 @@ def _check_finished(out: Path, request: dict) -> EmbeddingCache | None:
     return cache
 
 
+def cache_differences(out: str | Path, manifest: str | Path | Manifest, encoder: Any, pooling: str = "mean", dtype: str = "float16") -> list[str] | None:
+    """How the cache at ``out`` differs from what extracting ``manifest`` with ``encoder`` (a spec; no model is
+    loaded) would write: ``None`` when there is no cache, ``[]`` when it would be reused as it is, else one
+    readable line per difference (manifest audio, model, revision, Whisper mode, pooling, dtype, ...)."""
+    out = Path(out)
+    if not out.is_file():
+        return None
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    request = _request(encoder, pooling, dtype, man, None)
+    try:
+        stored = json.loads(str(EmbeddingCache(out).attrs.get("run_spec", "")))
+    except (CacheError, ValueError):
+        return [f"{out} is not a cache written by `probekit extract`"]
+    if not isinstance(stored, dict):
+        return [f"{out} is not a cache written by `probekit extract`"]
+    names = {"manifest_fingerprint": "manifest audio (ids, paths, start/end)"}
+    return [f"{names.get(k, k)}: cache has {stored.get(k)!r}, wanted {request[k]!r}" for k in request if str(stored.get(k, "")) != str(request[k])]
+
+
 def _shard_segments(manifest: Manifest, shard: tuple[int, int] | None) -> list[int]:
     rows = range(len(manifest.segments))
     return list(rows) if shard is None else [r for r in rows if r % shard[1] == shard[0]]

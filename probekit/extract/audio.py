@@ -1,14 +1,16 @@
 """Decode one manifest segment into the mono float32 waveform an encoder expects.
 
 ``probe_segment`` reads only the header (for batch planning); ``load_segment`` reads only the
-frames between ``start`` and ``end``, downmixes to mono and resamples with soxr. Anything that
-would make an embedding meaningless (unreadable, empty, truncated, silent, too short, cut past
-the end of the file) raises :class:`AudioError` naming the reason.
+frames between ``start`` and ``end``, keeps one channel or downmixes to mono, and resamples with
+soxr. Anything that would make an embedding meaningless (unreadable, empty, truncated, silent, too
+short, cut past the end of the file, a channel the file lacks) raises :class:`AudioError` naming
+the reason.
 """
 
 from __future__ import annotations
 
 from probekit.errors import ProbekitError
+from probekit.manifest import channel_problem
 
 import math
 import struct
@@ -34,11 +36,12 @@ class AudioError(ProbekitError, ValueError):
 
 @dataclass(frozen=True)
 class SegmentInfo:
-    """What the header says about a segment: source rate (Hz), first frame and frame count."""
+    """What the header says about a segment: source rate (Hz), first frame, frame count, channels in the file."""
 
     sample_rate: int
     first_frame: int
     num_frames: int
+    channels: int = 1
 
     @property
     def seconds(self) -> float:
@@ -77,8 +80,13 @@ def _wav_truncated(path: Path) -> bool:
     return False
 
 
-def probe_segment(path: str | Path, start: float | None = None, end: float | None = None) -> SegmentInfo:
-    """Read the header of ``path`` and locate ``[start, end)`` seconds in it (no samples decoded)."""
+def probe_segment(
+    path: str | Path, start: float | None = None, end: float | None = None, channel: int | None = None
+) -> SegmentInfo:
+    """Read the header of ``path`` and locate ``[start, end)`` seconds in it (no samples decoded).
+
+    ``channel`` (0-based), when given, must exist in the file.
+    """
     path = Path(path)
     try:
         info = sf.info(str(path))
@@ -86,6 +94,9 @@ def probe_segment(path: str | Path, start: float | None = None, end: float | Non
         raise AudioError(f"unreadable audio file ({_short(exc)})") from exc
     if info.frames <= 0:
         raise AudioError("empty audio file (0 frames)")
+    problem = channel_problem(channel, int(info.channels))
+    if problem:
+        raise AudioError(problem)
     if _wav_truncated(path):
         raise AudioError("truncated WAV file: the header promises more samples than the file holds")
     rate = int(info.samplerate)
@@ -101,7 +112,7 @@ def probe_segment(path: str | Path, start: float | None = None, end: float | Non
     last = min(last, total)
     if last <= first:
         raise AudioError("segment has no samples")
-    return SegmentInfo(sample_rate=rate, first_frame=first, num_frames=last - first)
+    return SegmentInfo(sample_rate=rate, first_frame=first, num_frames=last - first, channels=int(info.channels))
 
 
 def load_segment(
@@ -111,14 +122,17 @@ def load_segment(
     sample_rate: int = 16000,
     min_samples: int = 0,
     silence_peak: float = SILENCE_PEAK,
+    channel: int | None = None,
 ) -> np.ndarray:
     """Decode ``[start, end)`` seconds of ``path`` as mono float32 at ``sample_rate`` Hz: ``(n_samples,)``.
 
-    Only the needed frames are read (seek, then read). Channels are averaged. Resampling uses
-    soxr's high-quality filter. Raises :class:`AudioError` when the segment is unusable,
-    including when it is shorter than ``min_samples`` (the encoder's receptive field).
+    Only the needed frames are read (seek, then read). ``channel`` (0-based) keeps that one channel
+    of a multi-channel file, e.g. the caller's side of a two-channel call; ``None`` averages the
+    channels. Resampling uses soxr's high-quality filter. Raises :class:`AudioError` when the
+    segment is unusable (the silence check applies to the kept channel), including when it is
+    shorter than ``min_samples`` (the encoder's receptive field) or ``channel`` is not in the file.
     """
-    seg = probe_segment(path, start, end)
+    seg = probe_segment(path, start, end, channel)
     try:
         with sf.SoundFile(str(path)) as fh:
             if seg.first_frame:
@@ -128,7 +142,12 @@ def load_segment(
         raise AudioError(f"corrupt audio: decoding failed ({_short(exc)})") from exc
     if data.shape[0] < seg.num_frames:
         raise AudioError(f"truncated or corrupt audio: read {data.shape[0]} of {seg.num_frames} frames")
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if channel is not None:
+        wave = np.ascontiguousarray(data[:, channel])
+    elif data.shape[1] > 1:
+        wave = data.mean(axis=1, dtype=np.float32)
+    else:
+        wave = data[:, 0]
     if not np.isfinite(wave).all():
         raise AudioError("corrupt audio: samples are not finite numbers")
     peak = float(np.abs(wave).max())

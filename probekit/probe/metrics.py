@@ -24,13 +24,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-SCALAR_METRICS = {
-    "binary": ("f1", "precision", "recall", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc"),
-    "multiclass": ("uar", "accuracy", "macro_f1", "weighted_f1"),
-    "multilabel": ("weighted_f1", "macro_f1", "micro_f1", "hamming_loss", "subset_accuracy", "lrap"),
-}
-HEADLINE = {"binary": "f1", "multiclass": "uar", "multilabel": "weighted_f1"}
-LOWER_IS_BETTER = frozenset({"hamming_loss"})
+from probekit.choices import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS  # noqa: E402 - the one definition of the metric set
 
 
 def _safe(fn, *args, **kw) -> float:

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from probekit.choices import Protocol
 from probekit.manifest import ManifestError, read_manifest, split_labels
-
-PROTOCOLS = ("speaker-kfold", "loso", "split")
-
+from probekit.probe.splits import make_folds
+from probekit.probe.tasks import ProbeInputError, TaskSpec, build_targets
+from probekit.report.plots import plot_cooccurrence, plot_durations
 
 class StatsError(ProbekitError, ValueError):
     """The input cannot be analysed as asked; the message names what to fix."""
@@ -145,45 +146,9 @@ def label_order(sets: list[list[str]]) -> list[str]:
     return sorted(counts, key=lambda lab: (-counts[lab], lab))
 
 
-def indicator(sets: list[list[str]], labels: list[str]) -> np.ndarray:
-    """``(n, k)`` {0,1} matrix: row i has label j."""
-    index = {lab: j for j, lab in enumerate(labels)}
-    y = np.zeros((len(sets), len(labels)), dtype=np.int64)
-    for i, s in enumerate(sets):
-        for lab in s:
-            y[i, index[lab]] = 1
-    return y
-
-
 def cooccurrence(y: np.ndarray) -> np.ndarray:
     """``(k, k)`` counts of segments carrying both labels; the diagonal is each label's count."""
     return (y.T @ y).astype(np.int64)
-
-
-def _folds(cv: str, groups: np.ndarray, y: np.ndarray, n_folds: int, seed: int, split: np.ndarray | None):
-    """The probe's own folds when probekit.probe.splits is present, so the support shown is the support probed."""
-    try:
-        from probekit.probe.splits import make_folds
-    except ImportError:
-        make_folds = None
-    if make_folds is not None:
-        try:
-            return make_folds(cv, groups, y, n_folds=n_folds, seed=seed, split=split)
-        except ValueError as exc:
-            raise StatsError(str(exc)) from exc
-    # Fallback for a probekit without the probe module: same protocols, plain sklearn splitters.
-    from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
-
-    idx = np.arange(len(groups))
-    if cv == "loso":
-        return list(LeaveOneGroupOut().split(idx, groups=groups))
-    if cv == "split":
-        if split is None:
-            raise StatsError("--cv split needs a 'split' column")
-        return [(idx[split == "train"], idx[split == "test"])]
-    if len(np.unique(groups)) < n_folds:
-        raise StatsError(f"only {len(np.unique(groups))} speakers for {n_folds} folds: lower --folds or use --cv loso")
-    return list(GroupKFold(n_splits=n_folds).split(idx, groups=groups))
 
 
 def fold_support(y: np.ndarray, labels: list[str], folds, groups: np.ndarray) -> list[dict]:
@@ -205,59 +170,6 @@ def fold_support(y: np.ndarray, labels: list[str], folds, groups: np.ndarray) ->
             }
         )
     return rows
-
-
-def _plot_cooccurrence(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = len(labels)
-    size = max(5.0, 0.55 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(k), labels, rotation=45, ha="right")
-    ax.set_yticks(range(k), labels)
-    threshold = matrix.max() / 2 if matrix.size else 0
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8 if k > 10 else 9,
-                        color="white" if matrix[i, j] > threshold else "black")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="segments carrying both labels")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[str], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    per_label = [durations[[lab in s for s in sets]] for lab in labels]
-    height = max(4.0, 0.35 * len(labels) + 1.8)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.4]})
-    left.hist(durations, bins=40, color="#4C72B0", edgecolor="white")
-    left.set_xlabel("segment duration (s)")
-    left.set_ylabel("segments")
-    left.set_title(f"All segments (n={len(durations)}, median {np.median(durations):.2f} s)")
-    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (the old spelling warns from 3.11).
-    new_api = tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
-    horizontal = {"orientation": "horizontal"} if new_api else {"vert": False}
-    right.boxplot(per_label, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4}, **horizontal)
-    right.set_yticks(range(1, len(labels) + 1), [f"{lab} (n={len(d)})" for lab, d in zip(labels, per_label)])
-    right.invert_yaxis()
-    right.set_xlabel("segment duration (s)")
-    right.set_title("Per label")
-    right.grid(axis="x", alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _md_table(header: list[str], rows: list[list]) -> list[str]:
@@ -314,8 +226,8 @@ def dataset_stats(config: StatsConfig) -> StatsReport:
 
     Default output folder: ``runs/stats/<input stem>``.
     """
-    if config.cv not in PROTOCOLS:
-        raise StatsError(f"unknown --cv '{config.cv}': use one of {', '.join(PROTOCOLS)}")
+    if config.cv not in Protocol.names():
+        raise StatsError(f"unknown --cv '{config.cv}': use one of {', '.join(Protocol.names())}")
     ds = load_dataset(config.path)
     target = choose_target(ds, config.target)
     sets = label_sets(ds.columns[target])
@@ -323,7 +235,10 @@ def dataset_stats(config: StatsConfig) -> StatsReport:
     if not present.any():
         raise StatsError(f"column '{target}' of {ds.source} is empty on every row")
     labels = label_order(sets)
-    y = indicator(sets, labels)
+    # The probe's own label matrix (rows without a label are all-zero here, so counts include them as none).
+    targets = build_targets(TaskSpec("multilabel", target, labels=tuple(labels)), ds.columns)
+    y = np.zeros((len(sets), len(labels)), dtype=np.int64)
+    y[targets.mask] = targets.y
     matrix = cooccurrence(y)
     multilabel = bool((y.sum(axis=1) > 1).any())
 
@@ -357,10 +272,10 @@ def dataset_stats(config: StatsConfig) -> StatsReport:
     folds_info: dict = {"cv": config.cv, "seed": config.seed, "rows": []}
     stratify = y[present] if multilabel else y[present].argmax(axis=1)
     try:
-        folds = _folds(config.cv, ds.speakers[present], stratify, config.folds, config.seed,
-                       ds.split[present] if ds.split is not None else None)
+        folds = make_folds(config.cv, ds.speakers[present], stratify, n_folds=config.folds, seed=config.seed,
+                           split=ds.split[present] if ds.split is not None else None)
         folds_info["rows"] = fold_support(y[present], labels, folds, ds.speakers[present])
-    except StatsError as exc:
+    except ProbeInputError as exc:
         folds_info["error"] = str(exc)
 
     d = ds.durations
@@ -379,9 +294,9 @@ def dataset_stats(config: StatsConfig) -> StatsReport:
         "cooccurrence": {"labels": labels, "matrix": matrix.tolist()},
         "folds": folds_info,
     }
-    _plot_cooccurrence(matrix, labels, f"Label co-occurrence in '{target}' ({len(ds.ids)} segments, {summary['speakers']} speakers)",
+    plot_cooccurrence(matrix, labels, f"Label co-occurrence in '{target}' ({len(ds.ids)} segments, {summary['speakers']} speakers)",
                        files["cooccurrence"])
-    _plot_durations(d, sets, labels, f"Segment durations per label of '{target}': {ds.source.name}", files["durations"])
+    plot_durations(d, sets, labels, f"Segment durations per label of '{target}': {ds.source.name}", files["durations"])
     files["markdown"] = out / "stats.md"
     files["markdown"].write_text(_markdown(summary, labels, matrix, files))
     files["json"] = out / "stats.json"

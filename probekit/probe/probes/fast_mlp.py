@@ -32,8 +32,14 @@ class _Part:
 
 
 @dataclass(frozen=True)
-class _Net:
-    """A fitted part: projection, then ``relu(Z @ W1 + b1) @ W2 + b2`` (softmax, or sigmoid per label)."""
+class FittedMLP:
+    """A fitted part: projection, then ``relu(Z @ W1 + b1) @ W2 + b2`` (softmax over the present
+    classes, or a sigmoid per label).
+
+    ``coefs_`` / ``intercepts_`` / ``activation`` / ``out_activation_`` describe the same network on
+    raw features, as scikit-learn's ``MLPClassifier`` names them (the projection folded into the
+    first layer; a two-class softmax as one logistic output), so an export reads it like one.
+    """
 
     proj: Projection
     W1: np.ndarray
@@ -41,8 +47,23 @@ class _Net:
     W2: np.ndarray
     b2: np.ndarray
     multilabel: bool
+    activation: str = "relu"
 
-    def proba(self, X) -> np.ndarray:
+    @property
+    def out_activation_(self) -> str:
+        return "logistic" if self.multilabel or self.W2.shape[1] == 2 else "softmax"
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        W2 = self.W2[:, 1:] - self.W2[:, :1] if self.W2.shape[1] == 2 and not self.multilabel else self.W2
+        return [self.proj.weight.astype(np.float64) @ self.W1, W2]
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        b2 = self.b2[1:] - self.b2[:1] if self.W2.shape[1] == 2 and not self.multilabel else self.b2
+        return [self.b1 - self.proj.offset.astype(np.float64) @ self.W1, b2]
+
+    def predict_proba(self, X) -> np.ndarray:
         Z = self.proj.transform(X)
         s = np.maximum(Z @ self.W1 + self.b1, 0.0) @ self.W2 + self.b2
         if self.multilabel:
@@ -118,7 +139,7 @@ class FastMLPProbe(FastProbe):
             Xp, yp, gp = X[tr], y[tr], None if g is None else g[tr]
             if len(tr) < self.fast_min_rows:
                 est = self._exact_probe().fit(Xp, yp)
-                out[i] = (("exact", est), {"solver": "sklearn MLPClassifier, exact reference (MLPProbe)",
+                out[i] = (est, {"solver": "sklearn MLPClassifier, exact reference (MLPProbe)",
                                            "reason": f"{len(tr)} training rows < fast_min_rows={self.fast_min_rows}"})
             else:
                 fast.append(i)
@@ -126,17 +147,13 @@ class FastMLPProbe(FastProbe):
         if parts:
             nets, reports = self._train([p for _, p in parts], y.ndim == 2)
             for i, (proj, part), net, rep in zip(fast, parts, nets, reports):
-                out[i] = (("fast", _Net(proj, *net, y.ndim == 2)), {
+                out[i] = (FittedMLP(proj, *net, y.ndim == 2), {
                     "solver": "torch-adam batched MLP", "pca_dims": proj.dims, "pca_explained_variance": round(proj.explained, 4),
                     "hidden": int(self.hidden), "batch_size": int(self.batch_size), **rep,
                     "early_stopping": f"patience {self.patience} on {part.split}" if len(part.val) else part.split,
                     "gave_up": "features beyond the PCA axes, the held-out rows (not refitted), full-batch lbfgs",
                 })
         return out
-
-    def _proba(self, model, X) -> np.ndarray:
-        path, state = model
-        return state.predict_proba(X) if path == "exact" else state.proba(X)
 
     def _train(self, parts: list[_Part], multilabel: bool):
         """Train one network per part, all as one batched network. Returns per part ``(W1, b1, W2, b2)``
