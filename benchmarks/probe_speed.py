@@ -236,6 +236,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="binary,11-label")
     ap.add_argument("--plain-folds", type=int, default=1, help="folds the plain estimators are fitted on above 5,000 segments")
     ap.add_argument("--plain-max-n", type=int, default=20630, help="larger sizes time the fast path only")
+    ap.add_argument("--plain-skip", default="", help="TASK:PROBE pairs (comma-separated) whose plain fits are skipped above 5,000 segments, "
+                    "e.g. 11-label:lgbm (about 11 CPU minutes per fold at 20,630)")
     ap.add_argument("--emodb", default=None, help="an EmoDB cache (probekit extract, whisper-tiny.en) for the real-data table")
     args = ap.parse_args()
     root = Path(args.dir)
@@ -246,7 +248,9 @@ def main() -> None:
     table = []
     for gen in args.generators.split(","):
         for n in [int(s) for s in args.sizes.split(",")]:
-            n_layers = LAYERS if n == 20630 else 4
+            # The planted hotline-size cache is sweep_speed.py's 25-layer one; the others need only the measured layer's
+            # neighbours, so they get 4 layers (the middle one measured is the signal's peak either way).
+            n_layers = LAYERS if n == 20630 and gen == "planted" else 4
             maker = make_cache if gen == "planted" else make_hard_cache
             name = "synthetic" if gen == "planted" else "hard"
             path = maker(root / f"{name}_{n}x{n_layers}.h5", n, n_layers)
@@ -259,7 +263,7 @@ def main() -> None:
                     f = fast[(kind, probe)]
                     row = {"gen": gen, "n": n, "task": kind, "probe": probe, "fast_cpu": f["cpu"], "fast_wall": f["wall"],
                            "fast_f1_all": headline(y, f["P"], folds), "rss": fast["rss_mb"], "report": f["report"]}
-                    if n <= args.plain_max_n:
+                    if n <= args.plain_max_n and (n <= 5000 or f"{kind}:{probe}" not in args.plain_skip.split(",")):
                         k = 5 if n <= 5000 else args.plain_folds
                         p = in_child(plain_child, str(path), layer, kind, probe, k)
                         row.update(plain_cpu=5 * p["cpu_per_fold"], plain_wall=5 * p["wall_per_fold"], folds=k,
