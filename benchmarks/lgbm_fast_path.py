@@ -1,74 +1,62 @@
-"""LightGBM at hotline scale: plain (all 1024 dims, 255 bins, fixed rounds) against the fast path.
+"""LightGBM at hotline scale, one fold: the library's fast path (``lgbm`` probe) against plain LightGBM.
 
-Fast path, all fitted on the training fold only:
-1. PCA to ``--dims`` components (randomised SVD, float32),
-2. ``max_bin=63`` histograms,
-3. early stopping on a speaker-grouped 10 % validation split of the training fold (no test rows).
+The fast path lives in :class:`probekit.probe.probes.FastLGBMProbe`: PCA fitted on the training part
+(``--dims``), ``max_bin=63``, early stopping on a speaker-grouped 10 % split of the training part,
+one binned dataset per fold for every label. The plain side is ``make_probe("lgbm", exact=True)``
+(``LGBMClassifier`` on all 1024 standardised dims, 255 bins, 100 rounds). Middle layer of the
+20,630 x 25 x 1024 synthetic cache (built by ``sweep_speed.py`` if missing), speaker-grouped fold 0
+of 5: one fold, a stated subset. ``benchmarks/probe_speed.py`` measures every probe and task.
 
-Uses the synthetic 20,630 x 25 x 1024 cache that ``sweep_speed.py`` builds (or builds it), the
-middle layer, binary task, speaker-grouped fold 0 (one fold: a stated subset, to stay short on
-2 shared cores). Prints time and F1 for both, measured side by side in this run.
-
-Run: ``OMP_NUM_THREADS=1 python benchmarks/lgbm_fast_path.py``
+Run: ``python benchmarks/lgbm_fast_path.py [--task 11-label] [--dims 32]``
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_speed import f1_of, folds, make_cache, targets  # noqa: E402
+from probe_speed import _setup, headline  # noqa: E402
+from sweep_speed import make_cache  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "probekit_bench"))
-    ap.add_argument("--n", type=int, default=20630)
+    ap.add_argument("--task", default="binary", choices=("binary", "11-label"))
     ap.add_argument("--dims", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=300)
     args = ap.parse_args()
-    import lightgbm as lgb
-    from sklearn.decomposition import PCA
-    from sklearn.model_selection import GroupShuffleSplit
+    from sklearn.base import clone
 
-    from probekit.cache import EmbeddingCache
+    from probekit.probe.probes import make_probe
 
-    layers = 25 if args.n == 20630 else 4
-    path = make_cache(Path(args.dir) / f"synthetic_{args.n}x{layers}.h5", args.n, layers)
-    cache = EmbeddingCache(path)
-    Y = targets(cache, "binary")[:, 0]
-    tr, te = folds(cache)[0]
-    X = cache.read_layer(layers // 2, dtype=np.float32)
-    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    common = dict(learning_rate=0.05, num_leaves=31, n_jobs=threads, verbose=-1, random_state=0)
-
-    t0 = time.perf_counter()
-    plain = lgb.LGBMClassifier(n_estimators=args.rounds, **common).fit(X[tr], Y[tr])
-    t_plain = time.perf_counter() - t0
-    f1_plain = f1_of("binary", Y[te][:, None], (plain.predict_proba(X[te])[:, 1] - 0.5)[:, None])
-
-    t0 = time.perf_counter()
-    fit_rows, val_rows = next(GroupShuffleSplit(n_splits=1, test_size=0.1, random_state=0).split(tr, groups=cache.metadata["speaker"][tr]))
-    pca = PCA(n_components=args.dims, svd_solver="randomized", random_state=0).fit(X[tr])
-    Ztr, Zte = pca.transform(X[tr]).astype(np.float32), pca.transform(X[te]).astype(np.float32)
-    fast = lgb.LGBMClassifier(n_estimators=args.rounds, max_bin=63, **common)
-    fast.fit(Ztr[fit_rows], Y[tr][fit_rows], eval_set=[(Ztr[val_rows], Y[tr][val_rows])], callbacks=[lgb.early_stopping(20, verbose=False)])
-    t_fast = time.perf_counter() - t0
-    f1_fast = f1_of("binary", Y[te][:, None], (fast.predict_proba(Zte)[:, 1] - 0.5)[:, None])
-
-    print(f"# lgbm_fast_path: {args.n} segments x 1024 dims, layer {layers // 2}, binary, fold 0 of 5 (speaker-grouped), threads={threads}")
-    print("| path | features | max_bin | rounds | fit time (s) | F1 |")
+    path = make_cache(Path(args.dir) / "synthetic_20630x25.h5", 20630, 25)
+    X, y, groups, folds = _setup(str(path), args.task, 12)
+    tr, te = folds[0]
+    t0 = time.process_time()
+    plain = clone(make_probe("lgbm", exact=True)).fit(X[tr], y[tr])
+    p_plain = plain.predict_proba(X[te])
+    t_plain = time.process_time() - t0
+    fast = make_probe("lgbm", pca_dims=args.dims)
+    t0 = time.process_time()
+    p_fast = fast.fold_proba(X, y, [(tr, te)], groups=groups)[0]
+    t_fast = time.process_time() - t0
+    f_plain, f_fast = headline(y, [p_plain], [(tr, te)]), headline(y, [p_fast], [(tr, te)])
+    rep = fast.fold_reports_[0]
+    print(f"# lgbm_fast_path: 20630 segments x 1024 dims, layer 12, {args.task}, fold 0 of 5 (speaker-grouped); CPU seconds, one thread")
+    print("| path | features | max_bin | rounds | fit + predict (s) | F1 |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(f"| plain LightGBM | 1024 | 255 | {args.rounds} | {t_plain:.1f} | {f1_plain:.3f} |")
-    print(f"| fast path (PCA + bins + early stop) | {args.dims} | 63 | {fast.best_iteration_ or args.rounds} | {t_fast:.1f} | {f1_fast:.3f} |")
-    print(f"speed-up x{t_plain / t_fast:.1f}; F1 cost {100 * (f1_plain - f1_fast):+.2f} points (positive = fast path lower)")
+    print(f"| plain LightGBM (exact probe) | 1024 | 255 | 100 | {t_plain:.1f} | {f_plain:.4f} |")
+    print(f"| fast path | {rep['pca_dims']} | {rep['max_bin']} | {rep['rounds']} | {t_fast:.1f} | {f_fast:.4f} |")
+    print(f"speed-up x{t_plain / t_fast:.1f}; F1 {100 * (f_fast - f_plain):+.2f} points (fast - plain)")
 
 
 if __name__ == "__main__":

@@ -177,10 +177,15 @@ def test_a_label_constant_in_training_exports_as_its_constant(cache, tmp_path):
     x = c.read_layer(1)
     y = _targets(cache, "multilabel", "labels").y
     y = np.concatenate([y, np.ones((len(y), 1), dtype=y.dtype)], axis=1)  # a label every row carries
-    est = clone(make_probe("logreg")).fit(x, y)
+    est = clone(make_probe("logreg", exact=True)).fit(x, y)
     head = head_from_estimator(est, "multilabel", y.shape[1], x.shape[1])
     assert head.parts[-1].constant == 1.0
     np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, "multilabel"), atol=1e-6)
+    # The fast logreg solves all labels as one linear head; a constant label gets an infinite intercept.
+    fast = clone(make_probe("logreg")).fit(x, y)
+    head = head_from_estimator(fast, "multilabel", y.shape[1], x.shape[1])
+    np.testing.assert_allclose(head.predict_proba(x)[:, -1], 1.0)
+    np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(fast, x, "multilabel"), atol=1e-6)
 
 
 def test_metrics_params_and_thresholds_come_from_results_json(cache, tmp_path):

@@ -70,7 +70,7 @@ def test_estimator_contract(mode):
     X, Y = _data(k=3, seed=3)
     y = {"binary": Y[:, 0], "multilabel": Y, "multiclass": Y.argmax(1) + 10 * Y[:, 0]}[mode]
     est = FastLogReg(C=0.5)
-    assert est.get_params() == {"C": 0.5, "tol": 1e-5, "max_iter": 1000}
+    assert est.get_params() == {"C": 0.5, "class_weight": None, "tol": 1e-5, "max_iter": 1000, "seed": 0}
     fitted = clone(est).fit(X, y)
     assert not hasattr(est, "coef_")
     pred = fitted.predict(X)

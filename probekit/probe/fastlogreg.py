@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-__all__ = ["PathFit", "fit_batched", "decision_batched", "preconditioner", "to_float32", "FastLogReg"]
+__all__ = ["PathFit", "MultinomialFit", "fit_batched", "fit_multinomial", "decision_batched", "preconditioner", "to_float32", "FastLogReg"]
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,15 @@ def preconditioner(X: torch.Tensor, used: torch.Tensor, rows_per_dim: int = 8) -
     return Q.contiguous(), evals.clamp_min(0.0)
 
 
-def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, W0=None, b0=None):
+def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, W0=None, b0=None, balanced=False):
     """L-BFGS over ``P`` independent problems (columns).
 
     X ``(n, d)`` float32; Y ``(n, k)`` and M ``(n, F)`` 0/1 float32; fold, label ``(P,)`` indices into
     M's and Y's columns; Cs ``(P,)``; mu, sd ``(F, d)``; Q ``(d, d)``, evals ``(d,)`` (preconditioner).
     Returns ``V (d, P)``, ``c (P,)`` (raw-space coefficients and intercepts), ``n_iter (P,)``,
     ``converged (P,)`` and the standardised-space ``W (d, P)``, ``b (P,)`` (for warm starts).
+    ``balanced``: weight each problem's rows as scikit-learn's ``class_weight="balanced"`` does
+    (``n_train / (2 * n_class)``), from that problem's own training rows.
 
     Unconverged problems are kept side by side in narrow arrays: when a tenth of them have
     converged the arrays are compacted, so late iterations cost in proportion to the problems
@@ -140,6 +142,9 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
     ntr = Wt.sum(0).clamp_min(1.0)
     npos = (Yp * Wt).sum(0)  # counted before normalising: a float32 sum of 1/ntr can miss 1
     single = (npos <= 0) | (npos >= ntr)
+    if balanced:
+        Wt *= torch.where(Yp > 0, ntr / (2 * npos.clamp_min(1.0)), ntr / (2 * (ntr - npos).clamp_min(1.0)))
+        npos = torch.where(single, npos, ntr / 2)  # the weighted positive share is one half
     Wt /= ntr
     lam = 1.0 / (Cs * ntr)  # penalty weight of the objective divided by C * n_train
     isd = (1.0 / sd[fold]).T.contiguous()  # (d, P)
@@ -273,6 +278,7 @@ def fit_batched(
     max_problems: int | None = None,
     warm_start: bool = False,
     precond: tuple[torch.Tensor, torch.Tensor] | None = None,
+    balanced: bool = False,
 ) -> PathFit:
     """Fit every (group, label) L2 logistic regression at once.
 
@@ -289,6 +295,7 @@ def fit_batched(
     precond: ``(Q (d, d), evals (d,))`` from :func:`preconditioner` on the whole layer, shared by
     several calls on row subsets of it (it shapes only the path, not the solution); computed
     here from the training rows when None.
+    balanced: ``class_weight="balanced"`` per problem (see :func:`_solve_chunk`).
     max_problems: cap on columns solved together (memory ~ ``10 * 4 * n * max_problems`` bytes);
     default keeps that under about 600 MB.
     """
@@ -327,7 +334,9 @@ def fit_batched(
                 if warm_start and all(int(f) in last for f in group_fold[gi]):
                     W0 = torch.cat([last[int(f)][0] for f in group_fold[gi]], 1)
                     b0 = torch.cat([last[int(f)][1] for f in group_fold[gi]])
-                V, c, it, cv, W, b = _solve_chunk(Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, W0, b0)
+                V, c, it, cv, W, b = _solve_chunk(
+                    Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, W0, b0, balanced=balanced
+                )
                 for j, f in enumerate(group_fold[gi]):
                     last[int(f)] = (W[:, j * k : (j + 1) * k].clone(), b[j * k : (j + 1) * k].clone())
                 coef[gi] = V.T.reshape(len(gi), k, d).numpy()
@@ -348,44 +357,153 @@ def decision_batched(X, fit: PathFit, groups=None) -> np.ndarray:
     return out.numpy().reshape(-1, G, k)
 
 
-class FastLogReg(ClassifierMixin, BaseEstimator):
-    """scikit-learn estimator over :func:`fit_batched`: the ``logreg-fast`` probe.
+@dataclass(frozen=True)
+class MultinomialFit:
+    """Multinomial solutions of ``F`` folds over ``c`` classes, raw feature space.
 
-    Standardises with the training data, then fits L2 logistic regression with scikit-learn's
-    objective. Binary: one problem. Multi-label (``y`` an ``(n, k)`` 0/1 matrix): one-vs-rest per
-    column, solved together. Multi-class: one-vs-rest per class, prediction by the highest score
-    (scikit-learn's default is multinomial, so multi-class scores differ slightly from it).
+    ``coef``: ``(F, c, d)`` float32; ``intercept``: ``(F, c)``; a class absent from fold f's training rows
+    has ``-inf`` intercept (probability 0). ``n_iter``: L-BFGS iterations of the joint solve.
     """
 
-    def __init__(self, C: float = 1.0, tol: float = 1e-5, max_iter: int = 1000):
-        self.C = C
-        self.tol = tol
-        self.max_iter = max_iter
+    coef: np.ndarray
+    intercept: np.ndarray
+    n_iter: int
+    converged: bool
 
-    def fit(self, X, y):
-        y = np.asarray(y)
+
+def fit_multinomial(X, y, train_masks, C: float, *, tol: float = 1e-5, max_iter: int = 1000, balanced: bool = False) -> MultinomialFit:
+    """L2 multinomial logistic regression for every fold at once (scikit-learn's multi-class objective).
+
+    X: ``(n, d)`` float16/float32; y: ``(n,)`` class index ``0..c-1``; train_masks: ``(n, F)`` bool.
+    Fold f minimises ``C * sum_i w_i * CE_i + ||W_f||^2 / 2`` over its training rows, standardised with
+    their own mean and std, intercept unpenalised; divided by ``C * n_f`` like :func:`fit_batched`.
+    The folds' objectives are independent, so one L-BFGS on their sum (one ``X @ V`` product per
+    evaluation for all folds) stops where every fold's gradient is below ``tol``.
+    """
+    Xt = to_float32(X)
+    n, d = Xt.shape
+    y = np.asarray(y, dtype=np.int64)
+    c = int(y.max()) + 1
+    M = torch.as_tensor(np.asarray(train_masks, dtype=np.float32).reshape(n, -1))
+    F = M.shape[1]
+    mu, sd = _fold_stats(Xt, M)
+    counts = M.T @ torch.nn.functional.one_hot(torch.from_numpy(y), c).to(torch.float32)  # (F, c) training rows per class
+    present = counts > 0
+    ntr = M.sum(0).clamp_min(1.0)
+    Wrow = M.clone()  # (n, F)
+    if balanced:
+        per_class = ntr[:, None] / (present.sum(1, keepdim=True) * counts.clamp_min(1.0))  # (F, c)
+        Wrow *= per_class[:, torch.from_numpy(y)].T
+    Wrow /= ntr
+    lam = 1.0 / (float(C) * ntr)  # (F,)
+    # A finite offset keeps 0 * log(p) = 0 on rows outside the fold; the result gets -inf below.
+    absent = torch.where(present, 0.0, -1e4)  # (F, c)
+    target = torch.from_numpy(y)[:, None, None].expand(n, F, 1)
+    W = torch.zeros(F, d, c, requires_grad=True)
+    b = torch.zeros(F, c, requires_grad=True)
+    isd = 1.0 / sd  # (F, d)
+
+    def objective():
+        opt.zero_grad()
+        V = W * isd[:, :, None]  # raw-space coefficients (F, d, c)
+        icpt = b - torch.einsum("fd,fdc->fc", mu, V) + absent
+        Z = (Xt @ V.permute(1, 0, 2).reshape(d, F * c)).reshape(n, F, c) + icpt
+        ce = -torch.log_softmax(Z, dim=2).gather(2, target).squeeze(2)  # (n, F)
+        # Summed in float64: near the optimum the float32 sum of n * F terms stops resolving the
+        # decrease the line search looks for, and it would spend its evaluation budget there.
+        loss = (ce.double() * Wrow).sum() + 0.5 * (lam.double() * W.double().square().sum((1, 2))).sum()
+        loss.backward()
+        return loss
+
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+                            history_size=10, line_search_fn="strong_wolfe")
+    opt.step(objective)
+    state = opt.state[W]
+    with torch.no_grad():
+        grad = torch.cat([W.grad.reshape(-1), b.grad.reshape(-1)]).abs().max()
+        V = W * isd[:, :, None]
+        icpt = torch.where(present, b - torch.einsum("fd,fdc->fc", mu, V), -torch.inf)
+    return MultinomialFit(V.permute(0, 2, 1).contiguous().numpy(), icpt.numpy(), int(state.get("n_iter", 0)), bool(grad <= tol))
+
+
+def _sigmoid(s: np.ndarray) -> np.ndarray:
+    from scipy.special import expit  # no overflow warning for large negative scores
+
+    return expit(s)
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    s = s - s.max(1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(1, keepdims=True)
+
+
+class FastLogReg(ClassifierMixin, BaseEstimator):
+    """The fast ``logreg`` probe (also ``logreg-fast``): scikit-learn's L2 logistic regression, batched.
+
+    Same objective as :class:`probekit.probe.probes.LogRegProbe` (standardised features, ``C``,
+    unpenalised intercept, ``class_weight``), solved in float32 straight from a float16 cache:
+    binary and multi-label (one-vs-rest per column) by :func:`fit_batched`, multi-class by the
+    multinomial :func:`fit_multinomial`, as scikit-learn does. ``tol``: largest gradient entry of
+    the objective divided by ``C * n_train`` at the stop (scikit-learn's lbfgs stops at 1e-4).
+
+    ``fit(X (n, d), y (n,) or (n, k), groups=None)``; ``predict_proba`` gives ``(n, n_classes)`` or
+    ``(n, k)``. ``fold_proba(X, y, folds)`` solves every fold (and label) of a layer as one problem.
+    ``groups`` is accepted for the probe contract and unused (no inner split is needed).
+    """
+
+    def __init__(self, C: float = 1.0, class_weight: str | None = None, max_iter: int = 1000, tol: float = 1e-5, seed: int = 0):
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.tol = tol
+        self.seed = seed
+
+    def _balanced(self) -> bool:
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be None or 'balanced', not {self.class_weight!r}")
+        return self.class_weight == "balanced"
+
+    def _solve(self, X, y: np.ndarray, masks: np.ndarray) -> tuple[str, object]:
+        """Solve the folds given as training masks ``(n, F)``: ``(mode, PathFit | MultinomialFit)``."""
         n = len(y)
         if y.ndim == 2:
-            self.classes_ = np.arange(y.shape[1])
-            self._mode = "multilabel"
-            Y = y.astype(np.float32)
+            mode, Y = "multilabel", y.astype(np.float32)
+        elif int(y.max()) <= 1:
+            mode, Y = "binary", (y == 1).astype(np.float32)[:, None]
         else:
-            self.classes_ = np.unique(y)
+            fit = fit_multinomial(X, y, masks, float(self.C), tol=self.tol, max_iter=self.max_iter, balanced=self._balanced())
+            return "multiclass", fit
+        F = masks.shape[1]
+        fit = fit_batched(X, Y, masks, np.arange(F), np.full(F, float(self.C)), tol=self.tol, max_iter=self.max_iter,
+                          balanced=self._balanced())
+        # A label constant in a training part predicts its rate, 0 or 1, exactly (as the exact probe does).
+        npos, ntr = masks.T.astype(np.float64) @ Y, masks.sum(0)[:, None]
+        icpt = np.where(npos == 0, -np.inf, np.where(npos == ntr, np.inf, fit.intercept)).astype(np.float32)
+        return mode, PathFit(fit.coef, icpt, fit.n_iter, fit.converged)
+
+    def _report(self, mode: str, fit, f: int) -> dict:
+        if mode == "multiclass":
+            return {"solver": "torch-lbfgs multinomial (batched over folds)", "n_iter": fit.n_iter, "converged": fit.converged,
+                    "tol": self.tol, "dtype": "float32"}
+        return {"solver": "batched lbfgs one-vs-rest (probekit.probe.fastlogreg)", "n_iter": fit.n_iter[f].tolist(),
+                "converged": bool(fit.converged[f].all()), "tol": self.tol, "dtype": "float32"}
+
+    def fit(self, X, y, groups=None):
+        y = np.asarray(y)
+        if y.ndim == 2:
+            self.classes_ = np.arange(y.shape[1])
+            yi = y
+        else:
+            self.classes_, yi = np.unique(y, return_inverse=True)
             if len(self.classes_) < 2:
-                raise ValueError(f"FastLogReg needs at least two classes in y; got only {self.classes_.tolist()}")
-            if len(self.classes_) == 2:
-                self._mode = "binary"
-                Y = (y == self.classes_[1]).astype(np.float32)[:, None]
-            else:
-                self._mode = "multiclass"
-                # Tells an export its probabilities are normalised one-vs-rest sigmoids, not a softmax.
-                self.proba_output_ = "ovr"
-                Y = (y[:, None] == self.classes_[None, :]).astype(np.float32)
-        fit = fit_batched(X, Y, np.ones((n, 1), dtype=bool), [0], [float(self.C)], tol=self.tol, max_iter=self.max_iter)
+                raise ValueError(f"the training rows hold a single class ({self.classes_[0]}); a probe needs two or more")
+        self._mode, fit = self._solve(X, yi, np.ones((len(y), 1), dtype=bool))
         self.coef_ = fit.coef[0]
         self.intercept_ = fit.intercept[0]
-        self.n_iter_ = fit.n_iter[0]
+        self.n_iter_ = np.atleast_1d(fit.n_iter[0] if self._mode != "multiclass" else fit.n_iter)
         self.n_features_in_ = self.coef_.shape[1]
+        self.report_ = self._report(self._mode, fit, 0)
         return self
 
     def decision_function(self, X):
@@ -394,17 +512,52 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         s = self.decision_function(X)
-        p = 1.0 / (1.0 + np.exp(-s))
         if self._mode == "binary":
+            p = _sigmoid(s)
             return np.stack([1 - p, p], axis=1)
-        if self._mode == "multiclass":
-            return p / p.sum(1, keepdims=True)
-        return p
+        return _softmax(s) if self._mode == "multiclass" else _sigmoid(s)
 
     def predict(self, X):
-        s = self.decision_function(X)
-        if self._mode == "binary":
-            return self.classes_[(s > 0).astype(int)]
-        if self._mode == "multiclass":
-            return self.classes_[np.argmax(s, axis=1)]
-        return (s > 0).astype(int)
+        proba = self.predict_proba(X)
+        if self._mode == "multilabel":
+            return (proba >= 0.5).astype(np.int64)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def fold_proba(self, X, y, folds, groups=None) -> list[np.ndarray]:
+        """Per fold ``(n_test, C)`` (1-D ``y``, columns over class indices ``0..y.max()``) or ``(n_test, k)``
+        probabilities, as ``clone(self).fit(X[train], y[train]).predict_proba(X[test])`` gives them,
+        from one batched solve of all folds and labels. ``X`` is read once into float32."""
+        y = np.asarray(y)
+        Xt = to_float32(X)
+        masks = np.zeros((len(y), len(folds)), dtype=bool)
+        for f, (tr, _te) in enumerate(folds):
+            masks[np.asarray(tr), f] = True
+        if y.ndim == 1:
+            for f in range(len(folds)):
+                if len(np.unique(y[masks[:, f]])) < 2:
+                    raise ValueError(f"fold {f}: the training rows hold a single class; a probe needs two or more")
+        mode, fit = self._solve(Xt, y, masks)
+        out, reports = [], []
+        n_classes = int(y.max()) + 1 if y.ndim == 1 else 0
+        for f, (tr, te) in enumerate(folds):
+            if mode == "multiclass" and len(np.unique(y[tr])) == 2:
+                # Two classes present: scikit-learn (and fit) solve a binary problem, whose penalty
+                # differs from a two-class multinomial; this rare fold is fitted on its own.
+                est = clone(self).fit(Xt[torch.from_numpy(np.asarray(tr, dtype=np.int64))].numpy(), y[tr])
+                full = np.zeros((len(te), n_classes))
+                full[:, est.classes_] = est.predict_proba(Xt[torch.from_numpy(np.asarray(te, dtype=np.int64))].numpy())
+                out.append(full)
+                reports.append(est.report_)
+                continue
+            reports.append(self._report(mode, fit, f))
+            Xte = Xt[torch.from_numpy(np.asarray(te, dtype=np.int64))].numpy()
+            s = Xte @ fit.coef[f].T + fit.intercept[f]
+            if mode == "binary":
+                p = _sigmoid(s[:, 0])
+                out.append(np.stack([1 - p, p], axis=1).astype(np.float64))
+            elif mode == "multiclass":
+                out.append(_softmax(s).astype(np.float64))
+            else:
+                out.append(_sigmoid(s).astype(np.float64))
+        self.fold_reports_ = reports
+        return out

@@ -46,7 +46,8 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
             pipe.fit(X, y)
         return pipe
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
+        """``groups`` (speakers) is accepted for the probe contract; the exact probes do not use it."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         self.multilabel_ = y.ndim == 2

@@ -1,0 +1,192 @@
+"""Pieces the fast probes share: the inner early-stopping split, the per-fold projection, fold bookkeeping.
+
+Everything here sees one training part at a time. A fast probe's ``fold_proba`` calls the same
+functions on ``X[train]`` that its ``fit`` calls on the whole of its input, so the batched path and
+the single-fold path fit the same model (and no test row can reach a projection or a stopping rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.class_weight import compute_sample_weight
+
+# PCA covariances come from at most this many evenly spaced training rows: 8192 rows estimate the top
+# few hundred axes of a 1024-dim layer well, and cost a quarter of the 20,630-row product.
+PCA_MAX_ROWS = 8192
+
+
+def as_folds(folds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(train_idx, test_idx), ...]`` as int64 arrays."""
+    return [(np.asarray(tr, dtype=np.int64), np.asarray(te, dtype=np.int64)) for tr, te in folds]
+
+
+def inner_split(n: int, groups, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Positions ``(fit, val)`` within one training part of ``n`` rows, and how they were drawn.
+
+    About ``val_fraction`` of the rows go to ``val`` (early stopping only). With ``groups`` (``(n,)``
+    speaker per row) whole speakers are held out, drawn in a seeded random order until the share is
+    reached, so a speaker is never on both sides; without them, rows. ``val`` is empty when the part
+    is too small to spare rows (fewer than 2 speakers, or fewer than 20 rows).
+    """
+    rng = np.random.default_rng(seed)
+    everything = np.arange(n)
+    if val_fraction <= 0 or n < 20:
+        return everything, everything[:0], "none (training part too small)"
+    if groups is not None:
+        groups = np.asarray(groups)
+        speakers, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        if len(speakers) < 2:
+            return everything, everything[:0], "none (one speaker in the training part)"
+        order = rng.permutation(len(speakers))
+        take = np.searchsorted(np.cumsum(counts[order]), val_fraction * n) + 1
+        held = order[: min(take, len(speakers) - 1)]
+        val = np.isin(inverse, held)
+        return everything[~val], everything[val], f"{len(held)} of {len(speakers)} training speakers ({val.mean():.0%} of rows)"
+    n_val = max(1, int(round(val_fraction * n)))
+    perm = rng.permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val]), f"{n_val} random training rows (no speaker groups given)"
+
+
+def sample_weight(y: np.ndarray, class_weight) -> np.ndarray | None:
+    """Per-row weights for ``class_weight="balanced"`` (``None`` otherwise), as scikit-learn computes them."""
+    if class_weight is None:
+        return None
+    if class_weight != "balanced":
+        raise ValueError(f"class_weight must be None or 'balanced', not {class_weight!r}")
+    return compute_sample_weight("balanced", y).astype(np.float32)
+
+
+def local_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(present, y_local)``: the class indices present in a 1-D ``y`` and ``y`` renumbered 0..c-1."""
+    present, local = np.unique(y, return_inverse=True)
+    if len(present) < 2:
+        raise ValueError(f"the training rows hold a single class ({present[0]}); a probe needs two or more")
+    return present, local
+
+
+def spread_columns(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(n, n_classes)``: ``proba``'s columns (over ``present``) placed at their class index, zeros elsewhere."""
+    out = np.zeros((len(proba), n_classes), dtype=np.float64)
+    out[:, present] = proba
+    return out
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Standardise, then project onto the leading principal axes of the standardised training rows, whitened.
+
+    ``transform(X)`` = ``X @ weight - offset``: ``(n, d)`` -> ``(n, r)`` float32 with unit variance per
+    axis on the training rows. ``explained``: share of the standardised variance the ``r`` axes keep
+    (1.0 when ``r`` = ``d``, i.e. no reduction).
+    """
+
+    weight: np.ndarray  # (d, r) float32
+    offset: np.ndarray  # (r,) float32
+    explained: float
+
+    @property
+    def dims(self) -> int:
+        return self.weight.shape[1]
+
+    def transform(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32) @ self.weight - self.offset
+
+
+def fit_projection(X, dims: int | None) -> Projection:
+    """PCA of the training rows ``X`` ``(n, d)`` (float32; float16 is converted) to ``dims`` whitened axes.
+
+    ``dims`` None or ``>= d``: standardisation only. The mean and scale come from every row of ``X``;
+    the correlation matrix from at most :data:`PCA_MAX_ROWS` evenly spaced rows of it. Axis signs are
+    fixed (largest loading positive), so equal input gives equal output.
+    """
+    import scipy.linalg
+
+    X = np.asarray(X, dtype=np.float32)
+    n, d = X.shape
+    # Sums around a provisional centre keep float32 precise where a dimension's mean dwarfs its spread.
+    centre = X[: min(n, 256)].mean(0)
+    D = X - centre
+    shift = D.sum(0, dtype=np.float64) / n
+    var = np.einsum("ij,ij->j", D, D, dtype=np.float64) / n - shift**2
+    del D
+    mean = centre + shift
+    sd = np.sqrt(np.maximum(var, 0.0))
+    sd = np.where(sd < 1e-6 * (1.0 + np.abs(mean)), 1.0, sd)
+    if dims is None or dims >= d:
+        weight = np.diag(1.0 / sd).astype(np.float32)
+        return Projection(weight, (mean / sd).astype(np.float32), 1.0)
+    pick = np.linspace(0, n - 1, min(n, PCA_MAX_ROWS)).astype(np.int64) if n > PCA_MAX_ROWS else slice(None)
+    S = (X[pick] - mean.astype(np.float32)) / sd.astype(np.float32)
+    cov = (S.T @ S).astype(np.float64) / max(1, len(S))
+    # Only the leading axes are needed: a subset solve costs half of a full eigendecomposition.
+    evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[d - dims, d - 1], driver="evr")
+    evals, evecs = evals[::-1], evecs[:, ::-1]
+    evecs = evecs * np.sign(evecs[np.abs(evecs).argmax(0), np.arange(dims)])
+    scale = 1.0 / np.sqrt(np.maximum(evals, 1e-6 * max(evals[0], 1e-12)))
+    weight = evecs / sd[:, None] * scale[None, :]
+    offset = mean @ weight
+    explained = float(np.clip(evals, 0, None).sum() / max(np.trace(cov), 1e-12))
+    return Projection(weight.astype(np.float32), offset.astype(np.float32), explained)
+
+
+class FastProbe(ClassifierMixin, BaseEstimator):
+    """Base of the fast probes: one code path fits one training part, for ``fit`` and for every fold of
+    ``fold_proba``, so the two agree; subclasses batch inside ``_fit_parts``.
+
+    Subclasses set ``_exact`` (the reference probe class, used whole on training parts of fewer than
+    ``fast_min_rows`` rows, where it is cheap and the shortcuts have too few rows to be safe) and
+    implement ``_fit_parts(X, y, trains, groups) -> [(model, report), ...]``; a model is the fitted
+    reference probe or the fast path's fitted state, and its ``predict_proba`` gives columns over the
+    part's present classes, or ``(n, k)`` for multi-label. ``model_`` holds it after ``fit``.
+    """
+
+    _exact: type | None = None
+
+    def _exact_probe(self):
+        """The reference probe with this probe's shared parameters (see :attr:`_exact`)."""
+        names = self._exact._get_param_names()
+        return self._exact(**{k: v for k, v in self.get_params().items() if k in names})
+
+    def _fit_parts(self, X, y, trains, groups):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _proba(model, X) -> np.ndarray:
+        return model.predict_proba(X)
+
+    def fit(self, X, y, groups=None):
+        """Fit on ``X`` ``(n, d)`` (float16/float32), ``y`` ``(n,)`` or ``(n, k)``; ``groups``: ``(n,)`` speakers
+        for a speaker-grouped inner early-stopping split (rows at random without them)."""
+        y = np.asarray(y)
+        self.multilabel_ = y.ndim == 2
+        self.classes_ = np.arange(y.shape[1]) if self.multilabel_ else local_classes(y)[0]
+        (model, report), = self._fit_parts(X, y, [np.arange(len(y))], groups)
+        self.model_, self.report_ = model, report
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._proba(self.model_, X)
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        if self.multilabel_:
+            return (proba >= 0.5).astype(np.int64)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def fold_proba(self, X, y, folds, groups=None) -> list[np.ndarray]:
+        """Per fold, what ``clone(self).fit(X[train], y[train], groups[train]).predict_proba(X[test])`` gives,
+        with columns over every class index ``0..y.max()`` for 1-D ``y`` (0 for a class absent from the
+        training part). Sets ``fold_reports_`` (one dict per fold)."""
+        y = np.asarray(y)
+        folds = as_folds(folds)
+        fitted = self._fit_parts(X, y, [tr for tr, _ in folds], groups)
+        out = []
+        for (tr, te), (model, _rep) in zip(folds, fitted):
+            p = self._proba(model, X[te])
+            out.append(p if y.ndim == 2 else spread_columns(p, np.unique(y[tr]), int(y.max()) + 1))
+        self.fold_reports_ = [rep for _m, rep in fitted]
+        return out
