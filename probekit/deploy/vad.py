@@ -91,9 +91,15 @@ class StreamingVad:
 
         data = np.concatenate([self._rest, np.asarray(block, np.float32)])
         usable = len(data) - len(data) % self.frame
-        with torch.inference_mode():
-            for lo in range(0, usable, self.frame):
-                self._probs.append(float(self._model(torch.from_numpy(data[lo:lo + self.frame]), self.rate)))
+        threads = torch.get_num_threads()
+        # A 32 ms frame is far too small to split across threads: more threads only add contention.
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                for lo in range(0, usable, self.frame):
+                    self._probs.append(float(self._model(torch.from_numpy(data[lo:lo + self.frame]), self.rate)))
+        finally:
+            torch.set_num_threads(threads)
         self._rest = data[usable:].copy()
 
     def through(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
