@@ -100,6 +100,18 @@ def test_vad_flags_speech_and_leaves_the_gaps_out(speech_and_silence):
     gaps = [(0.2, spans[0][0] - 0.2)] + [(a[1] + 0.3, b[0] - 0.2) for a, b in zip(spans, spans[1:])]
     for s, e in gaps:
         assert not vad.is_speech(int(s * RATE), int(e * RATE)), (s, e)
+    # Lanes run side by side from fresh states: nearly every frame decides as a frame-by-frame pass does.
+    import torch
+
+    from probekit.deploy.vad import load_silero
+
+    model = load_silero()
+    model.reset_states()
+    with torch.inference_mode():
+        one_by_one = np.array([float(model(torch.from_numpy(wave[i:i + 512]), RATE)) for i in range(0, len(wave) - 511, 512)])
+    agree = np.mean((vad.probabilities >= 0.5) == (one_by_one >= 0.5))
+    print(f"batched lanes vs frame by frame: {agree:.4f} of frames decide alike")
+    assert agree > 0.98
     # The threshold is a real option: at 0.999 far less of the speech counts.
     strict = StreamingVad(RATE, VadSpec(threshold=0.999))
     strict.feed(wave)

@@ -56,10 +56,8 @@ def _whisper_padded_layer(encoder, waves: list[np.ndarray], layer: int, pooling:
     autocast = (torch.autocast("cuda", dtype=torch.float16) if encoder.device.type == "cuda"
                 else contextlib.nullcontext())
     with torch.inference_mode(), autocast:
-        # The same feature call as Encoder._whisper_padded: the 30 s window and its normalisation.
-        mel = encoder.feature_extractor([np.asarray(w, np.float32) for w in waves], sampling_rate=encoder.sample_rate,
-                                        return_tensors="pt").input_features.to(encoder.device)
-        x = _convolve_front(model, mel)
+        mel, n_columns = _padded_mel_prefix(encoder, waves)
+        x = _convolve_front(model, mel.to(encoder.device), n_columns)
         x = x + model.embed_positions.weight[: x.shape[1]]
         if layer == 0:
             out = x[:, :keep]
@@ -74,9 +72,34 @@ def _whisper_padded_layer(encoder, waves: list[np.ndarray], layer: int, pooling:
     return np.stack([pool_frames(out[i, : n][None], pooling)[0] for i, n in enumerate(frames)]).astype(np.float32)
 
 
-def _convolve_front(model, mel):
-    """``gelu(conv2(gelu(conv1(mel))))`` as ``(batch, frames, d_model)``, convolving the padding only once.
+def _padded_mel_prefix(encoder, waves: list[np.ndarray]):
+    """The first columns of each wave's padded 30 s log-mel, up to and a little past the audio: ``(mel, n_columns)``.
 
+    ``mel``: ``(batch, n_mels, k)`` with the last columns all equal to the padding's column; ``n_columns``: the
+    full window's column count (3000). A padded window's columns after the audio are STFT frames of
+    zeros, and its normalisation takes the maximum over the audio's columns; so cutting the zero padding
+    short, yet long enough that no kept frame reaches the end of the array, gives the same columns with
+    the same normalisation from a fraction of the STFT. The same feature call as ``Encoder._whisper_padded``.
+    """
+    fe = encoder.feature_extractor
+    hop, n_fft, full = int(fe.hop_length), int(fe.n_fft), int(fe.n_samples)
+    n_columns = full // hop
+    # Columns whose frame touches audio, plus ten all-zero ones (the convolutions need eight).
+    keep = -(-(max(len(w) for w in waves) + n_fft // 2) // hop) + 10
+    length = keep * hop + n_fft
+    arrays = [np.asarray(w, np.float32) for w in waves]
+    if length >= full:
+        return fe(arrays, sampling_rate=encoder.sample_rate, return_tensors="pt").input_features, n_columns
+    short = [np.concatenate([w, np.zeros(length - len(w), np.float32)]) for w in arrays]
+    mel = fe(short, sampling_rate=encoder.sample_rate, padding="max_length", max_length=length,
+             return_tensors="pt").input_features
+    return mel[..., :keep], n_columns
+
+
+def _convolve_front(model, mel, n: int):
+    """``gelu(conv2(gelu(conv1(full_mel))))`` as ``(batch, n // 2, d_model)``, convolving the padding only once.
+
+    ``mel``: the first columns of the full ``n``-column log-mel, whose later columns all equal ``mel``'s last.
     After the audio, every mel column of a padded window is the same (the clamped floor of silence), so
     both convolutions give one repeated column there, and a different one at the very end, where the
     kernel meets the zero padding. The columns up to the padding plus a few constant ones are convolved;
@@ -85,13 +108,14 @@ def _convolve_front(model, mel):
     import torch
     from torch.nn.functional import gelu
 
-    n = mel.shape[-1]
     same = (mel == mel[..., -1:]).all(dim=1)  # (batch, n): column equals the last one
     varying = (~same).float().cumsum(dim=1).argmax(dim=1)  # last column that differs, per row
     first_constant = int(varying.max()) + 1 if bool((~same).any()) else 0
     # Even, and at least 8 constant columns so that both strides see a settled run and the end column.
     m = first_constant + 8 + (first_constant % 2)
-    if m >= n:
+    if m >= n or m > mel.shape[-1]:
+        if mel.shape[-1] < n:
+            mel = torch.cat([mel, mel[..., -1:].expand(-1, -1, n - mel.shape[-1])], dim=-1)
         return gelu(model.conv2(gelu(model.conv1(mel)))).permute(0, 2, 1)
     short = gelu(model.conv2(gelu(model.conv1(mel[..., :m])))).permute(0, 2, 1)  # (batch, m / 2, d)
     half = m // 2
