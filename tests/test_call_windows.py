@@ -246,3 +246,20 @@ def test_ctrl_c_says_what_was_kept(model, tmp_path, cli_scorer, monkeypatch):
     lines = [l for l in res.output.splitlines() if l.strip()]
     assert len(lines) == 1 and "interrupted" in lines[0] and "2 rows" in lines[0]
     assert len(list(csv.DictReader(open(tmp_path / "o" / "predictions.csv")))) == 2
+
+
+def test_ground_truth_from_a_manifest_is_drawn(model, tmp_path, cli_scorer):
+    from probekit.deploy.timeline import truth_for
+
+    rng = np.random.default_rng(7)
+    sf.write(tmp_path / "call.wav", np.concatenate([tone(3000, 2.0, rng), tone(300, 2.0, rng)]), RATE)
+    sf.write(tmp_path / "other.wav", tone(300, 1.0, rng), RATE)
+    (tmp_path / "truth.csv").write_text("id,path,start,end,label,labels\n"
+                                        "a,call.wav,0,2,high,high;tonal\nb,call.wav,2,4,low,low\n"
+                                        "c,other.wav,0,1,low,low\nd,call.wav,,,low,low\n")
+    spans = truth_for(tmp_path / "truth.csv", tmp_path / "call.wav")
+    assert [(t.start, t.end, sorted(t.labels)) for t in spans] == [(0.0, 2.0, ["high", "tonal"]), (2.0, 4.0, ["low"])]
+    res = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "call.wav"), "--window", "1", "--hop", "1",
+                                   "--no-vad", "--truth", str(tmp_path / "truth.csv"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "call.timeline.png").stat().st_size > 5000

@@ -171,11 +171,10 @@ class Scorer:
             if progress is not None:
                 progress(len(part) + len(part.failed))
         n = len(self.labels)
-        return Predictions(tuple(i for p in parts for i in p.ids),
-                           np.concatenate([p.start for p in parts]) if parts else np.zeros(0),
-                           np.concatenate([p.end for p in parts]) if parts else np.zeros(0), self.labels,
-                           np.concatenate([p.probabilities for p in parts]).reshape(-1, n) if parts else np.zeros((0, n)),
-                           np.concatenate([p.decisions for p in parts]).reshape(-1, n) if parts else np.zeros((0, n), bool),
+        stack = lambda name, dtype, *shape: np.concatenate(  # noqa: E731
+            [np.zeros((0, *shape), dtype)] + [getattr(p, name) for p in parts]).astype(dtype)
+        return Predictions(tuple(i for p in parts for i in p.ids), stack("start", float), stack("end", float), self.labels,
+                           stack("probabilities", float, n), stack("decisions", bool, n),
                            tuple(f for p in parts for f in p.failed))
 
     def iter_predict(self, audio_or_paths, batch_size: int = 8, channel: int | None = None,
