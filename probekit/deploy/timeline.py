@@ -335,7 +335,7 @@ def plot_timeline(tl: Timeline, png_path: str | Path) -> Path:
         legend.append("grey: no speech (not scored)")
     if tl.truth:
         legend.append("black bar: ground truth")
-    axes[0, 0].set_title(f"{Path(tl.path).name} ({channel}): probability per label; " + "; ".join(legend), fontsize=9)
+    axes[0, 0].set_title(f"{Path(tl.path).name} ({channel}): probability per label\n" + "; ".join(legend), fontsize=9)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
