@@ -12,7 +12,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from probekit.cli import app
-from probekit.deploy.export import export_probe
+from probekit.deploy.export import ExportError, export_probe
 from probekit.deploy.scorer import ScorerError, load_scorer
 
 from _predict_helpers import RATE, SpectralEncoder, build_cache, tone
@@ -94,7 +94,7 @@ def test_cli_export_then_predict(tmp_path, monkeypatch):
     import probekit.deploy.scorer as scorer_mod
 
     real = scorer_mod.load_scorer
-    monkeypatch.setattr(scorer_mod, "load_scorer", lambda d, device="auto": real(d, device, encoder=SpectralEncoder()))
+    monkeypatch.setattr(scorer_mod, "load_scorer", lambda d, device="auto", fast=False: real(d, device, encoder=SpectralEncoder()))
     rng = np.random.default_rng(1)
     sf.write(tmp_path / "a.wav", np.concatenate([tone(3000, 2, rng), 0.01 * rng.normal(size=2 * RATE)]).astype(np.float32), RATE)
     res = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "a.wav"), "--out", str(tmp_path / "o")])
@@ -102,16 +102,16 @@ def test_cli_export_then_predict(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(tmp_path / "o" / "predictions.csv")))
     assert len(rows) == 1 and set(rows[0]) == {"id", "start_s", "end_s", "p_tonal", "tonal"}
     res = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "a.wav"), "--out", str(tmp_path / "o"),
-                              "--window", "1", "--hop", "1"])
+                              "--window", "1", "--hop", "1", "--no-vad"])
     assert res.exit_code == 0, res.output
     tl = list(csv.DictReader(open(tmp_path / "o" / "a.timeline.csv")))
-    assert [r["tonal"] for r in tl] == ["1", "1", "0", "0"]
+    assert [r["tonal"] for r in tl] == ["1", "1", "0", "0"] and {r["speech"] for r in tl} == {""}
     assert (tmp_path / "o" / "a.timeline.png").stat().st_size > 1000
     bad = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "a.wav"), "--window", "1"])
     assert bad.exit_code == 2 and "--hop" in bad.output
     (tmp_path / "m" / "weights.safetensors").write_bytes(b"x")
     tampered = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "a.wav"), "--out", str(tmp_path / "o")])
-    assert tampered.exit_code == 1 and "weights.safetensors" in tampered.output
+    assert tampered.exit_code == ExportError.exit_code and "weights.safetensors" in tampered.output
 
 
 # ----------------------------------------------------------------- truncation (needs probekit.extract.encoders)

@@ -65,7 +65,7 @@ def test_timeline_peaks_fall_on_the_planted_spans(model, tmp_path):
         parts.append(tone(3000 if kind == "high" else 300, dur, rng)); planted.append((kind, t, t + dur)); t += dur
     sf.write(tmp_path / "call.wav", np.concatenate(parts), RATE)
     scorer = load_scorer(model, encoder=SpectralEncoder())
-    tl = scorer.timeline(tmp_path / "call.wav", 1.0, 0.5, csv_path=tmp_path / "tl.csv", png_path=tmp_path / "tl.png")
+    tl = scorer.timeline(tmp_path / "call.wav", 1.0, 0.5, csv_path=tmp_path / "tl.csv", png_path=tmp_path / "tl.png", vad=None)
     assert tl.labels == ("high", "low", "quiet")
     p_high = tl.probabilities[:, 0]
     overlaps_high = np.array([any(s < e1 and e > s1 for k, s1, e1 in planted if k == "high") for s, e in zip(tl.start, tl.end)])
@@ -100,7 +100,7 @@ _RSS_SCRIPT = textwrap.dedent(
         for _ in range(int(minutes * 6)):
             f.write((0.05 * rng.normal(size=160000)).astype(np.float32))
     enc = SpectralEncoder()
-    tl = load_scorer(sys.argv[1], encoder=enc).timeline(path, 2.0, 2.0, batch_size=8)
+    tl = load_scorer(sys.argv[1], encoder=enc).timeline(path, 2.0, 2.0, batch_size=8, vad=None)
     print(json.dumps({"rss_mb": peak_mb(), "windows": len(tl.start),
                       "max_batch_samples": enc.max_batch_samples}))
     """

@@ -1,7 +1,8 @@
 """A deployable scorer: an export folder plus its encoder, run only up to the exported layer.
 
 ``load_scorer(dir).predict(audio_or_paths)`` mirrors ``probekit predict``; ``.timeline(path, window, hop)``
-mirrors ``probekit predict --window S --hop S``.
+mirrors ``probekit predict --window S --hop S``. ``load_scorer(dir, fast=True)`` runs a padded-mode
+Whisper export in Whisper's fast mode (see docs/predict.md for what that changes).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from probekit.errors import ProbekitError
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +39,8 @@ class EncoderLike(Protocol):
 @dataclass(frozen=True)
 class Predictions:
     """Scores of a set of items. ``probabilities``/``decisions``: ``(n, n_labels)``; ``start``/``end``: seconds
-    (NaN for a whole file or waveform). Multi-class decisions are one-hot on the most probable label."""
+    (NaN for a whole file or waveform). Multi-class decisions are one-hot on the most probable label.
+    ``failed``: ``(id, reason)`` of each input that could not be scored (only with ``on_error="skip"``)."""
 
     ids: tuple[str, ...]
     start: np.ndarray
@@ -46,6 +48,7 @@ class Predictions:
     labels: tuple[str, ...]
     probabilities: np.ndarray
     decisions: np.ndarray
+    failed: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,11 +59,20 @@ class Predictions:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["id", "start_s", "end_s", *(f"p_{l}" for l in self.labels), *self.labels])
-            for i, sid in enumerate(self.ids):
-                w.writerow([sid, _fmt(self.start[i]), _fmt(self.end[i]),
-                            *(f"{p:.6f}" for p in self.probabilities[i]), *(int(d) for d in self.decisions[i])])
+            w.writerow(csv_header(self.labels))
+            self.write_rows(w)
         return path
+
+    def write_rows(self, writer) -> None:
+        """Append one row per item to a ``csv.writer`` (the columns of :func:`csv_header`)."""
+        for i, sid in enumerate(self.ids):
+            writer.writerow([sid, _fmt(self.start[i]), _fmt(self.end[i]),
+                             *(f"{p:.6f}" for p in self.probabilities[i]), *(int(d) for d in self.decisions[i])])
+
+
+def csv_header(labels: Sequence[str]) -> list[str]:
+    """Columns of a predictions CSV: id, start_s, end_s, ``p_<label>`` per label, ``<label>`` (0/1) per label."""
+    return ["id", "start_s", "end_s", *(f"p_{l}" for l in labels), *labels]
 
 
 def _fmt(x: float) -> str:
@@ -74,7 +86,8 @@ class Scorer:
     decision thresholds (unused for multi-class); ``sample_rate``: Hz the encoder expects.
     """
 
-    def __init__(self, config: dict, head: Head, encoder: EncoderLike | None = None, device: str = "auto"):
+    def __init__(self, config: dict, head: Head, encoder: EncoderLike | None = None, device: str = "auto",
+                 fast: bool = False):
         self.config = config
         self.head = head
         self.layer = int(config["layer"])
@@ -85,6 +98,7 @@ class Scorer:
         self.sample_rate = int(config["encoder"].get("sample_rate", 16000))
         self._device = device
         self._encoder = encoder
+        self.fast = fast
 
     @property
     def encoder(self) -> EncoderLike:
@@ -93,8 +107,9 @@ class Scorer:
             from probekit.extract.encoders import EncoderSpec, load_encoder
 
             enc = self.config["encoder"]
+            mode = "fast" if self.fast else (enc.get("whisper_mode") or "padded")
             spec = EncoderSpec(model=enc["model"], revision=enc.get("revision") or None,
-                               whisper_mode=enc.get("whisper_mode", "padded"), device=self._device, max_layer=self.layer)
+                               whisper_mode=mode, device=self._device, max_layer=self.layer)
             self._encoder = load_encoder(spec)
             self._check_identity(self._encoder)
         return self._encoder
@@ -129,26 +144,60 @@ class Scorer:
             raise ScorerError(f"encoder returned shape {out.shape}; expected (n, > {self.layer}, {self.head.dim})")
         return out[:, self.layer, :]
 
-    def predict(self, audio_or_paths, batch_size: int = 8, progress=None) -> Predictions:
-        """Score whole items: a path, a list of paths, a manifest (.csv/.tsv/.jsonl, ``start``/``end`` honoured),
-        or a float32 mono waveform ``(n_samples,)`` at ``sample_rate`` Hz (or a list of such)."""
-        items = self._items(audio_or_paths)
-        ids, starts, ends, probs, decs = [], [], [], [], []
-        for lo in range(0, len(items), batch_size):
-            chunk = items[lo:lo + batch_size]
-            waves = [self._load(item) for item in chunk]
-            p, d = self.score_embeddings(self.embed(waves))
-            for item, pi, di in zip(chunk, p, d):
-                ids.append(item[0])
-                starts.append(item[2] if item[2] is not None else np.nan)
-                ends.append(item[3] if item[3] is not None else np.nan)
-                probs.append(pi)
-                decs.append(di)
+    def embed_windows(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Like :meth:`embed`, for the windows of a call: one batch through the truncated encoder, computing only
+        the rows the pooled vector needs (exact; see :mod:`probekit.deploy.batched`). ``(n, dim)``."""
+        from probekit.deploy.batched import embed_layer
+
+        if not waves:
+            return np.zeros((0, self.head.dim), dtype=np.float32)
+        out = embed_layer(self.encoder, list(waves), self.layer, self.pooling)
+        if out.shape != (len(waves), self.head.dim):
+            raise ScorerError(f"encoder gave vectors of shape {out.shape}; the probe expects (n, {self.head.dim})")
+        return out
+
+    def predict(self, audio_or_paths, batch_size: int = 8, progress=None, channel: int | None = None,
+                on_error: str = "raise") -> Predictions:
+        """Score whole items: a path, a list of paths, a manifest (.csv/.tsv/.jsonl, ``start``/``end`` and
+        ``channel`` honoured), or a float32 mono waveform ``(n_samples,)`` at ``sample_rate`` Hz (or a list of such).
+
+        ``channel`` (0-based) keeps one channel of every file without a manifest channel of its own.
+        ``on_error="raise"`` stops at the first input that cannot be scored; ``"skip"`` scores every good
+        input and lists the bad ones in :attr:`Predictions.failed`.
+        """
+        parts = []
+        for part in self.iter_predict(audio_or_paths, batch_size, channel, on_error):
+            parts.append(part)
             if progress is not None:
-                progress(len(chunk))
+                progress(len(part) + len(part.failed))
         n = len(self.labels)
-        return Predictions(tuple(ids), np.asarray(starts, float), np.asarray(ends, float), self.labels,
-                           np.asarray(probs, float).reshape(-1, n), np.asarray(decs, bool).reshape(-1, n))
+        stack = lambda name, dtype, *shape: np.concatenate(  # noqa: E731
+            [np.zeros((0, *shape), dtype)] + [getattr(p, name) for p in parts]).astype(dtype)
+        return Predictions(tuple(i for p in parts for i in p.ids), stack("start", float), stack("end", float), self.labels,
+                           stack("probabilities", float, n), stack("decisions", bool, n),
+                           tuple(f for p in parts for f in p.failed))
+
+    def iter_predict(self, audio_or_paths, batch_size: int = 8, channel: int | None = None,
+                     on_error: str = "raise") -> Iterator[Predictions]:
+        """:meth:`predict` one batch at a time, so a caller can write each batch out before the next is scored."""
+        if on_error not in ("raise", "skip"):
+            raise ScorerError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        items = self._items(audio_or_paths, channel)
+        n = len(self.labels)
+        for lo in range(0, len(items), batch_size):
+            chunk, waves, failed = [], [], []
+            for item in items[lo:lo + batch_size]:
+                try:
+                    waves.append(self._load(item))
+                    chunk.append(item)
+                except ScorerError as exc:
+                    if on_error == "raise":
+                        raise
+                    failed.append((item.id, str(exc)))
+            p, d = self.score_embeddings(self.embed(waves)) if waves else (np.zeros((0, n)), np.zeros((0, n), bool))
+            yield Predictions(tuple(i.id for i in chunk), np.asarray([_nan(i.start) for i in chunk], float),
+                              np.asarray([_nan(i.end) for i in chunk], float), self.labels,
+                              np.asarray(p, float).reshape(-1, n), np.asarray(d, bool).reshape(-1, n), tuple(failed))
 
     def timeline(self, path: str | Path, window: float, hop: float, **kwargs):
         """Windowed scores over a long recording, streamed in bounded memory; see :func:`probekit.deploy.timeline.score_timeline`."""
@@ -157,43 +206,61 @@ class Scorer:
         return score_timeline(self, path, window, hop, **kwargs)
 
     # ------------------------------------------------------------------ inputs
-    def _items(self, x) -> list[tuple]:
-        """-> list of ``(id, source, start_s | None, end_s | None)``; source is a Path or a waveform."""
+    def _items(self, x, channel: int | None = None) -> list[_Item]:
+        """Every input as an :class:`_Item`; a manifest's rows in order, its own channel before ``channel``."""
         if isinstance(x, np.ndarray):
             if x.ndim == 1:
-                return [("waveform_0", _check_wave(x, 0), None, None)]
+                return [_Item("waveform_0", _check_wave(x, 0))]
             raise ScorerError(f"a waveform must be 1-D (n_samples,) mono at {self.sample_rate} Hz, got shape {x.shape}")
         if isinstance(x, (str, Path)):
             x = [x]
-        items: list[tuple] = []
+        items: list[_Item] = []
         for i, entry in enumerate(x):
             if isinstance(entry, np.ndarray):
-                items.append((f"waveform_{i}", _check_wave(entry, i), None, None))
+                items.append(_Item(f"waveform_{i}", _check_wave(entry, i)))
                 continue
             path = Path(entry)
             if path.suffix.lower() in _MANIFEST_SUFFIXES:
                 from probekit.manifest import read_manifest
 
-                for seg in read_manifest(path).segments:
-                    items.append((seg.id, Path(seg.path), seg.start, seg.end))
+                # Files are checked when each row is loaded, so one missing file costs its row, not the batch.
+                for seg in read_manifest(path, check_files=False, require_speaker=False).segments:
+                    items.append(_Item(seg.id, Path(seg.path), seg.start, seg.end,
+                                       seg.channel if seg.channel is not None else channel, f"{path}, line {seg.line}"))
             else:
-                if not path.is_file():
-                    raise ScorerError(f"{path}: audio file not found")
-                items.append((str(path), path, None, None))
+                items.append(_Item(str(path), path, channel=channel))
         return items
 
-    def _load(self, item: tuple) -> np.ndarray:
-        # The same decoder and resampler as `probekit extract`, so a file scores exactly as it was cached.
+    def _load(self, item: _Item) -> np.ndarray:
+        # The same decoder, channel choice and resampler as `probekit extract`, so a file scores exactly as it was cached.
         from probekit.extract.audio import AudioError, load_segment
 
-        _, source, start, end = item
-        if isinstance(source, np.ndarray):
-            return source
+        if isinstance(item.source, np.ndarray):
+            return item.source
+        where = f"{item.source} ({item.where})" if item.where else str(item.source)
+        if not Path(item.source).is_file():
+            raise ScorerError(f"{where}: audio file not found")
         try:
-            return load_segment(source, start, end, sample_rate=self.sample_rate,
-                                min_samples=int(getattr(self.encoder, "min_samples", 0)))
+            return load_segment(item.source, item.start, item.end, sample_rate=self.sample_rate,
+                                min_samples=int(getattr(self.encoder, "min_samples", 0)), channel=item.channel)
         except (AudioError, OSError) as exc:
-            raise ScorerError(f"{source}: {exc}") from exc
+            raise ScorerError(f"{where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One input: ``source`` is a Path or a waveform; ``start``/``end`` seconds; ``where`` names its manifest line."""
+
+    id: str
+    source: object
+    start: float | None = None
+    end: float | None = None
+    channel: int | None = None
+    where: str = ""
+
+
+def _nan(x: float | None) -> float:
+    return np.nan if x is None else float(x)
 
 
 def _check_wave(x: np.ndarray, i: int) -> np.ndarray:
@@ -202,14 +269,16 @@ def _check_wave(x: np.ndarray, i: int) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def load_scorer(model_dir: str | Path, device: str = "auto", encoder: EncoderLike | None = None) -> Scorer:
+def load_scorer(model_dir: str | Path, device: str = "auto", encoder: EncoderLike | None = None,
+                fast: bool = False) -> Scorer:
     """Verify and load an export folder (see :mod:`probekit.deploy.export`). The encoder loads lazily, truncated to
-    the exported layer; pass ``encoder`` to reuse one already loaded."""
+    the exported layer; pass ``encoder`` to reuse one already loaded. ``fast`` runs a Whisper export in Whisper's
+    fast mode whatever mode it was trained in (not exact for a padded-mode export; see docs/predict.md)."""
     config, head = load_export(model_dir)
     for key in ("layer", "labels", "task", "encoder"):
         if key not in config:
             raise ExportError(f"{Path(model_dir) / 'config.json'}: missing {key!r}")
-    scorer = Scorer(config, head, encoder=None, device=device)
+    scorer = Scorer(config, head, encoder=None, device=device, fast=fast)
     if encoder is not None:
         scorer._check_identity(encoder)
         scorer._encoder = encoder

@@ -115,6 +115,18 @@ def probe_segment(
     return SegmentInfo(sample_rate=rate, first_frame=first, num_frames=last - first, channels=int(info.channels))
 
 
+def pick_channel(frames: np.ndarray, channel: int | None) -> np.ndarray:
+    """``(n_frames, n_channels)`` float32 -> ``(n_frames,)``: channel ``channel`` (0-based), or the channel mean for ``None``.
+
+    The one place a channel is chosen, so ``extract`` and ``predict`` (whole files and streamed calls) agree.
+    """
+    if channel is not None:
+        return np.ascontiguousarray(frames[:, channel])
+    if frames.shape[1] > 1:
+        return frames.mean(axis=1, dtype=np.float32)
+    return frames[:, 0]
+
+
 def load_segment(
     path: str | Path,
     start: float | None = None,
@@ -142,12 +154,7 @@ def load_segment(
         raise AudioError(f"corrupt audio: decoding failed ({_short(exc)})") from exc
     if data.shape[0] < seg.num_frames:
         raise AudioError(f"truncated or corrupt audio: read {data.shape[0]} of {seg.num_frames} frames")
-    if channel is not None:
-        wave = np.ascontiguousarray(data[:, channel])
-    elif data.shape[1] > 1:
-        wave = data.mean(axis=1, dtype=np.float32)
-    else:
-        wave = data[:, 0]
+    wave = pick_channel(data, channel)
     if not np.isfinite(wave).all():
         raise AudioError("corrupt audio: samples are not finite numbers")
     peak = float(np.abs(wave).max())
