@@ -83,7 +83,7 @@ def build_models(manifest: Path, whisper: str, held_out: str, work: Path, padded
         models[mode] = work / f"model-{mode}"
         if not (models[mode] / "manifest.json").is_file():
             export_probe(cache, 2, models[mode], task="multiclass", target="label", probe="logreg",
-                         exclude_speakers=[held_out], cv=False)
+                         exclude_speakers=[held_out], evaluate=False)
     rows = list(csv.DictReader(open(manifest)))
     for r in rows:
         r["file"] = str(manifest.parent / r["path"])

@@ -149,7 +149,7 @@ def test_loading_the_vad_keeps_torch_threads():
 def model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("m")
     cache, _ = build_cache(root / "c.h5")
-    return export_probe(cache, 1, root / "m", task="multiclass", target="label", probe="logreg", cv=False)
+    return export_probe(cache, 1, root / "m", task="multiclass", target="label", probe="logreg", evaluate=False)
 
 
 def test_non_speech_windows_are_written_but_never_scored(model, tmp_path, speech_and_silence):

@@ -207,6 +207,6 @@ def test_metrics_params_and_thresholds_come_from_results_json(cache, tmp_path):
     _cal, thr = fit_inner(make_probe("logreg", C=0.5, seed=0), c.read_layer(1), prepared.targets.y, prepared.groups, "binary", tune=True)
     assert config["thresholds"] == pytest.approx(thr.tolist()) and config["probe"]["tune_thresholds"] is True
     # The same settings in the same core: export's cross-validated numbers equal probe's for that layer.
-    assert config["metrics"]["cross_validated"]["metrics"]["f1"]["value"] != pytest.approx(-1)
+    assert config["metrics"]["cross_validated"]["metrics"]["f1"]["value"] == pytest.approx(row["metrics"]["f1"]["value"], abs=1e-12)
     with pytest.raises(ExportError, match="no row"):
         export_probe(cache, 7, tmp_path / "m2", results=tmp_path / "probe" / "results.json")

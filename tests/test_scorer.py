@@ -158,3 +158,40 @@ def test_truncated_encoder_gives_the_full_pass_vectors(tmp_path, make):
         got = cut.encode(waves)
         assert got.shape[1] == k + 1
         np.testing.assert_allclose(got, ref[:, : k + 1], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_a_calibrated_export_scores_with_its_calibration_map(tmp_path, method):
+    """The thresholds were tuned on calibrated scores, so the scorer must calibrate before comparing."""
+    from probekit.cache import EmbeddingCache
+    from probekit.probe.calibration import ProbabilityCalibrator
+
+    cache, waves = build_cache(tmp_path / "c.h5")
+    out = export_probe(cache, 1, tmp_path / "m", task="binary", target="label", positive="low", probe="logreg",
+                       calibrate=method, tune=True, protocol=None, evaluate=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["calibration"]["method"] == method and len(config["thresholds"]) == 1
+    scorer = load_scorer(out, encoder=SpectralEncoder())
+    x = EmbeddingCache(cache).read_layer(1)
+    raw = scorer.head.predict_proba(x)
+    want = ProbabilityCalibrator.from_config(config["calibration"]).transform(raw)
+    assert not np.allclose(want, raw, atol=1e-3)  # the map is not the identity, so the check below can fail
+    p, d = scorer.score_embeddings(x)
+    np.testing.assert_allclose(p, want, atol=1e-9)
+    np.testing.assert_array_equal(d, want >= np.asarray(config["thresholds"]))
+    # From audio too: the same map, through the encoder.
+    got = scorer.predict(waves[:4]).probabilities
+    np.testing.assert_allclose(got, ProbabilityCalibrator.from_config(config["calibration"]).transform(
+        scorer.head.predict_proba(SpectralEncoder().encode(waves[:4])[:, 1])), atol=1e-6)
+
+
+def test_a_malformed_calibration_block_is_named(model, tmp_path):
+    import shutil
+
+    bad = tmp_path / "m"
+    shutil.copytree(model, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["calibration"] = {"method": "temperature", "columns": 3, "temperature": [1.0]}
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises((ScorerError, ExportError), match="calibration"):
+        load_scorer(bad, encoder=SpectralEncoder())

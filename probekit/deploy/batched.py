@@ -43,10 +43,9 @@ def embed_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str = "me
 
 def _whisper_padded_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str) -> np.ndarray:
     import torch
-    from torch.nn.functional import gelu
 
     from probekit.extract.encoders import whisper_frames
-    from probekit.extract.pooling import pool_frames
+    from probekit.extract.pooling import pool_hidden
 
     model = encoder.model
     if layer > len(model.layers):
@@ -68,8 +67,9 @@ def _whisper_padded_layer(encoder, waves: list[np.ndarray], layer: int, pooling:
             if layer == len(model.layers):
                 # HF's last hidden state carries the final layer norm (an Identity once the encoder is truncated).
                 out = model.layer_norm(out)
-        out = out.float().cpu().numpy()
-    return np.stack([pool_frames(out[i, : n][None], pooling)[0] for i, n in enumerate(frames)]).astype(np.float32)
+        # The extractor's own pooling, on the device: (1 state, batch, keep, d) -> (batch, 1, pooled_dim).
+        pooled = pool_hidden(out[None].float(), torch.as_tensor(frames), pooling=pooling)[:, 0]
+    return pooled.cpu().numpy().astype(np.float32)
 
 
 def _padded_mel_prefix(encoder, waves: list[np.ndarray]):

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from probekit.deploy.export import ExportError, Head, load_export, thresholds_for
+from probekit.probe.calibration import CalibrationError, ProbabilityCalibrator
 
 _MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
@@ -75,6 +76,20 @@ def csv_header(labels: Sequence[str]) -> list[str]:
     return ["id", "start_s", "end_s", *(f"p_{l}" for l in labels), *labels]
 
 
+def _calibrator(config: dict, n_labels: int) -> ProbabilityCalibrator | None:
+    """The export's calibration map, checked against its labels; ``None`` when it has none."""
+    state = config.get("calibration")
+    if not state:
+        return None
+    try:
+        cal = ProbabilityCalibrator.from_config(state)
+    except CalibrationError as exc:
+        raise ScorerError(str(exc)) from None
+    if cal.n_columns_ != n_labels:
+        raise ScorerError(f"the export's calibration has {cal.n_columns_} column(s) for {n_labels} label(s); re-export the probe")
+    return cal
+
+
 def _fmt(x: float) -> str:
     return "" if not np.isfinite(x) else f"{x:.3f}"
 
@@ -83,7 +98,8 @@ class Scorer:
     """Scores audio with an exported probe. Build with :func:`load_scorer`.
 
     ``layer``: hidden state index scored; ``labels``: output columns; ``thresholds``: ``(n_labels,)``
-    decision thresholds (unused for multi-class); ``sample_rate``: Hz the encoder expects.
+    decision thresholds (unused for multi-class); ``calibrator``: the export's calibration map (``None``
+    when it was exported uncalibrated); ``sample_rate``: Hz the encoder expects.
     """
 
     def __init__(self, config: dict, head: Head, encoder: EncoderLike | None = None, device: str = "auto",
@@ -94,6 +110,7 @@ class Scorer:
         self.labels = tuple(str(l) for l in config["labels"])
         self.task = str(config["task"]["kind"])
         self.thresholds = thresholds_for(config, len(self.labels))
+        self.calibrator = _calibrator(config, len(self.labels))
         self.pooling = str(config["encoder"].get("pooling", "mean"))
         self.sample_rate = int(config["encoder"].get("sample_rate", 16000))
         self._device = device
@@ -126,8 +143,13 @@ class Scorer:
 
     # ------------------------------------------------------------------ scoring
     def score_embeddings(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``x`` ``(n, dim)`` pooled hidden state ``layer`` -> ``(probabilities, decisions)``, each ``(n, n_labels)``."""
+        """``x`` ``(n, dim)`` pooled hidden state ``layer`` -> ``(probabilities, decisions)``, each ``(n, n_labels)``.
+
+        Probabilities are calibrated first when the export carries a calibration map: its thresholds were
+        tuned on calibrated scores, so applying them to raw ones would move every decision."""
         p = self.head.predict_proba(x)
+        if self.calibrator is not None:
+            p = self.calibrator.transform(p)
         if self.task == "multiclass":
             d = np.zeros_like(p, dtype=bool)
             d[np.arange(len(p)), p.argmax(axis=1)] = True
