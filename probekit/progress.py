@@ -8,12 +8,27 @@ seconds of audio (:class:`AudioProgress`, with audio-s/s); probing and sweeps co
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 from rich.text import Text
+
+
+# Width when the output is a file, a pipe or a CI log: rich would assume 80 columns and cut encoder
+# names to "whisper-ti…" and wrap the rate under the bar; a log has no screen edge to respect.
+LOG_WIDTH = 160
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The console commands print tables and bars on: the terminal's width on a terminal,
+    :data:`LOG_WIDTH` columns otherwise (``$COLUMNS`` still wins where set)."""
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(stderr=stderr, width=LOG_WIDTH)
+    return out
 
 
 class AudioRateColumn(ProgressColumn):
@@ -33,7 +48,7 @@ class AudioProgress:
 
     def __init__(self, description: str, total_seconds: float, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -96,7 +111,7 @@ class WorkProgress:
 
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TimeElapsedColumn(), console=console or Console(stderr=True), disable=not enabled,
+            TimeElapsedColumn(), console=console or make_console(stderr=True), disable=not enabled,
         )
         self._description = description
         self._task = None

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from probekit.cli._app import app, user_errors
+from probekit.progress import make_console
 
 
 @app.command()
@@ -34,7 +34,7 @@ def extract(
     """
     from probekit.extract._extract import ExtractInterrupted, extract_models, format_profile, parse_shard
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     if pooling not in ("mean", "mean+std"):
         raise typer.BadParameter("use mean or mean+std", param_hint="--pooling")
     if dtype not in ("float16", "float32"):

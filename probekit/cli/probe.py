@@ -9,6 +9,7 @@ import typer
 
 from probekit.choices import Protocol, TaskKind
 from probekit.cli._app import app, user_errors
+from probekit.progress import make_console
 
 
 @app.command()
@@ -35,7 +36,6 @@ def probe(
     calibrate: Annotated[str | None, typer.Option(help="temperature or isotonic: calibrate probabilities on inner speaker folds (binary, multilabel).")] = None,
 ) -> None:
     """Train a probe on every layer of every cache and report which layer carries the target best."""
-    from rich.console import Console
 
     from probekit.probe.params import parse_param
     from probekit.probe.probing import ProbeConfig, parse_layers, run_probe
@@ -57,7 +57,7 @@ def probe(
         )
         with WorkProgress("probing") as bar:
             results = run_probe(config, progress=bar)
-    Console().print(rich_table(results.document))
+    make_console().print(rich_table(results.document))
     typer.echo(timing_line(results.document))
     for c in results.document["caches"]:
         if c["missing_from_manifest"]["count"]:

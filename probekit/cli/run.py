@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from probekit.cli._app import app, user_errors
+from probekit.progress import make_console
 
 
 @app.command()
@@ -41,7 +42,6 @@ def _print_layer_table(name: str, folder: Path) -> None:
     """The probe step's layer table and the plots this run wrote (from the folder's record, never older files)."""
     import json
 
-    from rich.console import Console
 
     from probekit.report.render import rich_table
 
@@ -49,7 +49,7 @@ def _print_layer_table(name: str, folder: Path) -> None:
     if not results.is_file():
         return
     typer.echo(f"\n== {name}")
-    Console().print(rich_table(json.loads(results.read_text())))
+    make_console().print(rich_table(json.loads(results.read_text())))
     record = folder / ".probekit-outputs.json"
     written = json.loads(record.read_text())["files"] if record.is_file() else []
     for png in sorted(n for n in written if n.endswith(".png")):

@@ -11,6 +11,7 @@ import typer
 
 from probekit.choices import Protocol, TaskKind
 from probekit.cli._app import app, user_errors
+from probekit.progress import make_console
 
 
 @app.command()
@@ -36,7 +37,6 @@ def sweep(
     out: Annotated[Optional[Path], typer.Option(help="Output folder (results.jsonl store, results.json, results.csv, sweep_layers.csv, layer_curve.png).")] = None,
 ) -> None:
     """Tune probe hyperparameters per layer with nested speaker-grouped CV; rerun to resume or widen the grid."""
-    from rich.console import Console
     from rich.table import Table
 
     from probekit.probe.params import parse_grid
@@ -45,7 +45,7 @@ def sweep(
     from probekit.progress import WorkProgress
     from probekit.recipes.sweepfile import SweepFile, load_sweep_file
 
-    console = Console()
+    screen = make_console()
     with user_errors("every finished cell is kept in the store (results.jsonl); rerun the same command to resume"):
         loaded = load_sweep_file(file) if file is not None else None
         given = {"task": task.value if task else None, "target": target, "positive": positive, "probe": probe, "trials": trials,
@@ -83,8 +83,8 @@ def sweep(
             r["encoder"], str(r["layer"]) + (" ★" if mark else ""), f"{_fmt(s['mean'])} ± {_fmt(s['std'])}", _fmt(s["value"]),
             str(r["best_params"]), _fmt(r["inner_score"]), style="bold green" if mark else None,
         )
-    console.print(table)
-    console.print(f"cells computed {result.computed}, reused {result.reused}; wrote {', '.join(str(p) for p in paths.values())}")
+    screen.print(table)
+    screen.print(f"cells computed {result.computed}, reused {result.reused}; wrote {', '.join(str(p) for p in paths.values())}")
 
 
 def _fmt(x) -> str:
