@@ -210,3 +210,9 @@ def test_metrics_params_and_thresholds_come_from_results_json(cache, tmp_path):
     assert config["metrics"]["cross_validated"]["metrics"]["f1"]["value"] == pytest.approx(row["metrics"]["f1"]["value"], abs=1e-12)
     with pytest.raises(ExportError, match="no row"):
         export_probe(cache, 7, tmp_path / "m2", results=tmp_path / "probe" / "results.json")
+
+
+def test_the_layer_weighted_probe_is_refused_by_name(cache, tmp_path):
+    with pytest.raises(ExportError, match="layer-weights.*every hidden state"):
+        export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", probe="layer-weights", evaluate=False)
+    assert not (tmp_path / "m").exists()

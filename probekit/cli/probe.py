@@ -18,7 +18,7 @@ def probe(
     task: Annotated[TaskKind, typer.Option(help="What to predict.")],
     target: Annotated[str, typer.Option(help="Label column (one label, or a ';'-separated label set, per row).")],
     positive: Annotated[str | None, typer.Option(help="Binary: the label that makes a row positive, e.g. negative.")] = None,
-    probe: Annotated[list[str] | None, typer.Option("--probe", help="Probe(s): logreg, mlp, lgbm, logreg-fast. Repeat for several.")] = None,
+    probe: Annotated[list[str] | None, typer.Option("--probe", help="Probe(s): logreg, mlp, lgbm, logreg-fast, layer-weights (all layers at once). Repeat for several.")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Use the reference scikit-learn estimators instead of the fast paths.")] = False,
     layers: Annotated[str | None, typer.Option(help="Hidden states to probe, e.g. 0-12 or 2,4,6 (default: all).")] = None,
     cv: Annotated[Protocol, typer.Option(help="speaker-kfold, loso (leave one speaker out) or split (the manifest's train/test column).")] = Protocol.speaker_kfold,

@@ -528,9 +528,13 @@ class Evaluated:
 def evaluate_export(cache: EmbeddingCache, layer: int, plan: ExportPlan, exclude_speakers: Sequence[str] = (), evaluate: bool = True) -> Evaluated:
     """Cross-validate ``plan`` on ``layer`` through the core (:mod:`probekit.probe.evaluate`, so the
     numbers equal ``probe``'s for the same settings), then fit it on every used row."""
+    probe = make_probe(plan.probe, exact=plan.exact, **plan.params)
+    if getattr(probe, "input_layers", None) == "all":
+        # An export runs the encoder only up to one hidden state; a probe over all of them needs the full pass.
+        raise ExportError(f"probe '{plan.probe}' reads every hidden state at once, and an export scores one: "
+                          "export the best single-layer probe instead (results.json 'best' names its layer)")
     prepared = prepare(cache, plan.task, plan.protocol, manifest=plan.manifest, exclude_speakers=exclude_speakers)
     X = read_X(prepared, layer)
-    probe = make_probe(plan.probe, exact=plan.exact, **plan.params)
     row = outcome = None
     if evaluate:
         outcome = evaluate_layer(prepared, X, probe, tune=plan.tune, calibrate=plan.calibrate)
