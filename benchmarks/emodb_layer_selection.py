@@ -5,7 +5,7 @@
    best (paired speaker bootstrap, Holm-corrected, level 0.05).
 2. Binary ``negative`` vs rest, LOSO, ``logreg``: ECE at the best layer before and after calibration
    (temperature and isotonic), each calibrator fitted on 3 inner speaker folds of every outer training
-   part only (:func:`probekit.probe.calibration.fit_inner`).
+   part only, through the same core as ``probekit probe --calibrate`` (``evaluate_layer``).
 3. ``probekit stats`` of the manifest, ``probekit report`` of both runs, and a screenshot of it in headless Chromium (``--screenshot``).
 
 Run: ``python benchmarks/emodb_layer_selection.py CACHE [--out DIR] [--screenshot PNG]``, CACHE a
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from probekit.choices import Protocol
-from probekit.probe.calibration import calibrate_proba, expected_calibration_error, fit_inner
-from probekit.probe.evaluate import EvalProtocol, prepare, read_X
+from probekit.probe.calibration import expected_calibration_error
+from probekit.probe.evaluate import EvalProtocol, evaluate_layer, prepare, read_X
 from probekit.probe.metrics import compute_metrics
 from probekit.probe.probes import make_probe
 from probekit.probe.probing import ProbeConfig, run_probe
@@ -33,19 +33,12 @@ from probekit.probe.tasks import TaskSpec
 from probekit.report.html import write_html_report
 
 
-def calibrated_oof(prepared, layer: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold P(positive) of ``logreg`` on ``layer``: raw, and calibrated on inner folds of each training part."""
-    X = read_X(prepared, layer).astype(np.float64)
-    y, groups = prepared.targets.y, prepared.groups
-    raw, cal = np.full(len(y), np.nan), np.full(len(y), np.nan)
-    probe = make_probe("logreg", seed=prepared.protocol.seed)
-    for train, test in prepared.folds:
-        est = make_probe("logreg", seed=prepared.protocol.seed).fit(X[train], y[train])
-        p = est.predict_proba(X[test])
-        calibrator, _ = fit_inner(probe, X[train], y[train], groups[train], "binary", calibrate=method, seed=prepared.protocol.seed)
-        raw[test] = p[:, 1]
-        cal[test] = calibrate_proba(calibrator, "binary", p)[:, 1]
-    return raw, cal
+def calibrated_oof(prepared, layer: int, method: str | None) -> np.ndarray:
+    """Out-of-fold P(positive) ``(n,)`` of ``logreg`` on ``layer`` through the core ``probe`` uses
+    (:func:`probekit.probe.evaluate.evaluate_layer`): raw with ``method=None``, else calibrated by a map
+    fitted on inner speaker folds of each outer training part."""
+    outcome = evaluate_layer(prepared, read_X(prepared, layer), make_probe("logreg", seed=prepared.protocol.seed), calibrate=method)
+    return outcome.proba[:, 0]
 
 
 def main() -> None:
@@ -77,8 +70,9 @@ def main() -> None:
     prepared = prepare(args.cache, TaskSpec("binary", "labels", positive="negative"), EvalProtocol(cv=loso), manifest=args.manifest)
     y = prepared.targets.y
     print(f"  ECE (10 bins) from results.json: {b['calibration']['ece']:.4f}")
+    raw = calibrated_oof(prepared, b["layer"], None)
     for method in ("temperature", "isotonic"):
-        raw, cal = calibrated_oof(prepared, b["layer"], method)
+        cal = calibrated_oof(prepared, b["layer"], method)
         m_raw = compute_metrics("binary", y, (raw >= 0.5).astype(int), raw, ("rest", "negative"))
         m_cal = compute_metrics("binary", y, (cal >= 0.5).astype(int), cal, ("rest", "negative"))
         print(f"  {method:<11}: ECE {expected_calibration_error(y, raw):.4f} -> {expected_calibration_error(y, cal):.4f}; "
