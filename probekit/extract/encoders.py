@@ -30,6 +30,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
 from probekit.extract.pooling import check_pooling, pool_hidden
+from probekit.identity import json_sha256, update_with_file
 
 WHISPER_MODES = ("padded", "fast")
 DEVICES = ("auto", "cpu", "cuda")
@@ -110,7 +111,7 @@ def _config_hash(config) -> str:
     data = config.to_dict()
     for key in ("transformers_version", "_name_or_path", "_commit_hash", "dtype", "torch_dtype"):
         data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(data)
 
 
 def _local_weights_hash(folder: Path) -> str:
@@ -120,9 +121,7 @@ def _local_weights_hash(folder: Path) -> str:
         raise EncoderError(f"{folder} holds no weight file (*.safetensors or *.bin): is it a saved checkpoint?")
     for path in files:
         digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, path)
     return digest.hexdigest()
 
 
