@@ -205,15 +205,9 @@ class Encoder:
     Attributes: sample_rate (Hz), num_hidden_states (embedding output + layers kept), hidden_size,
     min_samples (shortest input giving one frame), pads_safely (False where zero padding in a batch
     would change outputs: callers should then batch equal lengths; encode() copes anyway),
-    identity (strings describing exactly what ran, for the cache attributes).
+    identity (strings describing exactly what ran, for the cache attributes): the members of
+    :class:`probekit.extract._extract.EncoderLike`, set in ``__init__``.
     """
-
-    sample_rate: int
-    num_hidden_states: int
-    hidden_size: int
-    min_samples: int
-    pads_safely: bool
-    identity: dict[str, str]
 
     def __init__(self, spec: EncoderSpec, family: str, model, feature_extractor, config, device: torch.device, identity: dict[str, str]):
         self.spec = spec
