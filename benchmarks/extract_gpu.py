@@ -34,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _manifests import emodb_copies  # noqa: E402
 
 # Shapes of the public checkpoints (hidden, layers, heads, ffn); weights are random.
 _W2V2_SIZES = {"base": (768, 12, 12, 3072), "large": (1024, 24, 16, 4096)}
@@ -71,20 +73,6 @@ def _build_whisper(size: tuple[int, int, int, int], folder: Path) -> Path:
     transformers.WhisperForConditionalGeneration(config).half().save_pretrained(folder)
     transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     return folder
-
-
-def _emodb_manifest(emodb: Path, copies: int, folder: Path) -> Path:
-    with open(emodb, newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows, fields = list(reader), reader.fieldnames or []
-    out = folder / "emodb.csv"
-    with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for k in range(copies):
-            for row in rows:
-                w.writerow({**row, "id": f"{row['id']}-{k}", "path": str((emodb.parent / row["path"]).resolve())})
-    return out
 
 
 def _synthetic_manifest(folder: Path, n: int = 12) -> Path:
@@ -200,7 +188,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "whisper-quick": lambda f: _build_whisper(_QUICK["whisper"], f),
             }
         else:
-            manifest = _emodb_manifest(shared / "data" / "emodb" / "manifest.csv", a.copies, tmp)
+            manifest = emodb_copies(shared / "data" / "emodb" / "manifest.csv", tmp / "emodb.csv", a.copies)
             tiny = shared / "models" / "whisper-tiny.en"
             encoders = {"whisper-tiny.en": lambda f: tiny}
             for size in ("base", "large"):

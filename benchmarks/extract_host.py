@@ -23,7 +23,6 @@ machine are noisy: compare the two columns of one run, not runs across machines.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -34,6 +33,9 @@ import io
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _manifests import emodb_copies  # noqa: E402
+
 # The last commit of main before extraction moved features and pooling onto the device.
 BASELINE = "7d8be8c"
 
@@ -71,23 +73,6 @@ hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print("RESULT " + json.dumps({"code": probekit.__file__, "wall": wall, "audio": res.audio_seconds, "n": res.n_segments,
                               "peak_rss": int(hwm.split()[1]) * 1024, **clock}))
 """
-
-
-def _manifest(emodb: Path, clips: int, copies: int, folder: Path) -> Path:
-    with open(emodb, newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        fields = reader.fieldnames or []
-    step = max(1, len(rows) // clips)
-    picked = rows[::step][:clips]
-    out = folder / "emodb-copies.csv"
-    with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for k in range(copies):
-            for row in picked:
-                w.writerow({**row, "id": f"{row['id']}-{k}", "path": str((emodb.parent / row["path"]).resolve())})
-    return out
 
 
 def _wav2vec2_model(folder: Path) -> Path:
@@ -155,7 +140,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.1f} (shared machines make timings noisy)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = _manifest(emodb, a.clips, a.copies, tmp)
+        manifest = emodb_copies(emodb, tmp / "emodb-copies.csv", a.copies, a.clips)
         old_code = _export_baseline(a.baseline, tmp / "baseline")
         models = {"whisper": ("Whisper tiny.en, padded mode", str(whisper)),
                   "wav2vec2": ("wav2vec2 (layer-norm, hidden 64, 2 layers, random, from a config)", None)}

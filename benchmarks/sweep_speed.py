@@ -62,6 +62,26 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
+def target_model(rng: np.random.Generator, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(U (8, n_labels), thresholds (n_labels,), u (8,))``: how 8 signal factors make the labels (prevalence
+    4-30 %) and the binary target, drawn from ``rng`` in this order."""
+    U = rng.normal(size=(8, n_labels)).astype(np.float32)
+    thr = np.quantile(rng.normal(size=100_000) * 1.06, 1 - np.linspace(0.04, 0.30, n_labels))
+    ub = rng.normal(size=8).astype(np.float32)
+    return U, thr, ub
+
+
+def draw_targets(signal: np.ndarray, model: tuple, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """The ``labels`` (``emo00;emo03`` or ``none``) and ``negative`` / ``other`` values of rows with signal
+    factors ``signal`` ``(r, 8)`` under :func:`target_model`'s ``model``, with noise drawn from ``rng``."""
+    U, thr, ub = model
+    L = signal @ U + rng.normal(size=(len(signal), U.shape[1])).astype(np.float32)
+    has = L / np.sqrt(8) > thr
+    labels = [";".join(f"emo{j:02d}" for j in np.flatnonzero(h)) or "none" for h in has]
+    binary = list(np.where(signal @ ub / np.sqrt(8) + 0.6 * rng.normal(size=len(signal)) > 0.5, "negative", "other"))
+    return labels, binary
+
+
 def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int = 11, seed: int = 0) -> Path:
     """Synthetic cache ``(layers, n, dim)`` float16: 32 latent factors mixed into every layer; 8 of
     them (the signal) are strongest in the middle layer and drive the binary target and 11 labels
@@ -73,9 +93,7 @@ def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int =
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(layers, 32, dim)).astype(np.float32) / np.sqrt(32)
     strength = np.exp(-0.5 * ((np.arange(layers) - layers // 2) / max(1, layers / 4)) ** 2).astype(np.float32)
-    U = rng.normal(size=(8, n_labels)).astype(np.float32)
-    thr = np.quantile(rng.normal(size=100_000) * 1.06, 1 - np.linspace(0.04, 0.30, n_labels))
-    ub = rng.normal(size=8).astype(np.float32)
+    targets = target_model(rng, n_labels)
     ids = [f"seg{i:06d}" for i in range(n)]
     w = CacheWriter(path, ids, layers, dim, dtype="float16")
     labels, binary = [], []
@@ -88,10 +106,9 @@ def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int =
             Zs = Z.copy()
             Zs[:, :8] *= 0.35 + strength[la]
             block[:, la] = Zs @ A[la] + rng.normal(size=(r, dim)).astype(np.float32)
-        L = Z[:, :8] @ U + rng.normal(size=(r, n_labels)).astype(np.float32) * 1.0
-        has = L / np.sqrt(8) > thr
-        labels += [";".join(f"emo{j:02d}" for j in np.flatnonzero(h)) or "none" for h in has]
-        binary += list(np.where(Z[:, :8] @ ub / np.sqrt(8) + 0.6 * rng.normal(size=r) > 0.5, "negative", "other"))
+        block_labels, block_binary = draw_targets(Z[:, :8], targets, rng)
+        labels += block_labels
+        binary += block_binary
         w.write_rows(np.arange(lo, lo + r), block, np.zeros(r, dtype=np.float32))
     meta = {"speaker": [f"spk{i % max(10, n // 40):05d}" for i in range(n)], "labels": labels, "negative": binary}
     return w.finalize(meta, {"encoder": f"synthetic-{n}"})

@@ -155,13 +155,23 @@ class CacheIdentity:
 # --------------------------------------------------------------------------- per-row fingerprints
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (1 MiB reads; hashlib releases the GIL, so threads overlap)."""
-    h = hashlib.sha256()
+def update_with_file(h: Any, path: str | Path) -> None:
+    """Feed a file's bytes to the hash object ``h`` (1 MiB reads; hashlib releases the GIL, so threads overlap)."""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes: the one file digest of probekit (audio, manifests, exported files)."""
+    h = hashlib.sha256()
+    update_with_file(h, path)
     return h.hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    """Hex SHA-256 of the canonical JSON of ``obj`` (sorted keys; values JSON cannot hold as ``str()``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def row_audio(path: str | Path, start: float | None, end: float | None, channel: int | None,

@@ -6,7 +6,10 @@ The stand-in follows the encoder contract (``sample_rate``, ``num_hidden_states`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 RATE = 16000
 
@@ -75,3 +78,20 @@ def build_cache(path, rng=None, n_per_class: int = 20):
                 {"encoder": "spectral-test", "revision": "", "commit": "", "pooling": "mean", "sample_rate": RATE, "whisper_mode": ""},
                 durations=np.array([len(w) / RATE for w in waves]), dtype="float32")
     return path, waves
+
+
+def save_tiny_whisper(path: Path, layers: int = 3) -> Path:
+    """Save a randomly initialised Whisper (d_model 32, ``layers`` encoder layers, seed 0) and its feature
+    extractor to ``path``; skips the test where transformers is not installed."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    cfg = transformers.WhisperConfig(d_model=32, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=2,
+                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                                     vocab_size=64, max_source_positions=1500, max_target_positions=32,
+                                     decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                     suppress_tokens=[], begin_suppress_tokens=[])
+    torch.manual_seed(0)
+    transformers.WhisperForConditionalGeneration(cfg).save_pretrained(path)
+    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    return path

@@ -15,28 +15,13 @@ from probekit.cli import app
 from probekit.deploy.export import export_probe
 from probekit.deploy.scorer import load_scorer
 
-from _predict_helpers import RATE, SpectralEncoder, build_cache, tone
+from _predict_helpers import RATE, SpectralEncoder, build_cache, save_tiny_whisper, tone
 
 
 # ------------------------------------------------------------------------------ lean padded Whisper = encode()
-def _tiny_whisper(path: Path, layers: int = 3) -> Path:
-    transformers = pytest.importorskip("transformers")
-    import torch
-
-    cfg = transformers.WhisperConfig(d_model=32, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=2,
-                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                                     vocab_size=64, max_source_positions=1500, max_target_positions=32,
-                                     decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                                     suppress_tokens=[], begin_suppress_tokens=[])
-    torch.manual_seed(0)
-    transformers.WhisperForConditionalGeneration(cfg).save_pretrained(path)
-    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory) -> Path:
-    return _tiny_whisper(tmp_path_factory.mktemp("w") / "tiny", 3)
+    return save_tiny_whisper(tmp_path_factory.mktemp("w") / "tiny", 3)
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2, 3])

@@ -15,7 +15,7 @@ from probekit.cli import app
 from probekit.deploy.export import ExportError, export_probe
 from probekit.deploy.scorer import ScorerError, load_scorer
 
-from _predict_helpers import RATE, SpectralEncoder, build_cache, tone
+from _predict_helpers import RATE, SpectralEncoder, build_cache, save_tiny_whisper, tone
 
 
 @pytest.fixture(scope="module")
@@ -115,23 +115,6 @@ def test_cli_export_then_predict(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------- truncation (needs probekit.extract.encoders)
-def _tiny_whisper(path: Path, layers: int) -> Path:
-    transformers = pytest.importorskip("transformers")
-    import torch
-
-    cfg = transformers.WhisperConfig(d_model=32, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=2,
-                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                                     vocab_size=64, max_source_positions=1500, max_target_positions=32,
-                                     decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                                     suppress_tokens=[], begin_suppress_tokens=[])
-    torch.manual_seed(0)
-    transformers.WhisperForConditionalGeneration(cfg).save_pretrained(path)
-    from transformers import WhisperFeatureExtractor
-
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
-    return path
-
-
 def _tiny_wav2vec2(path: Path, layers: int) -> Path:
     transformers = pytest.importorskip("transformers")
     import torch
@@ -144,7 +127,7 @@ def _tiny_wav2vec2(path: Path, layers: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make", [_tiny_whisper, _tiny_wav2vec2], ids=["whisper", "wav2vec2"])
+@pytest.mark.parametrize("make", [save_tiny_whisper, _tiny_wav2vec2], ids=["whisper", "wav2vec2"])
 def test_truncated_encoder_gives_the_full_pass_vectors(tmp_path, make):
     encoders = pytest.importorskip("probekit.extract.encoders", reason="probekit.extract.encoders (branch `encoders`) not merged yet")
     model = make(tmp_path / "tiny", 4)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from probekit.errors import ProbekitError
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ import numpy as np
 from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
+from probekit.identity import file_sha256
 from probekit.probe.calibration import fit_inner
 from probekit.probe.evaluate import EvalProtocol, Prepared, evaluate_layer, layer_row, prepare, read_X
 from probekit.probe.params import resolve_params
@@ -245,14 +245,6 @@ def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
 
 
 # --------------------------------------------------------------------------------- write and read
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _tensors(head: Head) -> dict[str, np.ndarray]:
     out = {}
     for j, part in enumerate(head.parts):
@@ -297,7 +289,7 @@ def save_export(out_dir: str | Path, head: Head, config: Mapping) -> Path:
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "files": {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
+        "files": {name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
@@ -354,7 +346,7 @@ def verify_export(model_dir: str | Path) -> dict:
         size = path.stat().st_size
         if size != entry.get("bytes"):
             raise ExportError(f"{path}: {size} bytes, manifest says {entry.get('bytes')} (truncated or modified)")
-        if _sha256(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             raise ExportError(f"{path}: sha256 does not match {MANIFEST} (the file was modified)")
     return manifest
 

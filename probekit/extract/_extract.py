@@ -742,33 +742,22 @@ def extract_models(
     manifest: str | Path,
     specs: Sequence[Any],
     out_dir: str | Path | None = None,
-    pooling: str = "mean",
-    dtype: str = "float16",
-    batch_seconds: float = DEFAULT_BATCH_SECONDS,
     shard: tuple[int, int] | None = None,
-    progress: bool = True,
-    loader: Callable[[Any], EncoderLike] | None = None,
-    on_bad: Callable[[dict], None] | None = None,
-    workers: int | None = None,
-    profile: bool = False,
-    skip_bad: bool = True,
+    **options: Any,
 ) -> list[ExtractResult]:
     """One cache per encoder spec, at :func:`default_cache_path`. ``shard=None`` falls back to
-    torchrun's ``RANK``/``WORLD_SIZE``. The manifest is validated once, before any model loads."""
+    torchrun's ``RANK``/``WORLD_SIZE``. The manifest is validated once, before any model loads.
+
+    ``options``: keyword arguments of :func:`extract_cache` (``pooling``, ``dtype``, ``batch_seconds``,
+    ``progress``, ``loader``, ``on_bad``, ``workers``, ``profile``, ``skip_bad``...), the same for every spec.
+    """
     man = read_manifest(manifest, check_files=False)
     if shard is None:
         shard = shard_from_env()
         if shard is not None:
             _pin_local_gpu()
-    results = []
-    for spec in specs:
-        out = default_cache_path(manifest, spec.model, out_dir, shard)
-        results.append(
-            extract_cache(man, spec, out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds, shard=shard,
-                          progress=progress, loader=loader, on_bad=on_bad, workers=workers, profile=profile,
-                          skip_bad=skip_bad)
-        )
-    return results
+    return [extract_cache(man, spec, default_cache_path(manifest, spec.model, out_dir, shard), shard=shard, **options)
+            for spec in specs]
 
 
 def _pin_local_gpu() -> None:

@@ -30,6 +30,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
 from probekit.extract.pooling import check_pooling, pool_hidden
+from probekit.identity import json_sha256, update_with_file
 
 WHISPER_MODES = ("padded", "fast")
 DEVICES = ("auto", "cpu", "cuda")
@@ -110,7 +111,7 @@ def _config_hash(config) -> str:
     data = config.to_dict()
     for key in ("transformers_version", "_name_or_path", "_commit_hash", "dtype", "torch_dtype"):
         data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(data)
 
 
 def _local_weights_hash(folder: Path) -> str:
@@ -120,9 +121,7 @@ def _local_weights_hash(folder: Path) -> str:
         raise EncoderError(f"{folder} holds no weight file (*.safetensors or *.bin): is it a saved checkpoint?")
     for path in files:
         digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, path)
     return digest.hexdigest()
 
 
@@ -206,15 +205,9 @@ class Encoder:
     Attributes: sample_rate (Hz), num_hidden_states (embedding output + layers kept), hidden_size,
     min_samples (shortest input giving one frame), pads_safely (False where zero padding in a batch
     would change outputs: callers should then batch equal lengths; encode() copes anyway),
-    identity (strings describing exactly what ran, for the cache attributes).
+    identity (strings describing exactly what ran, for the cache attributes): the members of
+    :class:`probekit.extract._extract.EncoderLike`, set in ``__init__``.
     """
-
-    sample_rate: int
-    num_hidden_states: int
-    hidden_size: int
-    min_samples: int
-    pads_safely: bool
-    identity: dict[str, str]
 
     def __init__(self, spec: EncoderSpec, family: str, model, feature_extractor, config, device: torch.device, identity: dict[str, str]):
         self.spec = spec

@@ -119,6 +119,11 @@ def _paired(entries: list[tuple[OOFPredictions, int, np.ndarray]], metric: str, 
     return best, point, out
 
 
+def _how(metric: str, level: float, n_boot: int) -> dict:
+    """The keys that say how a comparison was made, first in every comparison document."""
+    return {"method": METHOD, "correction": CORRECTION, "level": level, "n_boot": n_boot, "metric": metric}
+
+
 def tied_layers(
     oof: OOFPredictions, metric: str, *, best_layer: int | None = None, level: float = 0.05, n_boot: int = 1000, seed: int = 0
 ) -> dict:
@@ -144,11 +149,7 @@ def tied_layers(
         raise CompareError(f"{oof.encoder}/{oof.probe}: best layer {best_layer} has no out-of-fold predictions (have {layers})")
     best, _point, per = _paired([(oof, layer, rows) for layer in layers], metric, best, level, n_boot, seed)
     return {
-        "method": METHOD,
-        "correction": CORRECTION,
-        "level": level,
-        "n_boot": n_boot,
-        "metric": metric,
+        **_how(metric, level, n_boot),
         "best_layer": layers[best],
         "tied": [layer for layer, e in zip(layers, per) if e["tied"]],
         "per_layer": dict(zip(layers, per)),
@@ -193,11 +194,7 @@ def compare_encoders(
     rows = _common_rows([o for o, _ in entries])
     best, _point, per = _paired([(o, layer, r) for (o, layer), r in zip(entries, rows)], metric, None, level, n_boot, seed)
     return {
-        "method": METHOD,
-        "correction": CORRECTION,
-        "level": level,
-        "n_boot": n_boot,
-        "metric": metric,
+        **_how(metric, level, n_boot),
         "n_rows": int(len(rows[0])),
         "n_speakers": int(len(np.unique(entries[0][0].speaker[rows[0]]))),
         "best": best,

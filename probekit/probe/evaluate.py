@@ -12,7 +12,6 @@ params, protocol, seed) gives the same folds and the same numbers wherever it is
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import platform
 import time
@@ -25,6 +24,7 @@ from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
 from probekit.choices import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, Protocol
+from probekit.identity import file_sha256
 from probekit.manifest import Manifest, read_manifest
 from probekit.probe.calibration import calibrate_proba, fit_inner
 from probekit.probe.metrics import bootstrap_ci, compute_metrics
@@ -136,14 +136,6 @@ class Prepared:
         return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def label_source(cache: EmbeddingCache, manifest: str | Path | Manifest | None) -> tuple[Manifest | None, dict]:
     """The manifest whose labels a probe uses, and a record of it for the results document.
 
@@ -171,7 +163,7 @@ def label_source(cache: EmbeddingCache, manifest: str | Path | Manifest | None) 
                 man = candidate
     if man is None:
         return None, {"source": "cache"}
-    return man, {"source": "manifest", "path": str(man.source), "sha256": _sha256(Path(man.source))}
+    return man, {"source": "manifest", "path": str(man.source), "sha256": file_sha256(man.source)}
 
 
 def _metadata(cache: EmbeddingCache, man: Manifest | None) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:

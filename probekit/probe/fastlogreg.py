@@ -121,6 +121,122 @@ def preconditioner(X: torch.Tensor, used: torch.Tensor, rows_per_dim: int = 8) -
     return Q.contiguous(), evals.clamp_min(0.0)
 
 
+@dataclass
+class _Columns:
+    """The fixed data of the problems still running, one column per problem.
+
+    ``Yp`` ``(n, P)`` 0/1 labels; ``Wt`` ``(n, P)`` row weights of the averaged loss (0 outside the
+    problem's training rows); ``mup``, ``isd`` ``(d, P)``: its fold's training mean and ``1 / sd``;
+    ``lam`` ``(P,)``: penalty weight of the objective divided by ``C * n_train``; ``curv`` ``(P,)``
+    and ``h0`` ``(d, P)``: the intercept's and the weights' initial inverse Hessian (preconditioner).
+    """
+
+    Yp: torch.Tensor
+    Wt: torch.Tensor
+    mup: torch.Tensor
+    isd: torch.Tensor
+    lam: torch.Tensor
+    curv: torch.Tensor
+    h0: torch.Tensor
+
+    @classmethod
+    def build(cls, Y, M, fold, label, Cs, mu, sd, evals, balanced: bool) -> tuple[_Columns, torch.Tensor, torch.Tensor]:
+        """The columns of problems ``(fold, label, Cs)`` (see :func:`_solve_chunk`), with ``single`` ``(P,)``
+        (the label is constant in the training rows) and ``rate`` ``(P,)`` (its clipped weighted positive share)."""
+        Yp = Y[:, label]
+        Wt = M[:, fold]
+        ntr = Wt.sum(0).clamp_min(1.0)
+        npos = (Yp * Wt).sum(0)  # counted before normalising: a float32 sum of 1/ntr can miss 1
+        single = (npos <= 0) | (npos >= ntr)
+        if balanced:
+            Wt *= torch.where(Yp > 0, ntr / (2 * npos.clamp_min(1.0)), ntr / (2 * (ntr - npos).clamp_min(1.0)))
+            npos = torch.where(single, npos, ntr / 2)  # the weighted positive share is one half
+        Wt /= ntr
+        lam = 1.0 / (Cs * ntr)
+        rate = (npos / ntr).clamp(1e-4, 1 - 1e-4)
+        # Initial inverse Hessian of L-BFGS: the Hessian at w = 0 is about p(1-p) * Cov + lam * I,
+        # diagonal in the eigenbasis Q of the (globally standardised) covariance. Correlated embedding
+        # dimensions make plain L-BFGS crawl; this preconditioner cuts the iterations several-fold.
+        curv = (rate * (1 - rate)).clamp_min(0.01)
+        h0 = 1.0 / (curv[None, :] * evals[:, None] + lam[None, :])
+        cols = cls(Yp, Wt, mu[fold].T.contiguous(), (1.0 / sd[fold]).T.contiguous(), lam, curv, h0)
+        return cols, single, rate
+
+    def select(self, keep: torch.Tensor) -> _Columns:
+        """The columns ``keep`` (``(P',)`` positions) of every field."""
+        return _Columns(*(torch.index_select(T, 1, keep) if T.dim() == 2 else T[keep]
+                          for T in (self.Yp, self.Wt, self.mup, self.isd, self.lam, self.curv, self.h0)))
+
+    def scores(self, X, W, b) -> torch.Tensor:
+        """``Z`` ``(n, P)``: every row's score under standardised-space weights ``W`` ``(d, P)``, ``b`` ``(P,)``."""
+        V = W * self.isd
+        return _x_v(X, V) + (b - (self.mup * V).sum(0))
+
+    def gradient(self, X, Z, W) -> torch.Tensor:
+        """``(d + 1, P)``: the scaled objective's gradient in ``W`` (rows ``:d``) and ``b`` (row ``d``) at scores ``Z``."""
+        R = (torch.sigmoid(Z) - self.Yp).mul_(self.Wt)
+        sR = R.sum(0)
+        gW = (_xt_r(X, R) - self.mup * sR) * self.isd + self.lam * W
+        return torch.cat([gW, sR[None]], 0)
+
+
+def _direction(G, hist, Q, cols: _Columns, done) -> torch.Tensor:
+    """``D`` ``(d + 1, P)``: the preconditioned L-BFGS descent direction at gradient ``G`` (two-loop
+    recursion, column-wise: each problem has its own curvature pairs ``hist``); zero on ``done`` columns."""
+    d = G.shape[0] - 1
+    q = G.clone()
+    alphas = []
+    for s, y, rho in reversed(hist):
+        a = rho * (s * q).sum(0)
+        q -= a * y
+        alphas.append(a)
+    q = torch.cat([Q @ ((Q.T @ q[:d]) * cols.h0), (q[d] / cols.curv)[None]], 0)
+    if hist:
+        # Scale the preconditioner to the curvature last seen along the path, gamma =
+        # s'y / y'Py, as plain L-BFGS scales its identity. The w = 0 curvature overstates
+        # the curvature near a weakly regularised optimum, where most rows are fitted
+        # confidently; unscaled, large-C problems needed twice the iterations.
+        # A pair rejected for too little curvature (rho = 0) scales nothing.
+        s_, y_, rho_ = hist[-1]
+        yPy = ((Q.T @ y_[:d]).square() * cols.h0).sum(0) + y_[d].square() / cols.curv
+        gam = (s_ * y_).sum(0) / yPy.clamp_min(1e-30)
+        q *= torch.where(torch.isfinite(gam) & (gam > 0) & (rho_ > 0), gam, torch.ones_like(gam))
+    for (s, y, rho), a in zip(hist, reversed(alphas)):
+        q += (a - rho * (y * q).sum(0)) * s
+    D = q.neg_()
+    D[:, done] = 0.0  # finished columns waiting for the next compaction stay where they are
+    bad = ~((D * G).sum(0) < 0) & ~done
+    if bad.any():
+        D[:, bad] = -G[:, bad]
+    return D
+
+
+def _step_length(X, cols: _Columns, Z, W, D) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(t (P,), dZ (n, P))``: the step length along ``D`` and the change of the scores per unit step.
+
+    One safeguarded Newton step on phi(t) = f(theta + t D) from t = 1 (phi is convex in t and
+    phi'(0) < 0). With the scaled preconditioner t = 1 is nearly right: a second Newton step
+    changed no iteration count in our measurements and cost an eighth of the time.
+    """
+    d = W.shape[0]
+    Dw, Db = D[:d], D[d]
+    dV = Dw * cols.isd
+    dZ = _x_v(X, dV)
+    dZ += Db - (cols.mup * dV).sum(0)
+    wd, dd = (W * Dw).sum(0), (Dw * Dw).sum(0)
+    WdZ = cols.Wt * dZ
+    sig = torch.sigmoid(Z + dZ)
+    p1 = ((sig - cols.Yp) * WdZ).sum(0) + cols.lam * (wd + dd)
+    p2 = (sig.mul_(1 - sig) * WdZ.mul_(dZ)).sum(0) + cols.lam * dd
+    tn = 1.0 - p1 / p2.clamp_min(1e-30)
+    # phi'(1) >= 0: the minimum is in (0, 1]; a Newton step leaving it is replaced by 0.5.
+    # phi'(1) < 0: the minimum is beyond 1; the step is capped at 4, so one step cannot fly
+    # far past it where the curvature at t = 1 understates how fast phi' grows.
+    inside = torch.where(tn > 0, tn, torch.full_like(tn, 0.5))
+    beyond = tn.clamp(1.0, 4.0)
+    return torch.where(p1 >= 0, inside, beyond), dZ
+
+
 def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, W0=None, b0=None, balanced=False):
     """L-BFGS over ``P`` independent problems (columns).
 
@@ -137,19 +253,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
     """
     n, d = X.shape
     P = fold.numel()
-    Yp = Y[:, label]  # (n, P)
-    Wt = M[:, fold]  # (n, P): per-row weight of the averaged loss (0 outside the training rows)
-    ntr = Wt.sum(0).clamp_min(1.0)
-    npos = (Yp * Wt).sum(0)  # counted before normalising: a float32 sum of 1/ntr can miss 1
-    single = (npos <= 0) | (npos >= ntr)
-    if balanced:
-        Wt *= torch.where(Yp > 0, ntr / (2 * npos.clamp_min(1.0)), ntr / (2 * (ntr - npos).clamp_min(1.0)))
-        npos = torch.where(single, npos, ntr / 2)  # the weighted positive share is one half
-    Wt /= ntr
-    lam = 1.0 / (Cs * ntr)  # penalty weight of the objective divided by C * n_train
-    isd = (1.0 / sd[fold]).T.contiguous()  # (d, P)
-    mup = mu[fold].T.contiguous()  # (d, P)
-    rate = (npos / ntr).clamp(1e-4, 1 - 1e-4)
+    cols, single, rate = _Columns.build(Y, M, fold, label, Cs, mu, sd, evals, balanced)
     if W0 is None:
         W = torch.zeros(d, P)
         b = torch.log(rate / (1 - rate))
@@ -157,27 +261,14 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
     else:  # warm start from the previous C of the path, same fold and label
         W = torch.where(single[None, :], torch.zeros_like(W0), W0)
         b = torch.where(single, torch.log(rate / (1 - rate)), b0)
-        V0 = W * isd
-        Z = _x_v(X, V0) + (b - (mup * V0).sum(0))
-    # Initial inverse Hessian of L-BFGS: the Hessian at w = 0 is about p(1-p) * Cov + lam * I,
-    # diagonal in the eigenbasis Q of the (globally standardised) covariance. Correlated embedding
-    # dimensions make plain L-BFGS crawl; this preconditioner cuts the iterations several-fold.
-    curv = (rate * (1 - rate)).clamp_min(0.01)
-    h0 = 1.0 / (curv[None, :] * evals[:, None] + lam[None, :])  # (d, P)
-
-    def gradient(Z, W, Yp, Wt, mup, isd, lam):
-        R = (torch.sigmoid(Z) - Yp).mul_(Wt)
-        sR = R.sum(0)
-        gW = (_xt_r(X, R) - mup * sR) * isd + lam * W
-        return torch.cat([gW, sR[None]], 0)
-
+        Z = cols.scores(X, W, b)
     W_out, b_out = W.clone(), b.clone()
     n_iter = torch.zeros(P, dtype=torch.int64)
     conv = torch.zeros(P, dtype=torch.bool)
-    G = gradient(Z, W, Yp, Wt, mup, isd, lam)
+    G = cols.gradient(X, Z, W)
     done = single | (G.abs().amax(0) <= tol)
     conv |= done
-    idx = torch.arange(P)
+    idx = torch.arange(P)  # the problem of each running column
     hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, rho) per iteration
     for it in range(max_iter):
         n_done = int(done.sum())
@@ -187,67 +278,20 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
             # Compact: write the finished columns out, keep only the running ones.
             W_out[:, idx[done]], b_out[idx[done]] = W[:, done], b[done]
             keep = (~done).nonzero().squeeze(1)
-            idx = idx[keep]
-            W, Z, Yp, Wt, G, isd, mup, h0 = (torch.index_select(T, 1, keep) for T in (W, Z, Yp, Wt, G, isd, mup, h0))
-            b, lam, curv = b[keep], lam[keep], curv[keep]
+            idx, cols, done = idx[keep], cols.select(keep), done[keep]
+            W, Z, G = (torch.index_select(T, 1, keep) for T in (W, Z, G))
+            b = b[keep]
             hist = [(torch.index_select(s, 1, keep), torch.index_select(y, 1, keep), r[keep]) for s, y, r in hist]
-            done = done[keep]
-        # Two-loop recursion, column-wise (each problem its own curvature pairs).
-        q = G.clone()
-        alphas = []
-        for s, y, rho in reversed(hist):
-            a = rho * (s * q).sum(0)
-            q -= a * y
-            alphas.append(a)
-        q = torch.cat([Q @ ((Q.T @ q[:d]) * h0), (q[d] / curv)[None]], 0)
-        if hist:
-            # Scale the preconditioner to the curvature last seen along the path, gamma =
-            # s'y / y'Py, as plain L-BFGS scales its identity. The w = 0 curvature overstates
-            # the curvature near a weakly regularised optimum, where most rows are fitted
-            # confidently; unscaled, large-C problems needed twice the iterations.
-            # A pair rejected for too little curvature (rho = 0) scales nothing.
-            s_, y_, rho_ = hist[-1]
-            yPy = ((Q.T @ y_[:d]).square() * h0).sum(0) + y_[d].square() / curv
-            gam = (s_ * y_).sum(0) / yPy.clamp_min(1e-30)
-            q *= torch.where(torch.isfinite(gam) & (gam > 0) & (rho_ > 0), gam, torch.ones_like(gam))
-        for (s, y, rho), a in zip(hist, reversed(alphas)):
-            q += (a - rho * (y * q).sum(0)) * s
-        D = q.neg_()
-        D[:, done] = 0.0  # finished columns waiting for the next compaction stay where they are
-        slope = (D * G).sum(0)
-        bad = ~(slope < 0) & ~done
-        if bad.any():
-            D[:, bad] = -G[:, bad]
-            slope = (D * G).sum(0)
-        Dw, Db = D[:d], D[d]
-        dV = Dw * isd
-        dZ = _x_v(X, dV)
-        dZ += Db - (mup * dV).sum(0)
-        wd, dd = (W * Dw).sum(0), (Dw * Dw).sum(0)
-        # One safeguarded Newton step on phi(t) = f(theta + t D) from t = 1 (phi is convex in t and
-        # phi'(0) < 0). With the scaled preconditioner t = 1 is nearly right: a second Newton step
-        # changed no iteration count in our measurements and cost an eighth of the time.
-        WdZ = Wt * dZ
-        sig = torch.sigmoid(Z + dZ)
-        p1 = ((sig - Yp) * WdZ).sum(0) + lam * (wd + dd)
-        p2 = (sig.mul_(1 - sig) * WdZ.mul_(dZ)).sum(0) + lam * dd
-        tn = 1.0 - p1 / p2.clamp_min(1e-30)
-        # phi'(1) >= 0: the minimum is in (0, 1]; a Newton step leaving it is replaced by 0.5.
-        # phi'(1) < 0: the minimum is beyond 1; the step is capped at 4, so one step cannot fly
-        # far past it where the curvature at t = 1 understates how fast phi' grows.
-        inside = torch.where(tn > 0, tn, torch.full_like(tn, 0.5))
-        beyond = tn.clamp(1.0, 4.0)
-        t = torch.where(p1 >= 0, inside, beyond)
-        del sig, WdZ
+        D = _direction(G, hist, Q, cols, done)
+        t, dZ = _step_length(X, cols, Z, W, D)
         step = D * t
         W += step[:d]
         b += step[d]
         Z.addcmul_(dZ, t)
         del dZ
         if it % 50 == 49:  # refresh against float32 drift of the incremental update
-            V = W * isd
-            Z = _x_v(X, V) + (b - (mup * V).sum(0))
-        g_new = gradient(Z, W, Yp, Wt, mup, isd, lam)
+            Z = cols.scores(X, W, b)
+        g_new = cols.gradient(X, Z, W)
         yv = g_new - G
         sy = (step * yv).sum(0)
         rho = torch.where(sy > 1e-20, 1.0 / sy.clamp_min(1e-20), torch.zeros_like(sy))

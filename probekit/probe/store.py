@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from probekit.errors import ProbekitError
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from probekit.identity import json_sha256
 
 __all__ = ["StoreError", "ResultStore", "cell_key", "params_key", "stable_hash"]
 
@@ -28,7 +29,7 @@ class StoreError(ProbekitError, RuntimeError):
 
 def stable_hash(obj) -> str:
     """Short sha256 of the canonical JSON of ``obj`` (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_sha256(obj)[:16]
 
 
 def params_key(params: Mapping[str, object]) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 from probekit.errors import ProbekitError
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -34,8 +33,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from probekit.choices import DType, Pooling, Protocol, TaskKind, WhisperMode
+from probekit.identity import file_sha256
 from probekit.probe.probes import PROBES, probe_params
 from probekit.probe.probing import ProbeConfig
+from probekit.probe.store import stable_hash
 from probekit.probe.sweep import SweepSpec
 from probekit.probe.tasks import TaskSpec
 from probekit.recipes._typed import typed_fields
@@ -452,8 +453,7 @@ class RunReport:
 def step_hash(settings: dict, fingerprints: list[str]) -> str:
     """Hash of a probe/sweep step: its settings (the labelling manifest's content hash among them) and the
     fingerprints of the caches it reads."""
-    blob = json.dumps({"settings": settings, "caches": fingerprints}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return stable_hash({"settings": settings, "caches": fingerprints})
 
 
 def _stamp_matches(folder: Path, digest: str, needed: str) -> bool:
@@ -468,10 +468,6 @@ def _stamp_matches(folder: Path, digest: str, needed: str) -> bool:
 
 def _write_stamp(folder: Path, digest: str, settings: dict) -> None:
     (folder / "recipe_step.json").write_text(json.dumps({"hash": digest, "settings": settings}, indent=2, default=str) + "\n")
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _extract_step(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, cache_path: Path, progress: bool,
@@ -539,7 +535,7 @@ def run_recipe(
         report.steps.append(_extract_step(manifest, ref, entry, recipe.extract, cache_path, progress, say))
 
     fingerprints = [EmbeddingCache(c).fingerprint for c in caches]
-    labels_sha = _file_sha256(manifest)
+    labels_sha = file_sha256(manifest)
     for kind, steps in (("probe", recipe.probes), ("sweep", recipe.sweeps)):
         for step in steps:
             folder = out / kind / step.name

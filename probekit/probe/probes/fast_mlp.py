@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, local_classes, sample_weight
-from probekit.probe.probes.mlp import MLPProbe
+from probekit.probe.probes.mlp import MLPParams, MLPProbe
 
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
@@ -73,7 +73,7 @@ class FittedMLP:
         return (e / e.sum(1, keepdims=True)).astype(np.float64)
 
 
-class FastMLPProbe(FastProbe):
+class FastMLPProbe(MLPParams, FastProbe):
     """One ReLU hidden layer of ``hidden`` units on a training part's own PCA (``pca_dims`` whitened axes).
 
     Trained with Adam (``learning_rate``, mini-batches of ``batch_size``, L2 ``alpha`` as scikit-learn
@@ -104,13 +104,7 @@ class FastMLPProbe(FastProbe):
         val_fraction: float = 0.1,
         fast_min_rows: int = 2000,
     ):
-        self.hidden = hidden
-        self.alpha = alpha
-        self.solver = solver
-        self.max_iter = max_iter
-        self.learning_rate = learning_rate
-        self.class_weight = class_weight
-        self.seed = seed
+        super().__init__(hidden, alpha, solver, max_iter, learning_rate, class_weight, seed)
         self.pca_dims = pca_dims
         self.batch_size = batch_size
         self.max_epochs = max_epochs

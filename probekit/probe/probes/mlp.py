@@ -1,4 +1,4 @@
-"""One-hidden-layer MLP probe."""
+"""One-hidden-layer MLP probe, and the network parameters it shares with the fast path."""
 
 from __future__ import annotations
 
@@ -7,18 +7,9 @@ from sklearn.neural_network import MLPClassifier
 from probekit.probe.probes._base import ScaledProbe
 
 
-class MLPProbe(ScaledProbe):
-    """MLP with one ReLU hidden layer of ``hidden`` units on standardised features.
-
-    ``alpha``: L2 penalty; ``solver``: ``"lbfgs"`` (full-batch, deterministic and fast on the few
-    hundred to few thousand rows a probe sees) or ``"adam"``; ``max_iter``: solver iterations;
-    ``class_weight="balanced"`` becomes sample weights.
-    """
-
-    _native_class_weight = False
-    # One network with a sigmoid output per label: the labels share the hidden layer, and it costs
-    # one fit instead of k (one-vs-rest MLPs were the slowest part of a multi-label run).
-    _native_multilabel = True
+class MLPParams:
+    """The network parameters of :class:`MLPProbe`, stored by one constructor for it and for the fast path
+    (:class:`probekit.probe.probes.fast_mlp.FastMLPProbe` passes them on unchanged)."""
 
     def __init__(
         self,
@@ -37,6 +28,20 @@ class MLPProbe(ScaledProbe):
         self.learning_rate = learning_rate
         self.class_weight = class_weight
         self.seed = seed
+
+
+class MLPProbe(MLPParams, ScaledProbe):
+    """MLP with one ReLU hidden layer of ``hidden`` units on standardised features.
+
+    ``alpha``: L2 penalty; ``solver``: ``"lbfgs"`` (full-batch, deterministic and fast on the few
+    hundred to few thousand rows a probe sees) or ``"adam"``; ``max_iter``: solver iterations;
+    ``class_weight="balanced"`` becomes sample weights.
+    """
+
+    _native_class_weight = False
+    # One network with a sigmoid output per label: the labels share the hidden layer, and it costs
+    # one fit instead of k (one-vs-rest MLPs were the slowest part of a multi-label run).
+    _native_multilabel = True
 
     def _classifier(self):
         return MLPClassifier(
