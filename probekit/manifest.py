@@ -83,10 +83,15 @@ class Manifest:
         return [s.id for s in self.segments]
 
     def columns(self) -> dict[str, list[str]]:
-        """Metadata columns row-aligned with ``ids``: speaker, split (if any) and every label column."""
+        """Metadata columns row-aligned with ``ids``: speaker, split and channel (if any) and every label column.
+
+        ``channel`` is kept so that a cache says which side of each call it encoded ("" = channels averaged).
+        """
         cols: dict[str, list[str]] = {"speaker": [s.speaker for s in self.segments]}
         if any(s.split is not None for s in self.segments):
             cols["split"] = [s.split or "" for s in self.segments]
+        if any(s.channel is not None for s in self.segments):
+            cols["channel"] = ["" if s.channel is None else str(s.channel) for s in self.segments]
         for name in self.label_columns:
             cols[name] = [s.labels.get(name, "") for s in self.segments]
         return cols

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from fake_encoder import FakeEncoder
 
+from probekit.cache import EmbeddingCache
+from probekit.extract._extract import extract_cache
 from probekit.extract.audio import AudioError, load_segment, probe_segment
 from probekit.manifest import ManifestError, read_manifest
 
@@ -75,7 +78,8 @@ def test_manifest_channel_column_parsed_and_validated_with_line_numbers(tmp_path
     good.write_text("id,path,speaker,channel,label\nx,call.wav,s1,0,anger\ny,call.wav,s2,1,anger\nz,mono.wav,s1,,calm\n")
     m = read_manifest(good)
     assert [s.channel for s in m.segments] == [0, 1, None]
-    assert "channel" not in m.label_columns and "channel" not in m.columns()
+    # Not a label, but recorded: the cache's /meta/channel says which side of each call was encoded.
+    assert "channel" not in m.label_columns and m.columns()["channel"] == ["0", "1", ""]
     bad = tmp_path / "bad.csv"
     bad.write_text(
         "id,path,speaker,channel,label\n"
@@ -111,3 +115,20 @@ def test_fingerprint_follows_the_channel_and_is_unchanged_without_one(tmp_path, 
     prints = [read_manifest(p).audio_fingerprint() for p in (plain, empty, left, right)]
     assert prints[0] == prints[1]
     assert len({prints[0], prints[2], prints[3]}) == 3
+
+
+def test_extract_encodes_the_chosen_side_and_the_cache_records_it(tmp_path, two_speakers):
+    """Training segments come from the caller's channel only, and the cache says which channel each row is."""
+    a, b = two_speakers
+    _stereo(tmp_path / "call.wav", a, b)
+    sf.write(tmp_path / "a.wav", a, 16000, subtype="PCM_16")
+    (tmp_path / "m.csv").write_text("id,path,speaker,channel,label\nleft,call.wav,s1,0,x\nright,call.wav,s2,1,y\n"
+                                    "alone,a.wav,s1,,x\nmixed,call.wav,s3,,y\n")
+    out = extract_cache(tmp_path / "m.csv", FakeEncoder(), tmp_path / "cache", progress=False)
+    cache = EmbeddingCache(out.path)
+    by_id = dict(zip(cache.ids, range(len(cache.ids))))
+    assert [cache.metadata["channel"][by_id[i]] for i in ("left", "right", "alone", "mixed")] == ["0", "1", "", ""]
+    x = cache.read_layer(1)
+    np.testing.assert_allclose(x[by_id["left"]], x[by_id["alone"]], atol=1e-6)  # channel 0 is speaker a's clip
+    assert not np.allclose(x[by_id["right"]], x[by_id["left"]], atol=1e-3)
+    assert not np.allclose(x[by_id["mixed"]], x[by_id["left"]], atol=1e-3)
