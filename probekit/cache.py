@@ -7,7 +7,7 @@ Layout (schema version 1)::
                        one layer reads only that layer.
     /ids               (n_segments,)  utf-8 strings, the manifest ids
     /durations         (n_segments,)  float32 seconds of audio that were encoded
-    /meta/<column>     (n_segments,)  utf-8 strings: speaker, split, label columns
+    /meta/<column>     (n_segments,)  utf-8 strings: speaker, split, channel, label columns
     /skipped/{ids,lines,reasons}      rows that could not be encoded, and why
                        (+ fingerprints: their audio fingerprint when skipped, optional)
     /audio/{path,size,mtime_ns,file_sha256,fingerprint}  (n_segments,) per-row audio
