@@ -134,14 +134,14 @@ def headline(y: np.ndarray, proba_by_fold, folds) -> float:
     return float(balanced_accuracy_score(y[te], pred))
 
 
-def fast_child(path: str, layer: int, kinds: tuple[str, ...]) -> dict:
+def fast_child(path: str, layer: int, kinds: tuple[str, ...], probes: tuple[str, ...] = PROBES) -> dict:
     """Child process: every probe's ``fold_proba`` on all folds of one layer, per task."""
     from probekit.probe.probes import make_probe
 
     out = {}
     for kind in kinds:
         X, y, groups, folds = _setup(path, kind, layer)
-        for name in PROBES:
+        for name in probes:
             est = make_probe(name)
             c0, w0 = time.process_time(), time.perf_counter()
             P = est.fold_proba(X, y, folds, groups=groups)
@@ -234,6 +234,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="5000,20630,80000")
     ap.add_argument("--generators", default="planted,hard")
     ap.add_argument("--tasks", default="binary,11-label")
+    ap.add_argument("--probes", default=",".join(PROBES), help="probes measured (comma-separated), e.g. lgbm to rerun its rows alone")
     ap.add_argument("--plain-folds", type=int, default=1, help="folds the plain estimators are fitted on above 5,000 segments")
     ap.add_argument("--plain-max-n", type=int, default=20630, help="larger sizes time the fast path only")
     ap.add_argument("--plain-skip", default="", help="TASK:PROBE pairs (comma-separated) whose plain fits are skipped above 5,000 segments, "
@@ -243,6 +244,9 @@ def main() -> None:
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     kinds = tuple(args.tasks.split(","))
+    probes = tuple(args.probes.split(","))
+    if set(probes) - set(PROBES):
+        ap.error(f"--probes: unknown {sorted(set(probes) - set(PROBES))}; use some of {', '.join(PROBES)}")
     print(f"# probe_speed: one thread per process (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}), {os.cpu_count()} cpus, "
           f"machine shared with other jobs; times are CPU seconds of the measuring process", flush=True)
     table = []
@@ -255,11 +259,11 @@ def main() -> None:
             name = "synthetic" if gen == "planted" else "hard"
             path = maker(root / f"{name}_{n}x{n_layers}.h5", n, n_layers)
             layer = n_layers // 2
-            fast = in_child(fast_child, str(path), layer, kinds)
+            fast = in_child(fast_child, str(path), layer, kinds, probes)
             for kind in kinds:
                 X, y, _groups, folds = _setup(str(path), kind, layer)
                 del X
-                for probe in PROBES:
+                for probe in probes:
                     f = fast[(kind, probe)]
                     row = {"gen": gen, "n": n, "task": kind, "probe": probe, "fast_cpu": f["cpu"], "fast_wall": f["wall"],
                            "fast_f1_all": headline(y, f["P"], folds), "rss": fast["rss_mb"], "report": f["report"]}
@@ -287,7 +291,7 @@ def main() -> None:
         for n in sorted({r["n"] for r in table if r["gen"] == gen}):
             rows = [r for r in table if r["gen"] == gen and r["n"] == n]
             fast_total = LAYERS * sum(r["fast_cpu"] for r in rows)
-            line = (f"{gen}, {n} segments, 3 probes x {len(kinds)} tasks x {LAYERS} layers x 5 folds: fast ~{fast_total / 60:.1f} min CPU "
+            line = (f"{gen}, {n} segments, {len(probes)} probe(s) x {len(kinds)} tasks x {LAYERS} layers x 5 folds: fast ~{fast_total / 60:.1f} min CPU "
                     f"(~{fast_total / 120:.1f} min on 2 cores with --jobs 2), peak RSS of the fast child {rows[0]['rss']:.0f} MB")
             if all("plain_cpu" in r for r in rows):
                 plain_total = LAYERS * sum(r["plain_cpu"] for r in rows)
