@@ -173,6 +173,27 @@ def plain_child(path: str, layer: int, kind: str, name: str, n_folds: int) -> di
     return {"cpu_per_fold": cpu / n_folds, "wall_per_fold": wall / n_folds, "P": P, "rss_mb": peak_rss_mb()}
 
 
+def _plain_file(root: Path, path: Path, layer: int, kind: str, probe: str, n_folds: int) -> Path:
+    return root / "plain" / f"{path.stem}_L{layer}_{kind}_{probe}_{n_folds}folds.npz"
+
+
+def store_plain(root: Path, path: Path, layer: int, kind: str, probe: str, n_folds: int, p: dict) -> None:
+    """Keep a plain run's test probabilities and times, so ``--reuse-plain`` can rerun the fast side alone."""
+    f = _plain_file(root, path, layer, kind, probe, n_folds)
+    f.parent.mkdir(exist_ok=True)
+    np.savez(f, cpu_per_fold=p["cpu_per_fold"], wall_per_fold=p["wall_per_fold"], **{f"P{i}": q for i, q in enumerate(p["P"])})
+
+
+def plain_stored(root: Path, path: Path, layer: int, kind: str, probe: str, n_folds: int) -> dict | None:
+    """A stored plain run (see :func:`store_plain`), or None. Only valid while the cache and the exact probe are unchanged."""
+    f = _plain_file(root, path, layer, kind, probe, n_folds)
+    if not f.exists():
+        return None
+    with np.load(f, allow_pickle=False) as z:
+        return {"cpu_per_fold": float(z["cpu_per_fold"]), "wall_per_fold": float(z["wall_per_fold"]),
+                "P": [z[f"P{i}"] for i in range(n_folds)], "stored": True}
+
+
 def in_child(fn, *args):
     """Run ``fn(*args)`` in a fresh spawned process, so its time and peak memory are its own."""
     with mp.get_context("spawn").Pool(1) as pool:
@@ -239,6 +260,8 @@ def main() -> None:
     ap.add_argument("--plain-max-n", type=int, default=20630, help="larger sizes time the fast path only")
     ap.add_argument("--plain-skip", default="", help="TASK:PROBE pairs (comma-separated) whose plain fits are skipped above 5,000 segments, "
                     "e.g. 11-label:lgbm (about 11 CPU minutes per fold at 20,630)")
+    ap.add_argument("--reuse-plain", action="store_true", help="take the plain estimators' probabilities and times from an earlier run's "
+                    "store under --dir (written by every run); the exact probes and caches must be unchanged since")
     ap.add_argument("--emodb", default=None, help="an EmoDB cache (probekit extract, whisper-tiny.en) for the real-data table")
     args = ap.parse_args()
     root = Path(args.dir)
@@ -269,12 +292,16 @@ def main() -> None:
                            "fast_f1_all": headline(y, f["P"], folds), "rss": fast["rss_mb"], "report": f["report"]}
                     if n <= args.plain_max_n and (n <= 5000 or f"{kind}:{probe}" not in args.plain_skip.split(",")):
                         k = 5 if n <= 5000 else args.plain_folds
-                        p = in_child(plain_child, str(path), layer, kind, probe, k)
+                        p = plain_stored(root, path, layer, kind, probe, k) if args.reuse_plain else None
+                        if p is None:
+                            p = in_child(plain_child, str(path), layer, kind, probe, k)
+                            store_plain(root, path, layer, kind, probe, k, p)
                         row.update(plain_cpu=5 * p["cpu_per_fold"], plain_wall=5 * p["wall_per_fold"], folds=k,
                                    fast_f1=headline(y, f["P"][:k], folds[:k]), plain_f1=headline(y, p["P"], folds[:k]))
                     table.append(row)
                     print(f"  {gen} n={n} {kind} {probe}: fast {row['fast_cpu']:.1f} s CPU / layer (wall {row['fast_wall']:.1f})"
-                          + (f"; plain {row['plain_cpu']:.1f} s CPU / layer from {row['folds']} fold(s) (wall {row['plain_wall']:.1f}); "
+                          + (f"; plain {row['plain_cpu']:.1f} s CPU / layer from {row['folds']} fold(s) (wall {row['plain_wall']:.1f}"
+                             f"{', stored from an earlier run' if p.get('stored') else ''}); "
                              f"F1 fast {row['fast_f1']:.4f} plain {row['plain_f1']:.4f}" if "plain_cpu" in row else "")
                           + f"; {row['report'].get('solver')}", flush=True)
     print("\n| generator | segments | task | probe | fast s/layer | plain s/layer | speed-up | F1 fast | F1 plain | fast - plain (pt) | plain folds | fast: 25 layers, 1 core | plain: 25 layers, 1 core |")
