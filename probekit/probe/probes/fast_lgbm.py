@@ -10,6 +10,7 @@ import numpy as np
 
 from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, local_classes, sample_weight
 from probekit.probe.probes.lgbm import LGBMProbe, LGBMTreeParams
+from probekit.probe.tasks import ProbeInputError
 
 
 class FastLGBMProbe(LGBMTreeParams, FastProbe):
@@ -189,7 +190,7 @@ def fit_features(X, raw_features: int | None, pca_dims: int, seed: int) -> PartF
     d = np.shape(X)[1]
     k = d if raw_features is None else int(np.clip(raw_features, 0, d))
     if k == 0 and pca_dims <= 0:
-        raise ValueError("the fast LightGBM path needs features: set raw_features (None: all) or pca_dims above 0")
+        raise ProbeInputError("probe 'lgbm' has no features to split on: set --param lgbm.raw_features (None: all columns) or lgbm.pca_dims above 0")
     columns = np.arange(d) if k == d else np.sort(np.random.default_rng(seed).choice(d, size=k, replace=False))
     proj = fit_projection(X, int(pca_dims)) if pca_dims > 0 else None
     return PartFeatures(columns.astype(np.int64), proj)
