@@ -200,7 +200,7 @@ def in_child(fn, *args):
         return pool.apply(fn, args)
 
 
-def emodb_table(cache_path: str) -> None:
+def emodb_table(cache_path: str, probes: tuple[str, ...] = PROBES) -> None:
     """The README's EmoDB figures per hidden state: default probes, fast paths forced, exact reference."""
     from sklearn.base import clone
 
@@ -220,13 +220,13 @@ def emodb_table(cache_path: str) -> None:
     print("| task | probe | hidden state | exact reference | default | forced fast path | default - exact (pt) | forced fast - exact (pt) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     worst = {"default": 0.0, "fast": 0.0}
-    for title, spec, cv, probes in setups:
+    for title, spec, cv, names in setups:
         targets = build_targets(spec, meta)
         rows = np.flatnonzero(targets.mask)
         groups = meta["speaker"][rows].astype(str)
         y = targets.y
         folds = make_folds(cv, groups, y, n_folds=5, seed=0)
-        for name in probes:
+        for name in (n for n in names if n in probes):
             for layer in range(cache.num_layers):
                 X = cache.read_layer(layer, dtype=None, rows=rows)
                 exact = []
@@ -273,8 +273,8 @@ def main() -> None:
     print(f"# probe_speed: one thread per process (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}), {os.cpu_count()} cpus, "
           f"machine shared with other jobs; times are CPU seconds of the measuring process", flush=True)
     table = []
-    for gen in args.generators.split(","):
-        for n in [int(s) for s in args.sizes.split(",")]:
+    for gen in [g for g in args.generators.split(",") if g]:  # --generators "" with --emodb: the EmoDB table alone
+        for n in [int(s) for s in args.sizes.split(",") if s]:
             # The planted hotline-size cache is sweep_speed.py's 25-layer one; the others need only the measured layer's
             # neighbours, so they get 4 layers (the middle one measured is the signal's peak either way).
             n_layers = LAYERS if n == 20630 and gen == "planted" else 4
@@ -304,6 +304,10 @@ def main() -> None:
                              f"{', stored from an earlier run' if p.get('stored') else ''}); "
                              f"F1 fast {row['fast_f1']:.4f} plain {row['plain_f1']:.4f}" if "plain_cpu" in row else "")
                           + f"; {row['report'].get('solver')}", flush=True)
+    if not table:  # --generators "": the EmoDB table alone
+        if args.emodb:
+            emodb_table(args.emodb, probes)
+        return
     print("\n| generator | segments | task | probe | fast s/layer | plain s/layer | speed-up | F1 fast | F1 plain | fast - plain (pt) | plain folds | fast: 25 layers, 1 core | plain: 25 layers, 1 core |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in table:
@@ -325,7 +329,7 @@ def main() -> None:
                 line += f"; plain ~{plain_total / 3600:.1f} h CPU; x{plain_total / fast_total:.1f}"
             print(line + " (extrapolated from one layer)")
     if args.emodb:
-        emodb_table(args.emodb)
+        emodb_table(args.emodb, probes)
 
 
 if __name__ == "__main__":
