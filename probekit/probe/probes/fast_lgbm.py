@@ -1,4 +1,4 @@
-"""The fast LightGBM probe: raw features (optionally with PCA axes), a few features per tree, fewer bins,
+"""The fast LightGBM probe: raw columns beside per-fold PCA axes, a few features per tree, fewer bins,
 early stopping, one binned dataset for every label."""
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
             return est, {"solver": "lightgbm, exact reference (LGBMProbe)", "reason": f"{len(y)} training rows < fast_min_rows={self.fast_min_rows}"}
         import lightgbm as lgb
 
+        X = np.asarray(X, dtype=np.float32)  # one float32 copy of the part serves the PCA and the features
         features = fit_features(X, self.raw_features, self.pca_dims, self.seed)
         Z = features.transform(X)
         fit, val, how = inner_split(len(y), groups, self.val_fraction, self.seed)
