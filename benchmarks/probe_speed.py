@@ -28,6 +28,11 @@ top principal components) and a weak low-rank signal in random directions, part 
 LOSO UAR, negative-vs-rest LOSO F1, 9-label speaker 5-fold weighted F1) for the default probes,
 for the fast paths forced at any size (``fast_min_rows=0``) and for the exact reference.
 
+``--probes lgbm`` measures one probe's rows alone. Every plain run's test probabilities and times
+are stored under ``--dir``; ``--reuse-plain`` takes them from there, so a change to a fast path is
+re-measured against the same plain fits without paying for them again (the plain times then come from
+the earlier run, and the output says so).
+
 Run: ``python benchmarks/probe_speed.py --emodb cache/emodb/whisper-tiny.en.h5``
 """
 
