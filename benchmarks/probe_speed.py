@@ -28,6 +28,11 @@ top principal components) and a weak low-rank signal in random directions, part 
 LOSO UAR, negative-vs-rest LOSO F1, 9-label speaker 5-fold weighted F1) for the default probes,
 for the fast paths forced at any size (``fast_min_rows=0``) and for the exact reference.
 
+``--probes lgbm`` measures one probe's rows alone. Every plain run's test probabilities and times
+are stored under ``--dir``; ``--reuse-plain`` takes them from there, so a change to a fast path is
+re-measured against the same plain fits without paying for them again (the plain times then come from
+the earlier run, and the output says so).
+
 Run: ``python benchmarks/probe_speed.py --emodb cache/emodb/whisper-tiny.en.h5``
 """
 
@@ -134,14 +139,14 @@ def headline(y: np.ndarray, proba_by_fold, folds) -> float:
     return float(balanced_accuracy_score(y[te], pred))
 
 
-def fast_child(path: str, layer: int, kinds: tuple[str, ...]) -> dict:
+def fast_child(path: str, layer: int, kinds: tuple[str, ...], probes: tuple[str, ...] = PROBES) -> dict:
     """Child process: every probe's ``fold_proba`` on all folds of one layer, per task."""
     from probekit.probe.probes import make_probe
 
     out = {}
     for kind in kinds:
         X, y, groups, folds = _setup(path, kind, layer)
-        for name in PROBES:
+        for name in probes:
             est = make_probe(name)
             c0, w0 = time.process_time(), time.perf_counter()
             P = est.fold_proba(X, y, folds, groups=groups)
@@ -173,13 +178,34 @@ def plain_child(path: str, layer: int, kind: str, name: str, n_folds: int) -> di
     return {"cpu_per_fold": cpu / n_folds, "wall_per_fold": wall / n_folds, "P": P, "rss_mb": peak_rss_mb()}
 
 
+def _plain_file(root: Path, path: Path, layer: int, kind: str, probe: str, n_folds: int) -> Path:
+    return root / "plain" / f"{path.stem}_L{layer}_{kind}_{probe}_{n_folds}folds.npz"
+
+
+def store_plain(root: Path, path: Path, layer: int, kind: str, probe: str, n_folds: int, p: dict) -> None:
+    """Keep a plain run's test probabilities and times, so ``--reuse-plain`` can rerun the fast side alone."""
+    f = _plain_file(root, path, layer, kind, probe, n_folds)
+    f.parent.mkdir(exist_ok=True)
+    np.savez(f, cpu_per_fold=p["cpu_per_fold"], wall_per_fold=p["wall_per_fold"], **{f"P{i}": q for i, q in enumerate(p["P"])})
+
+
+def plain_stored(root: Path, path: Path, layer: int, kind: str, probe: str, n_folds: int) -> dict | None:
+    """A stored plain run (see :func:`store_plain`), or None. Only valid while the cache and the exact probe are unchanged."""
+    f = _plain_file(root, path, layer, kind, probe, n_folds)
+    if not f.exists():
+        return None
+    with np.load(f, allow_pickle=False) as z:
+        return {"cpu_per_fold": float(z["cpu_per_fold"]), "wall_per_fold": float(z["wall_per_fold"]),
+                "P": [z[f"P{i}"] for i in range(n_folds)], "stored": True}
+
+
 def in_child(fn, *args):
     """Run ``fn(*args)`` in a fresh spawned process, so its time and peak memory are its own."""
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
 
 
-def emodb_table(cache_path: str) -> None:
+def emodb_table(cache_path: str, probes: tuple[str, ...] = PROBES) -> None:
     """The README's EmoDB figures per hidden state: default probes, fast paths forced, exact reference."""
     from sklearn.base import clone
 
@@ -199,13 +225,13 @@ def emodb_table(cache_path: str) -> None:
     print("| task | probe | hidden state | exact reference | default | forced fast path | default - exact (pt) | forced fast - exact (pt) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     worst = {"default": 0.0, "fast": 0.0}
-    for title, spec, cv, probes in setups:
+    for title, spec, cv, names in setups:
         targets = build_targets(spec, meta)
         rows = np.flatnonzero(targets.mask)
         groups = meta["speaker"][rows].astype(str)
         y = targets.y
         folds = make_folds(cv, groups, y, n_folds=5, seed=0)
-        for name in probes:
+        for name in (n for n in names if n in probes):
             for layer in range(cache.num_layers):
                 X = cache.read_layer(layer, dtype=None, rows=rows)
                 exact = []
@@ -234,20 +260,26 @@ def main() -> None:
     ap.add_argument("--sizes", default="5000,20630,80000")
     ap.add_argument("--generators", default="planted,hard")
     ap.add_argument("--tasks", default="binary,11-label")
+    ap.add_argument("--probes", default=",".join(PROBES), help="probes measured (comma-separated), e.g. lgbm to rerun its rows alone")
     ap.add_argument("--plain-folds", type=int, default=1, help="folds the plain estimators are fitted on above 5,000 segments")
     ap.add_argument("--plain-max-n", type=int, default=20630, help="larger sizes time the fast path only")
     ap.add_argument("--plain-skip", default="", help="TASK:PROBE pairs (comma-separated) whose plain fits are skipped above 5,000 segments, "
                     "e.g. 11-label:lgbm (about 11 CPU minutes per fold at 20,630)")
+    ap.add_argument("--reuse-plain", action="store_true", help="take the plain estimators' probabilities and times from an earlier run's "
+                    "store under --dir (written by every run); the exact probes and caches must be unchanged since")
     ap.add_argument("--emodb", default=None, help="an EmoDB cache (probekit extract, whisper-tiny.en) for the real-data table")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     kinds = tuple(args.tasks.split(","))
+    probes = tuple(args.probes.split(","))
+    if set(probes) - set(PROBES):
+        ap.error(f"--probes: unknown {sorted(set(probes) - set(PROBES))}; use some of {', '.join(PROBES)}")
     print(f"# probe_speed: one thread per process (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}), {os.cpu_count()} cpus, "
           f"machine shared with other jobs; times are CPU seconds of the measuring process", flush=True)
     table = []
-    for gen in args.generators.split(","):
-        for n in [int(s) for s in args.sizes.split(",")]:
+    for gen in [g for g in args.generators.split(",") if g]:  # --generators "" with --emodb: the EmoDB table alone
+        for n in [int(s) for s in args.sizes.split(",") if s]:
             # The planted hotline-size cache is sweep_speed.py's 25-layer one; the others need only the measured layer's
             # neighbours, so they get 4 layers (the middle one measured is the signal's peak either way).
             n_layers = LAYERS if n == 20630 and gen == "planted" else 4
@@ -255,24 +287,32 @@ def main() -> None:
             name = "synthetic" if gen == "planted" else "hard"
             path = maker(root / f"{name}_{n}x{n_layers}.h5", n, n_layers)
             layer = n_layers // 2
-            fast = in_child(fast_child, str(path), layer, kinds)
+            fast = in_child(fast_child, str(path), layer, kinds, probes)
             for kind in kinds:
                 X, y, _groups, folds = _setup(str(path), kind, layer)
                 del X
-                for probe in PROBES:
+                for probe in probes:
                     f = fast[(kind, probe)]
                     row = {"gen": gen, "n": n, "task": kind, "probe": probe, "fast_cpu": f["cpu"], "fast_wall": f["wall"],
                            "fast_f1_all": headline(y, f["P"], folds), "rss": fast["rss_mb"], "report": f["report"]}
                     if n <= args.plain_max_n and (n <= 5000 or f"{kind}:{probe}" not in args.plain_skip.split(",")):
                         k = 5 if n <= 5000 else args.plain_folds
-                        p = in_child(plain_child, str(path), layer, kind, probe, k)
+                        p = plain_stored(root, path, layer, kind, probe, k) if args.reuse_plain else None
+                        if p is None:
+                            p = in_child(plain_child, str(path), layer, kind, probe, k)
+                            store_plain(root, path, layer, kind, probe, k, p)
                         row.update(plain_cpu=5 * p["cpu_per_fold"], plain_wall=5 * p["wall_per_fold"], folds=k,
                                    fast_f1=headline(y, f["P"][:k], folds[:k]), plain_f1=headline(y, p["P"], folds[:k]))
                     table.append(row)
                     print(f"  {gen} n={n} {kind} {probe}: fast {row['fast_cpu']:.1f} s CPU / layer (wall {row['fast_wall']:.1f})"
-                          + (f"; plain {row['plain_cpu']:.1f} s CPU / layer from {row['folds']} fold(s) (wall {row['plain_wall']:.1f}); "
+                          + (f"; plain {row['plain_cpu']:.1f} s CPU / layer from {row['folds']} fold(s) (wall {row['plain_wall']:.1f}"
+                             f"{', stored from an earlier run' if p.get('stored') else ''}); "
                              f"F1 fast {row['fast_f1']:.4f} plain {row['plain_f1']:.4f}" if "plain_cpu" in row else "")
                           + f"; {row['report'].get('solver')}", flush=True)
+    if not table:  # --generators "": the EmoDB table alone
+        if args.emodb:
+            emodb_table(args.emodb, probes)
+        return
     print("\n| generator | segments | task | probe | fast s/layer | plain s/layer | speed-up | F1 fast | F1 plain | fast - plain (pt) | plain folds | fast: 25 layers, 1 core | plain: 25 layers, 1 core |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in table:
@@ -287,14 +327,14 @@ def main() -> None:
         for n in sorted({r["n"] for r in table if r["gen"] == gen}):
             rows = [r for r in table if r["gen"] == gen and r["n"] == n]
             fast_total = LAYERS * sum(r["fast_cpu"] for r in rows)
-            line = (f"{gen}, {n} segments, 3 probes x {len(kinds)} tasks x {LAYERS} layers x 5 folds: fast ~{fast_total / 60:.1f} min CPU "
+            line = (f"{gen}, {n} segments, {len(probes)} probe(s) x {len(kinds)} tasks x {LAYERS} layers x 5 folds: fast ~{fast_total / 60:.1f} min CPU "
                     f"(~{fast_total / 120:.1f} min on 2 cores with --jobs 2), peak RSS of the fast child {rows[0]['rss']:.0f} MB")
             if all("plain_cpu" in r for r in rows):
                 plain_total = LAYERS * sum(r["plain_cpu"] for r in rows)
                 line += f"; plain ~{plain_total / 3600:.1f} h CPU; x{plain_total / fast_total:.1f}"
             print(line + " (extrapolated from one layer)")
     if args.emodb:
-        emodb_table(args.emodb)
+        emodb_table(args.emodb, probes)
 
 
 if __name__ == "__main__":

@@ -263,3 +263,56 @@ def test_fast_mlp_exports_as_the_network_it_predicts_with(kind):
     if kind == "binary":
         want = want[:, 1].reshape(got.shape)  # the export gives the positive class's probability
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def _quiet_column_signal(n=3000, d=40, seed=0):
+    """8 loud noise columns (sd 10) own the leading principal axes; the label lives in quiet column 30 (sd 1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X[:, :8] *= 10
+    y = (X[:, 30] + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
+    groups = np.array([f"s{i % 60:02d}" for i in range(n)])
+    return X.astype(np.float16), y, groups
+
+
+def test_fast_lgbm_reaches_signal_outside_the_leading_principal_axes():
+    """Known answer: the raw columns beside the PCA axes keep a quiet signal that 8 PCA axes alone lose
+    (the hard generator's failure of the PCA-only path, in miniature)."""
+    X, y, groups = _quiet_column_signal()
+    folds = _speaker_folds(groups)
+    scores = {}
+    for label, extra in (("raw + pca", {}), ("pca only", {"raw_features": 0})):
+        P = make_probe("lgbm", n_estimators=60, pca_dims=8, fast_min_rows=0, **extra).fold_proba(X, y, folds, groups=groups)
+        pred = np.zeros_like(y)
+        for (_tr, te), p in zip(folds, P):
+            pred[te] = p.argmax(1)
+        scores[label] = f1_score(y, pred)
+    assert scores["raw + pca"] > 0.85, scores
+    assert scores["pca only"] < 0.7, scores
+
+
+def test_fast_lgbm_features_and_tree_share():
+    """The raw columns drawn depend on the width and seed only (never on rows); each tree's share of the
+    features is min(colsample_bytree, tree_features / features); the report says all of it."""
+    X, y, groups = _quiet_column_signal(n=600)
+    a = fast_lgbm.fit_features(X[:300], 12, 8, seed=4)
+    b = fast_lgbm.fit_features(X[300:] * 3, 12, 8, seed=4)
+    np.testing.assert_array_equal(a.columns, b.columns)
+    assert len(a.columns) == 12 and a.pca_dims == 8 and a.transform(X).shape == (600, 20)
+    assert not np.array_equal(a.columns, fast_lgbm.fit_features(X, 12, 8, seed=5).columns)
+    assert fast_lgbm.fit_features(X, None, 0, seed=0).transform(X).shape == (600, 40)
+    est = make_probe("lgbm", n_estimators=20, fast_min_rows=0, raw_features=12, pca_dims=8, tree_features=5).fit(X, y, groups=groups)
+    rep = est.report_
+    assert (rep["raw_features"], rep["pca_dims"], rep["tree_feature_share"]) == (12, 8, 0.25)
+    assert "raw columns not drawn" in rep["gave_up"]
+    assert make_probe("lgbm", tree_features=1000)._tree_share(40) == 0.5  # colsample_bytree caps it
+    with pytest.raises(ProbeInputError, match="raw_features"):
+        make_probe("lgbm", fast_min_rows=0, raw_features=0, pca_dims=0).fit(X, y)
+
+
+def test_lgbm_fast_and_exact_share_the_tree_parameters():
+    """One constructor stores the tree parameters; the fast probe's small-part fallback gets them all."""
+    fast = make_probe("lgbm", num_leaves=7, colsample_bytree=0.3, seed=9)
+    exact = fast._exact_probe()
+    assert exact.get_params() == {**probe_params("lgbm", exact=True), "num_leaves": 7, "colsample_bytree": 0.3, "seed": 9}
+    assert set(probe_params("lgbm", exact=True)) < set(probe_params("lgbm"))

@@ -1,4 +1,5 @@
-"""The fast LightGBM probe: per-fold PCA, fewer bins, early stopping, one binned dataset for every label."""
+"""The fast LightGBM probe: raw columns beside per-fold PCA axes, a few features per tree, fewer bins,
+early stopping, one binned dataset for every label."""
 
 from __future__ import annotations
 
@@ -8,20 +9,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, local_classes, sample_weight
-from probekit.probe.probes.lgbm import LGBMProbe
+from probekit.probe.probes.lgbm import LGBMProbe, LGBMTreeParams
+from probekit.probe.tasks import ProbeInputError
 
 
-class FastLGBMProbe(FastProbe):
-    """LightGBM on a training part's own PCA, with ``max_bin`` histogram bins and early stopping.
+class FastLGBMProbe(LGBMTreeParams, FastProbe):
+    """LightGBM with cheap trees: each sees about ``tree_features`` features, ``max_bin`` histogram bins,
+    early stopping, and one binned dataset per training part for every label.
 
-    Per training part (a fold's, or ``fit``'s input): standardise and project onto ``pca_dims``
-    principal axes (fitted on that part only), hold out about ``val_fraction`` of it (whole speakers
-    when ``groups`` is given) for early stopping with ``patience`` rounds, build LightGBM's binned
-    dataset once and train every label of a multi-label target on it (one-vs-rest; a label constant
-    in the part predicts its rate). Tree parameters mean what they mean in :class:`LGBMProbe`;
-    ``n_estimators`` is the round budget. Parts of fewer than ``fast_min_rows`` rows use
-    :class:`LGBMProbe` itself. ``report_`` / ``fold_reports_`` say which path ran, the PCA size and the
-    variance it kept, and the rounds early stopping chose per label.
+    Per training part (a fold's, or ``fit``'s input): the features are ``raw_features`` of the input
+    columns (``None``: all; an int: that many, drawn with ``seed``, the same for every part) followed by
+    ``pca_dims`` whitened principal axes fitted on that part only (0: none). Bin edges come from at most
+    ``bin_rows`` of the part's rows. Each tree builds its histograms on a share
+    ``min(colsample_bytree, tree_features / features)`` of them, so a tree's cost does not grow with the
+    layer's width. About ``val_fraction`` of the part (whole speakers when ``groups`` is given) is held
+    out for early stopping with ``patience`` rounds; LightGBM's binned dataset is built once and every
+    label of a multi-label target trains on it (one-vs-rest; a label constant in the part predicts its
+    rate). Tree parameters mean what they mean in :class:`LGBMProbe`; ``n_estimators`` is the round
+    budget. Parts of fewer than ``fast_min_rows`` rows use :class:`LGBMProbe` itself. ``report_`` /
+    ``fold_reports_`` say which path ran, the features and the share each tree saw, and the rounds early
+    stopping chose per label.
     """
 
     _exact = LGBMProbe
@@ -36,35 +43,35 @@ class FastLGBMProbe(FastProbe):
         class_weight: str | None = None,
         n_jobs: int = 1,
         seed: int = 0,
+        raw_features: int | None = 448,
         pca_dims: int = 64,
-        max_bin: int = 63,
+        tree_features: int = 64,
+        max_bin: int = 31,
+        bin_rows: int = 2048,
         patience: int = 10,
         val_fraction: float = 0.1,
         fast_min_rows: int = 2000,
     ):
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.colsample_bytree = colsample_bytree
-        self.class_weight = class_weight
-        self.n_jobs = n_jobs
-        self.seed = seed
+        super().__init__(n_estimators, learning_rate, num_leaves, min_child_samples, colsample_bytree, class_weight, n_jobs, seed)
+        self.raw_features = raw_features
         self.pca_dims = pca_dims
+        self.tree_features = tree_features
         self.max_bin = max_bin
+        self.bin_rows = bin_rows
         self.patience = patience
         self.val_fraction = val_fraction
         self.fast_min_rows = fast_min_rows
 
-    def _params(self, objective: str, n_out: int) -> dict:
-        """LightGBM's native parameters for what :class:`LGBMProbe` asks of ``LGBMClassifier``."""
+    def _params(self, objective: str, n_out: int, n_features: int) -> dict:
+        """LightGBM's native parameters for what :class:`LGBMProbe` asks of ``LGBMClassifier``, with the fast path's shortcuts."""
         params = {
             "objective": objective,
             "learning_rate": self.learning_rate,
             "num_leaves": int(self.num_leaves),
             "min_data_in_leaf": int(self.min_child_samples),
-            "feature_fraction": self.colsample_bytree,
+            "feature_fraction": self._tree_share(n_features),
             "max_bin": int(self.max_bin),
+            "bin_construct_sample_cnt": int(self.bin_rows),
             "num_threads": int(self.n_jobs),
             "seed": int(self.seed),
             "deterministic": True,
@@ -74,6 +81,9 @@ class FastLGBMProbe(FastProbe):
         if objective == "multiclass":
             params["num_class"] = n_out
         return params
+
+    def _tree_share(self, n_features: int) -> float:
+        return float(min(self.colsample_bytree, max(1, int(self.tree_features)) / n_features))
 
     def _fit_parts(self, X, y, trains, groups):
         g = None if groups is None else np.asarray(groups)
@@ -85,9 +95,9 @@ class FastLGBMProbe(FastProbe):
             return est, {"solver": "lightgbm, exact reference (LGBMProbe)", "reason": f"{len(y)} training rows < fast_min_rows={self.fast_min_rows}"}
         import lightgbm as lgb
 
-        X = np.asarray(X, dtype=np.float32)  # one float32 copy of the part serves the PCA and the projection
-        proj = fit_projection(X, self.pca_dims)
-        Z = proj.transform(X)
+        X = np.asarray(X, dtype=np.float32)  # one float32 copy of the part serves the PCA and the features
+        features = fit_features(X, self.raw_features, self.pca_dims, self.seed)
+        Z = features.transform(X)
         fit, val, how = inner_split(len(y), groups, self.val_fraction, self.seed)
         weights = sample_weight(y, self.class_weight) if y.ndim == 1 else None
         if y.ndim == 1:
@@ -97,7 +107,7 @@ class FastLGBMProbe(FastProbe):
         else:
             columns = [y[:, j] for j in range(y.shape[1])]
             objective = "binary"
-        params = self._params(objective, len(columns) if y.ndim == 2 else int(local.max()) + 1)
+        params = self._params(objective, len(columns) if y.ndim == 2 else int(local.max()) + 1, Z.shape[1])
         # One binned dataset (and validation set binned on its bins) serves every label of the part.
         train_set = lgb.Dataset(Z[fit], label=columns[0][fit], params=params, free_raw_data=True).construct()
         val_set = None
@@ -106,6 +116,7 @@ class FastLGBMProbe(FastProbe):
                 # The validation set takes the training set's bins; LightGBM warns that it was also given params.
                 warnings.filterwarnings("ignore", message="Overriding the parameters from Reference Dataset")
                 val_set = lgb.Dataset(Z[val], label=columns[0][val], params=params, reference=train_set).construct()
+        del Z
         boosters, rounds = [], []
         for col in columns:
             if col[fit].min() == col[fit].max() and y.ndim == 2:
@@ -128,29 +139,76 @@ class FastLGBMProbe(FastProbe):
             rounds.append(int(booster.best_iteration or booster.current_iteration()))
         report = {
             "solver": "lightgbm fast path",
-            "pca_dims": proj.dims,
-            "pca_explained_variance": round(proj.explained, 4),
+            "raw_features": features.n_raw,
+            "pca_dims": features.pca_dims,
+            "pca_explained_variance": None if features.proj is None else round(features.proj.explained, 4),
+            "tree_feature_share": round(params["feature_fraction"], 4),
             "max_bin": int(self.max_bin),
+            "bin_rows": int(min(self.bin_rows, len(fit))),
             "rounds": rounds,
             "round_budget": int(self.n_estimators),
             "early_stopping": f"patience {self.patience} on {how}" if len(val) else how,
-            "gave_up": "features beyond the PCA axes, bin resolution, and the held-out rows (not refitted)",
+            "gave_up": "features per tree, bin resolution, and the held-out rows (not refitted)"
+            + ("; raw columns not drawn" if features.n_raw < np.shape(X)[1] else "")
+            + ("; the rest of the PCA's variance" if features.proj is not None and features.n_raw == 0 else ""),
         }
-        return FittedPCATrees(proj, boosters, objective, y.ndim == 2), report
+        return FittedTrees(features, boosters, objective, y.ndim == 2), report
 
 
 @dataclass(frozen=True)
-class FittedPCATrees:
-    """A fitted part: the part's projection, then one booster per label (a float: a constant rate), or
+class PartFeatures:
+    """What the trees of one training part see: ``columns`` of the input, then ``proj``'s axes.
+
+    ``transform(X)``: ``(n, d)`` -> ``(n, len(columns) + pca_dims)`` float32. The raw columns are not
+    standardised: LightGBM's quantile bins are the same for any increasing map of a column.
+    """
+
+    columns: np.ndarray  # (k,) int64 input columns kept, ascending
+    proj: Projection | None
+
+    @property
+    def n_raw(self) -> int:
+        return len(self.columns)
+
+    @property
+    def pca_dims(self) -> int:
+        return 0 if self.proj is None else self.proj.dims
+
+    def transform(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        parts = []
+        if len(self.columns):
+            raw = X if len(self.columns) == X.shape[1] else X[:, self.columns]
+            parts.append(np.asarray(raw, dtype=np.float32))
+        if self.proj is not None:
+            parts.append(self.proj.transform(X))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def fit_features(X, raw_features: int | None, pca_dims: int, seed: int) -> PartFeatures:
+    """The features of a training part ``X`` ``(n, d)``: ``raw_features`` columns (``None``: all d; the
+    drawn subset depends on ``d`` and ``seed`` only) and a PCA of ``X`` to ``pca_dims`` axes (0: none)."""
+    d = np.shape(X)[1]
+    k = d if raw_features is None else int(np.clip(raw_features, 0, d))
+    if k == 0 and pca_dims <= 0:
+        raise ProbeInputError("probe 'lgbm' has no features to split on: set --param lgbm.raw_features (None: all columns) or lgbm.pca_dims above 0")
+    columns = np.arange(d) if k == d else np.sort(np.random.default_rng(seed).choice(d, size=k, replace=False))
+    proj = fit_projection(X, int(pca_dims)) if pca_dims > 0 else None
+    return PartFeatures(columns.astype(np.int64), proj)
+
+
+@dataclass(frozen=True)
+class FittedTrees:
+    """A fitted part: the part's features, then one booster per label (a float: a constant rate), or
     one binary / multi-class booster; each predicts at its early-stopping round."""
 
-    proj: Projection
+    features: PartFeatures
     boosters: list
     objective: str
     multilabel: bool
 
     def predict_proba(self, X) -> np.ndarray:
-        Z = self.proj.transform(X)
+        Z = self.features.transform(X)
         cols = []
         for b in self.boosters:
             if isinstance(b, float):

@@ -1,15 +1,13 @@
-"""Gradient-boosted trees probe (LightGBM's scikit-learn API)."""
+"""Gradient-boosted trees probe (LightGBM's scikit-learn API), and the tree parameters it shares with the fast path."""
 
 from __future__ import annotations
 
 from probekit.probe.probes._base import ScaledProbe
 
 
-class LGBMProbe(ScaledProbe):
-    """LightGBM classifier, deterministic for a given ``seed``; ``n_jobs`` threads per fit.
-
-    Standardisation is harmless for trees and keeps every probe's pipeline identical.
-    """
+class LGBMTreeParams:
+    """The tree parameters of :class:`LGBMProbe`, stored by one constructor for it and for the fast path
+    (:class:`probekit.probe.probes.fast_lgbm.FastLGBMProbe` passes them on unchanged)."""
 
     def __init__(
         self,
@@ -30,6 +28,13 @@ class LGBMProbe(ScaledProbe):
         self.class_weight = class_weight
         self.n_jobs = n_jobs
         self.seed = seed
+
+
+class LGBMProbe(LGBMTreeParams, ScaledProbe):
+    """LightGBM classifier, deterministic for a given ``seed``; ``n_jobs`` threads per fit.
+
+    Standardisation is harmless for trees and keeps every probe's pipeline identical.
+    """
 
     def _classifier(self):
         from lightgbm import LGBMClassifier
