@@ -216,3 +216,51 @@ def test_the_layer_weighted_probe_is_refused_by_name(cache, tmp_path):
     with pytest.raises(ExportError, match="layer-weights.*every hidden state"):
         export_probe(cache, 1, tmp_path / "m", task="multiclass", target="label", probe="layer-weights", evaluate=False)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def wide_cache(tmp_path_factory):
+    """2,600 rows, so the fast LightGBM path (not its small-data fallback) is what gets exported."""
+    from probekit.cache import write_cache
+
+    rng = np.random.default_rng(0)
+    n, d = 2600, 24
+    y = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, 3, d)).astype(np.float32)
+    X[:, 1, :3] += 1.5 * np.eye(3)[y]
+    X[:, 1, 20] += 0.8 * (y == 2)  # a quiet raw column the trees can use
+    labels = np.array(["a", "b", "c"])[y]
+    sets = [lab + (";loud" if v > 0 else "") for lab, v in zip(labels, X[:, 1, 5])]
+    path = tmp_path_factory.mktemp("wide") / "c.h5"
+    write_cache(path, [f"u{i}" for i in range(n)], X, {"speaker": [f"s{i % 20}" for i in range(n)], "label": list(labels),
+                "labels": sets}, {"encoder": "x", "revision": "", "commit": "", "pooling": "mean", "sample_rate": 16000,
+                "whisper_mode": ""}, dtype="float32")
+    return path
+
+
+@pytest.mark.parametrize("task, target, positive", [("binary", "label", "c"), ("multiclass", "label", None), ("multilabel", "labels", None)])
+def test_the_fast_lgbm_probe_exports_with_its_feature_map(wide_cache, tmp_path, task, target, positive):
+    """Raw columns drawn by seed plus a per-part PCA, in float32: the export scores exactly as the fitted probe."""
+    params = {"raw_features": 8, "pca_dims": 4, "n_estimators": 60}
+    out = export_probe(wide_cache, 1, tmp_path / "m", task=task, target=target, positive=positive, probe="lgbm",
+                       params=params, evaluate=False)
+    config, head = load_export(out)
+    assert head.kind == "lgbm" and head.features is not None
+    assert (head.features.n_raw, head.features.pca_dims) == (8, 4) == (config["head"]["features"]["raw_columns"], config["head"]["features"]["pca_dims"])
+    c = EmbeddingCache(wide_cache)
+    x = c.read_layer(1)
+    prepared = prepare(c, TaskSpec(task, target, positive), EvalProtocol())
+    est = clone(make_probe("lgbm", seed=0, **params)).fit(x, prepared.targets.y, prepared.groups)
+    assert est.report_["solver"] == "lightgbm fast path"
+    fresh = np.random.default_rng(1).normal(size=(50, x.shape[1])).astype(np.float32)
+    for rows in (x[:300], fresh):
+        np.testing.assert_allclose(head.predict_proba(rows), predict_proba_columns(est, rows, task), atol=1e-12, rtol=0)
+    # A tampered column list is refused by name, not silently mis-scored.
+    from safetensors.numpy import load_file
+
+    from probekit.deploy.export import _read_features
+
+    t = load_file(str(out / "weights.safetensors"))
+    t["features.columns"] = t["features.columns"][::-1].copy()
+    with pytest.raises(ExportError, match="features.columns"):
+        _read_features(config["head"]["features"], t, x.shape[1], "lgbm", out)

@@ -32,7 +32,9 @@ from probekit.identity import file_sha256
 from probekit.probe.calibration import fit_inner
 from probekit.probe.evaluate import EvalProtocol, Prepared, evaluate_layer, layer_row, prepare, read_X
 from probekit.probe.params import resolve_params
-from probekit.probe.probes import make_probe
+from probekit.probe.probes import fit_probe, make_probe
+from probekit.probe.probes._fast import Projection
+from probekit.probe.probes.fast_lgbm import FittedTrees, PartFeatures
 from probekit.probe.tasks import TaskSpec
 from probekit.results import load_results, strict_json
 
@@ -98,12 +100,23 @@ class Head:
     dim: int
     parts: tuple[Part, ...]
     activation: str = "relu"
+    # The fast LightGBM probe's features (raw columns and a PCA, in float32 as the probe computed them), which
+    # every part's trees read instead of the embedding; None for every other probe.
+    features: PartFeatures | None = None
+
+    @property
+    def part_dim(self) -> int:
+        """Width of what the parts read: ``dim``, or the feature map's raw columns + PCA axes."""
+        return self.dim if self.features is None else self.features.n_raw + self.features.pca_dims
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """``x``: ``(n, dim)`` pooled embeddings -> ``(n, n_outputs)`` probabilities (float64)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected embeddings of shape (n, {self.dim}), got {x.shape}")
+        if self.features is not None:
+            # float32 exactly as the probe fed its trees: float64 arithmetic could move a value across a split.
+            x = self.features.transform(x.astype(np.float32)).astype(np.float64)
         if self.output == "softmax":
             raw = self.parts[0].raw(x, self.activation)
             return raw if self.kind == "lgbm" else _softmax(raw)
@@ -212,6 +225,9 @@ def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
     Handles a Pipeline(StandardScaler, clf), probekit probes (``estimator_`` / per-label ``estimators_``),
     and sklearn one-vs-rest ensembles behind a shared standardiser.
     """
+    trees = getattr(est, "model_", None)
+    if isinstance(trees, FittedTrees):
+        return _head_from_trees(trees, task, n_labels, dim)
     if task == "multilabel":
         scaler, final = _unwrap(est)
         subs = getattr(final, "estimators_", None) if getattr(est, "estimators_", None) is None else est.estimators_
@@ -244,9 +260,31 @@ def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
     return Head(kind, "sigmoid" if task == "binary" else "softmax", n_labels, dim, (part,), act)
 
 
+def _head_from_trees(trees: FittedTrees, task: str, n_labels: int, dim: int) -> Head:
+    """The fast LightGBM probe: its feature map, then one booster (binary, multi-class) or one per label."""
+    width = trees.features.n_raw + trees.features.pca_dims
+    plain = (np.zeros(width), np.ones(width))
+    parts = []
+    for b in trees.boosters:
+        if isinstance(b, float):
+            parts.append(Part(*plain, constant=float(b)))
+        else:
+            # Only the rounds the probe predicts with (its early-stopping round).
+            parts.append(Part(*plain, booster=b.model_to_string(num_iteration=b.best_iteration or None)))
+    output = "softmax" if trees.objective == "multiclass" else "sigmoid"
+    if (task == "multilabel") != trees.multilabel or (task == "multilabel" and len(parts) != n_labels):
+        raise ExportError(f"a fast LightGBM probe with {len(parts)} booster(s) does not fit a {task} task with {n_labels} output(s)")
+    return Head("lgbm", output, n_labels, dim, tuple(parts), features=trees.features)
+
+
 # --------------------------------------------------------------------------------- write and read
 def _tensors(head: Head) -> dict[str, np.ndarray]:
     out = {}
+    if head.features is not None:
+        f = head.features
+        out["features.columns"] = np.asarray(f.columns, np.float64)
+        if f.proj is not None:
+            out["features.pca.weight"], out["features.pca.offset"] = f.proj.weight, f.proj.offset
     for j, part in enumerate(head.parts):
         if part.constant is not None:
             continue
@@ -279,6 +317,7 @@ def save_export(out_dir: str | Path, head: Head, config: Mapping) -> Path:
     cfg = strict_json(dict(config))  # NaN (an undefined metric) is written as null, so the file is strict JSON
     cfg["head"] = {"kind": head.kind, "output": head.output, "n_outputs": head.n_outputs, "dim": head.dim,
                    "activation": head.activation, "parts": parts,
+                   "features": None if head.features is None else {"raw_columns": head.features.n_raw, "pca_dims": head.features.pca_dims},
                    "tensors": {k: list(v.shape) for k, v in tensors.items()}}
     boosters = [(p["file"], head.parts[j].booster) for j, p in enumerate(parts) if p["type"] == "lgbm"]
     files = [CONFIG, WEIGHTS, *(name for name, _ in boosters)]
@@ -384,6 +423,8 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
     labels, n_out = cfg.get("labels"), spec.get("n_outputs")
     if not isinstance(labels, list) or len(labels) != n_out:
         raise ExportError(f"{bad}: {n_out} outputs but labels {labels!r}")
+    features = _read_features(spec.get("features"), tensors, dim, kind, root)
+    width = dim if features is None else features.n_raw + features.pca_dims
     specs = spec.get("parts")
     want_parts = 1 if output in ("softmax", "sigmoid_joint", "ovr") or n_out == 1 else n_out
     if not isinstance(specs, list) or len(specs) != want_parts:
@@ -395,11 +436,11 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
             value = ps.get("value")
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ExportError(f"{bad}: part {j} constant {value!r} is not a probability")
-            parts.append(Part(np.zeros(dim), np.ones(dim), constant=float(value)))
+            parts.append(Part(np.zeros(width), np.ones(width), constant=float(value)))
             continue
         mean, scale = tensors.get(f"head{j}.scaler.mean"), tensors.get(f"head{j}.scaler.scale")
-        if mean is None or scale is None or mean.shape != (dim,) or scale.shape != (dim,):
-            raise ExportError(f"{root / WEIGHTS}: part {j} has no standardiser of shape ({dim},)")
+        if mean is None or scale is None or mean.shape != (width,) or scale.shape != (width,):
+            raise ExportError(f"{root / WEIGHTS}: part {j} has no standardiser of shape ({width},)")
         if t == "lgbm":
             name = ps.get("file")
             if kind != "lgbm" or name not in listed or name in (CONFIG, WEIGHTS):
@@ -423,7 +464,7 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
             parts.append(Part(mean, scale, layers=tuple(pairs)))
         else:
             raise ExportError(f"{bad}: part {j} has unknown type {t!r}")
-    head = Head(kind, output, n_out, dim, tuple(parts), act)
+    head = Head(kind, output, n_out, dim, tuple(parts), act, features)
     try:
         p = head.predict_proba(np.zeros((2, dim)))
     except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error type for a malformed model text
@@ -431,6 +472,34 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
     if p.shape != (2, n_out) or not np.all((p >= 0) & (p <= 1)):
         raise ExportError(f"{root}: model produces {p.shape} outputs, expected (2, {n_out}) probabilities")
     return cfg, head
+
+
+def _read_features(spec, tensors: dict, dim: int, kind: str, root: Path) -> PartFeatures | None:
+    """The head's feature map from ``features.*`` tensors (``spec``: the config's ``head.features``), checked."""
+    if spec is None:
+        if any(k.startswith("features.") for k in tensors):
+            raise ExportError(f"{root / WEIGHTS}: feature tensors without a 'features' entry in {CONFIG}")
+        return None
+    where = f"{root / WEIGHTS}"
+    if kind != "lgbm" or not isinstance(spec, dict):
+        raise ExportError(f"{root / CONFIG}: a feature map belongs to a LightGBM head only")
+    cols = tensors.get("features.columns")
+    if cols is None or cols.ndim != 1 or len(cols) != spec.get("raw_columns"):
+        raise ExportError(f"{where}: features.columns is missing or does not hold {spec.get('raw_columns')!r} columns")
+    columns = cols.astype(np.int64)
+    if not np.array_equal(columns, cols) or (len(columns) and (columns.min() < 0 or columns.max() >= dim or np.any(np.diff(columns) <= 0))):
+        raise ExportError(f"{where}: features.columns must be increasing column numbers below {dim}")
+    proj = None
+    if spec.get("pca_dims"):
+        w, off = tensors.get("features.pca.weight"), tensors.get("features.pca.offset")
+        r = spec["pca_dims"]
+        if w is None or off is None or w.shape != (dim, r) or off.shape != (r,):
+            raise ExportError(f"{where}: features.pca.weight/offset missing or not of shape ({dim}, {r}) / ({r},)")
+        # Stored as float64 copies of the probe's float32 arrays: the round trip is exact.
+        proj = Projection(w.astype(np.float32), off.astype(np.float32), float("nan"))
+    if not len(columns) and proj is None:
+        raise ExportError(f"{root / CONFIG}: the feature map keeps no column")
+    return PartFeatures(columns, proj)
 
 
 def thresholds_for(config: Mapping, n: int) -> np.ndarray:
@@ -535,7 +604,7 @@ def evaluate_export(cache: EmbeddingCache, layer: int, plan: ExportPlan, exclude
     calibrator, thresholds = (None, None) if kind == "multiclass" else fit_inner(
         probe, X, y, prepared.groups, kind, calibrate=plan.calibrate, tune=plan.tune and plan.thresholds is None, seed=plan.protocol.seed)
     thresholds = plan.thresholds if plan.thresholds is not None else (None if thresholds is None else tuple(float(v) for v in thresholds))
-    return Evaluated(clone(probe).fit(X, y), calibrator, thresholds, prepared, row, outcome)
+    return Evaluated(fit_probe(clone(probe), X, y, prepared.groups), calibrator, thresholds, prepared, row, outcome)
 
 
 def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, task: str | TaskSpec | None = None, target: str | None = None,

@@ -12,7 +12,6 @@ params, protocol, seed) gives the same folds and the same numbers wherever it is
 
 from __future__ import annotations
 
-import inspect
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from probekit.identity import file_sha256
 from probekit.manifest import Manifest, read_manifest
 from probekit.probe.calibration import calibrate_proba, fit_inner
 from probekit.probe.metrics import bootstrap_ci, compute_metrics
+from probekit.probe.probes import accepts, fit_probe
 from probekit.probe.splits import make_folds
 from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec, build_targets
 from probekit.results import SCHEMA_VERSION, now_iso
@@ -266,18 +266,6 @@ class LayerOutcome:
     seconds: float
 
 
-def _accepts(fn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _fit(est, X, y, groups):
-    """``est.fit`` with the training rows' speakers for probes that split by speaker inside (early stopping)."""
-    return est.fit(X, y, groups=groups) if _accepts(est.fit, "groups") else est.fit(X, y)
-
-
 def _aligned(est, proba: np.ndarray, n_classes: int, kind: str) -> np.ndarray:
     """``predict_proba`` columns spread over every class index (a class absent from training gets 0)."""
     if kind == "multilabel":
@@ -296,13 +284,13 @@ def fold_probabilities(probe, X: np.ndarray, y: np.ndarray, folds, groups: np.nd
     """
     if hasattr(probe, "fold_proba"):
         est = clone(probe)
-        kw = {"groups": groups} if _accepts(est.fold_proba, "groups") else {}
+        kw = {"groups": groups} if accepts(est.fold_proba, "groups") else {}
         probas = est.fold_proba(X, y, folds, **kw)
         reports = list(getattr(est, "fold_reports_", None) or [{} for _ in folds])
         return [np.asarray(p, dtype=np.float64) for p in probas], reports
     probas, reports = [], []
     for train, test in folds:
-        est = _fit(clone(probe), X[train], y[train], groups[train])
+        est = fit_probe(clone(probe), X[train], y[train], groups[train])
         probas.append(_aligned(est, est.predict_proba(X[test]), n_classes, kind))
         reports.append(dict(getattr(est, "report_", None) or {}))
     return probas, reports

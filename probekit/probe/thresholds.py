@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import precision_recall_curve
 
+from probekit.probe.probes import fit_probe
 from probekit.probe.splits import make_folds
 
 
@@ -47,7 +48,7 @@ def inner_scores(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: 
         yt = y[train]
         if kind == "binary" and yt.min() == yt.max():
             continue
-        est = clone(probe).fit(X[train], yt)
+        est = fit_probe(clone(probe), X[train], yt, groups[train])
         scores[val] = positive_scores(kind, est.predict_proba(X[val])).reshape(len(val), k)
     return scores
 

@@ -48,6 +48,21 @@ def probe_params(name: str, exact: bool = False) -> dict[str, object]:
     return {k: p.default for k, p in sig.parameters.items() if k != "self"}
 
 
+def accepts(fn, name: str) -> bool:
+    """Whether callable ``fn`` takes a parameter ``name`` (False where its signature cannot be read)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def fit_probe(est, X, y, groups):
+    """``est.fit(X, y)``, with the rows' speakers ``groups`` ``(n,)`` for probes that split by speaker inside
+    (early stopping on held-out speakers). Every fit of a probe on a training part goes through here, so a
+    probe is fitted the same way for a fold, an inner fold and an export."""
+    return est.fit(X, y, groups=groups) if accepts(est.fit, "groups") else est.fit(X, y)
+
+
 def make_probe(name: str, exact: bool = False, **params):
     """An unfitted probe ``name`` (a key of :data:`PROBES`) with ``params``; ``exact``: the reference
     estimator of :data:`EXACT_PROBES` instead of the fast path. Clear errors for unknown names."""
@@ -64,6 +79,8 @@ __all__ = [
     "EXACT_PROBES",
     "make_probe",
     "probe_params",
+    "fit_probe",
+    "accepts",
     "FastLogReg",
     "FastMLPProbe",
     "FastLGBMProbe",
