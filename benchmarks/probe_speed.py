@@ -53,7 +53,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_speed import LABELS, make_cache, peak_rss_mb  # noqa: E402
+from sweep_speed import LABELS, draw_targets, make_cache, peak_rss_mb, target_model  # noqa: E402
 
 PROBES = ("logreg", "mlp", "lgbm")
 LAYERS = 25
@@ -75,9 +75,7 @@ def make_hard_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: 
     offsets = rng.normal(size=(layers, n_spk, 32)).astype(np.float32) * spectrum[:32]
     signal_dirs = rng.normal(size=(layers, 8, dim)).astype(np.float32) / np.sqrt(dim)
     strength = np.exp(-0.5 * ((np.arange(layers) - layers // 2) / max(1, layers / 4)) ** 2).astype(np.float32)
-    U = rng.normal(size=(8, n_labels)).astype(np.float32)
-    thr = np.quantile(rng.normal(size=100_000) * 1.06, 1 - np.linspace(0.04, 0.30, n_labels))
-    ub = rng.normal(size=8).astype(np.float32)
+    targets = target_model(rng, n_labels)
     speaker = np.arange(n) % n_spk
     ids = [f"seg{i:06d}" for i in range(n)]
     w = CacheWriter(path, ids, layers, dim, dtype="float16")
@@ -93,10 +91,9 @@ def make_hard_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: 
             base[:, :32] += offsets[la, spk]
             sig = (Z * (0.15 + strength[la])) @ signal_dirs[la] * (spectrum[0] / 3) * np.sqrt(dim)
             block[:, la] = base @ R[la] + sig
-        L = Z @ U + rng.normal(size=(r, n_labels)).astype(np.float32)
-        has = L / np.sqrt(8) > thr
-        labels += [";".join(f"emo{j:02d}" for j in np.flatnonzero(h)) or "none" for h in has]
-        binary += list(np.where(Z @ ub / np.sqrt(8) + 0.6 * rng.normal(size=r) > 0.5, "negative", "other"))
+        block_labels, block_binary = draw_targets(Z, targets, rng)
+        labels += block_labels
+        binary += block_binary
         w.write_rows(np.arange(lo, lo + r), block, np.zeros(r, dtype=np.float32))
     meta = {"speaker": [f"spk{s:05d}" for s in speaker], "labels": labels, "negative": binary}
     return w.finalize(meta, {"encoder": f"synthetic-hard-{n}"})
