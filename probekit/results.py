@@ -42,9 +42,9 @@ Optional fields (absent from older documents; readers must not require them):
 outer folds of its nested CV; ``config`` is its SweepSpec plus the cache paths; each row adds
 ``best_params``, ``fold_params``, ``inner_score`` and ``n_candidates``; a top-level ``sweep`` block
 holds cells computed/reused, the store path, the candidates and the nested-CV protocol. Its
-``ci_low``/``ci_high`` and the ``value`` of ROC-AUC and PR-AUC are ``null`` (it keeps counts, not
-per-row predictions), and so are the pooled count-based values, ``confusion_matrix`` and
-``per_label`` of a sweep resumed from a store that predates counts.
+``mean``/``std`` are over the outer cells at the selected parameters; ``value``, ``ci_low``/``ci_high``,
+``confusion_matrix``, ``per_label``, the tied sets and ``calibration`` come from out-of-fold
+predictions refitted at each outer fold's selected parameters (written to ``oof/`` as ``probe`` does).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 import probekit.probe.sweep as sw
 from probekit.cache import EmbeddingCache
-from probekit.probe.metrics import SCALAR_METRICS
+from probekit.oof import load_oof
+from probekit.probe.metrics import SCALAR_METRICS, compute_metrics
 from probekit.results import load_results, validate_results
 from probekit.probe.store import ResultStore, StoreError, params_key
 from probekit.probe.evaluate import prepare
@@ -55,7 +56,7 @@ def test_planted_layer_is_best_and_outputs_are_written(cache, tmp_path, task):
     assert all(_mean(best, h) > _mean(r, h) + 0.05 for r in res.rows if r is not best)
     assert [(b["layer"], b["value"]) for b in res.best] == [(1, _mean(best, h))]
     paths = write_outputs(res, tmp_path)
-    assert set(paths) == {"results.json", "results.csv", "sweep_layers.csv", "layer_curve.png"}
+    assert set(paths) == {"results.json", "results.csv", "sweep_layers.csv", "layer_curve.png", "oof/synthetic-0__logreg-fast.npz"}
     doc = load_results(paths["results.json"])
     assert doc["best"][0]["layer"] == 1 and doc["headline"] == {"metric": h, "aggregate": "mean"}
     assert len(paths["results.csv"].read_text().splitlines()) == 1 + len(res.rows)
@@ -102,28 +103,37 @@ def test_sweep_results_json_is_a_probe_results_document(cache, tmp_path, task):
             scores = np.array([r["scores"][name] for r in outer], dtype=float)
             assert stats["mean"] == pytest.approx(scores.mean(), abs=1e-12), name
             assert stats["std"] == pytest.approx(scores.std(), abs=1e-12), name  # ddof=0, as probe
-            assert stats["ci_low"] is None and stats["ci_high"] is None  # no speaker bootstrap in a sweep
+            if stats["value"] is not None:  # the speaker bootstrap of the out-of-fold predictions
+                assert stats["ci_low"] <= stats["ci_high"], name
         weighted = lambda name: float(np.dot([r["scores"][name] for r in outer], n_test) / n_test.sum())  # noqa: E731
+        oof = load_oof(tmp_path / "oof" / "synthetic-0__logreg-fast.npz")
+        i = oof.layer_index(row["layer"])
+        pooled = compute_metrics(task, oof.y_true, oof.pred[i], oof.score(row["layer"]), oof.classes)
+        for name, stats in row["metrics"].items():  # value: pooled over the out-of-fold file, as probe's
+            assert stats["value"] == pytest.approx(pooled[name], abs=1e-6, nan_ok=True), name
         if task == "binary":
-            assert row["metrics"]["accuracy"]["value"] == pytest.approx(weighted("accuracy"), abs=1e-12)
-            assert row["metrics"]["roc_auc"]["value"] is None and row["metrics"]["pr_auc"]["value"] is None
+            assert row["metrics"]["accuracy"]["value"] == pytest.approx(weighted("accuracy"), abs=0.02)
+            assert 0 < row["metrics"]["roc_auc"]["value"] <= 1 and 0 < row["metrics"]["pr_auc"]["value"] <= 1
             assert 0 <= row["metrics"]["f1"]["value"] <= 1
         if task == "multiclass":
             cm = np.array(row["confusion_matrix"])
             assert cm.shape == (3, 3)
             assert cm.sum(1).tolist() == np.bincount(y, minlength=3).tolist()  # rows = truth, classes in task order
-            assert row["metrics"]["accuracy"]["value"] == pytest.approx(weighted("accuracy"), abs=1e-12)
+            # logreg-fast's stored outer cells and its refit are two solves of one problem: a row or two
+            # on the decision boundary of a noise layer may fall the other way.
+            assert row["metrics"]["accuracy"]["value"] == pytest.approx(weighted("accuracy"), abs=0.02)
             assert row["metrics"]["uar"]["value"] == pytest.approx(np.mean(np.diag(cm) / cm.sum(1)), abs=1e-12)
         if task == "multilabel":
             assert list(row["per_label"]) == list(targets.classes)
             assert [row["per_label"][lab]["support"] for lab in targets.classes] == y.sum(0).tolist()
             for name in ("hamming_loss", "subset_accuracy", "lrap"):
-                assert row["metrics"][name]["value"] == pytest.approx(weighted(name), abs=1e-12), name
+                assert row["metrics"][name]["value"] == pytest.approx(weighted(name), abs=0.02), name
 
 
-def test_store_without_counts_still_loads_and_reports_none(cache, tmp_path):
+def test_store_without_counts_still_loads(cache, tmp_path):
     """A results.jsonl written before outer cells kept their confusion counts is reused as is: the
-    document still validates; the count-based pooled values and the confusion matrix are None."""
+    document still validates; the pooled values and the confusion matrix come from the out-of-fold
+    refit, so they equal a fresh run's."""
     spec = _spec(task="multiclass", **TASKS["multiclass"])
     fresh = run_sweep([cache], spec, tmp_path)
     store = tmp_path / "results.jsonl"
@@ -134,13 +144,14 @@ def test_store_without_counts_still_loads_and_reports_none(cache, tmp_path):
     write_outputs(old, tmp_path)
     doc = load_results(tmp_path / "results.json")
     for a, b in zip(fresh.rows, doc["rows"]):
-        assert b["confusion_matrix"] is None and a["confusion_matrix"] is not None
-        assert b["metrics"]["uar"]["value"] is None
+        assert b["confusion_matrix"] == a["confusion_matrix"] and a["confusion_matrix"] is not None
+        assert b["metrics"]["uar"]["value"] == pytest.approx(a["metrics"]["uar"]["value"], abs=1e-12)
         assert b["metrics"]["uar"]["mean"] == pytest.approx(a["metrics"]["uar"]["mean"], abs=1e-12)
 
 
 def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkeypatch):
-    """Instrument every fit: selection fits and scores only rows of the outer training part."""
+    """Instrument every fit: selection fits and scores only rows of the outer training part; each outer
+    cell, and its refit for the out-of-fold file, trains on outer fold k's training rows and predicts its test rows."""
     calls = []
 
     class Recorder:
@@ -174,7 +185,8 @@ def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkey
     outer_tests = [set(fold_rows(table, f"o{k}")[1].tolist()) for k in range(table.shape[0])]
     pairs = list(zip(calls[::2], calls[1::2]))
     n_inner = len(candidate_params(spec)) * sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
-    assert len(pairs) == n_inner + table.shape[0] == res.computed
+    K = table.shape[0]
+    assert len(pairs) == n_inner + 2 * K and res.computed == n_inner + K
     per_outer = [len(candidate_params(spec)) * (int(table[k].max()) + 1) for k in range(table.shape[0])]
     owner = [k for k, m in enumerate(per_outer) for _ in range(m)]  # cells run outer fold by outer fold
     for i, ((_, fit_rows), (_, pred_rows)) in enumerate(pairs):
@@ -182,8 +194,8 @@ def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkey
             k = owner[i]
             assert fit_rows and pred_rows
             assert not (fit_rows | pred_rows) & outer_tests[k], f"selection for outer fold {k} touched its test rows"
-        else:
-            k = i - n_inner
+        else:  # the outer cells, then the out-of-fold refit
+            k = (i - n_inner) % K
             assert pred_rows == outer_tests[k]
             assert not fit_rows & outer_tests[k]
 

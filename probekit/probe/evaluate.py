@@ -25,6 +25,7 @@ from probekit.cache import EmbeddingCache
 from probekit.choices import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, Protocol
 from probekit.identity import file_sha256
 from probekit.manifest import Manifest, read_manifest
+from probekit.oof import OOFPredictions
 from probekit.probe.calibration import calibrate_proba, fit_inner
 from probekit.probe.metrics import bootstrap_ci, compute_metrics
 from probekit.probe.probes import accepts, fit_probe
@@ -41,6 +42,7 @@ __all__ = [
     "prepare",
     "read_X",
     "evaluate_layer",
+    "oof_predictions",
     "layer_row",
     "best_rows",
     "fold_mean_std",
@@ -296,9 +298,27 @@ def fold_probabilities(probe, X: np.ndarray, y: np.ndarray, folds, groups: np.nd
     return probas, reports
 
 
+def _per_fold_probabilities(probes: list, X: np.ndarray, y: np.ndarray, folds, groups: np.ndarray, kind: str, n_classes: int) -> tuple[list, list]:
+    """:func:`fold_probabilities` with estimator ``probes[k]`` for fold ``k``: folds that share one
+    estimator object are solved in one call, so a batched probe still solves them together."""
+    probas: list = [None] * len(folds)
+    reports: list = [None] * len(folds)
+    shared: dict[int, list[int]] = {}
+    for k, est in enumerate(probes):
+        shared.setdefault(id(est), []).append(k)
+    for ks in shared.values():
+        p, r = fold_probabilities(probes[ks[0]], X, y, [folds[k] for k in ks], groups, kind, n_classes)
+        for k, pk, rk in zip(ks, p, r):
+            probas[k], reports[k] = pk, rk
+    return probas, reports
+
+
 def evaluate_layer(prepared: Prepared, X: np.ndarray, probe, tune: bool = False, calibrate: str | None = None) -> LayerOutcome:
     """Out-of-fold predictions of ``probe`` (an unfitted estimator) on ``X`` ``(n, dim)`` (or ``(n, L, dim)``
     for a probe over all layers) under ``prepared``'s folds.
+
+    ``probe`` may also be a list with one unfitted estimator per outer fold (a sweep's per-fold choice
+    of parameters); folds given the same object are solved together.
 
     ``calibrate``: ``None``, ``"temperature"`` or ``"isotonic"``: a calibration map per outer fold, fitted on
     inner speaker folds of its training part only (binary and multilabel). ``tune``: F1-optimal thresholds
@@ -307,18 +327,21 @@ def evaluate_layer(prepared: Prepared, X: np.ndarray, probe, tune: bool = False,
     t0 = time.perf_counter()
     kind, y, groups = prepared.kind, prepared.targets.y, prepared.groups
     n_classes = len(prepared.targets.classes)
-    probas, reports = fold_probabilities(probe, X, y, prepared.folds, groups, kind, n_classes)
+    per_fold = list(probe) if isinstance(probe, (list, tuple)) else [probe] * len(prepared.folds)
+    if len(per_fold) != len(prepared.folds):
+        raise ValueError(f"{len(per_fold)} estimators for {len(prepared.folds)} folds")
+    probas, reports = _per_fold_probabilities(per_fold, X, y, prepared.folds, groups, kind, n_classes)
     n = len(prepared.rows)
     width = 1 if kind == "binary" else n_classes
     proba = np.full((n, width), np.nan)
     pred = np.zeros((n, n_classes) if kind == "multilabel" else n, dtype=np.int64)
     thresholds: list | None = [] if tune and kind != "multiclass" else None
-    for (train, test), p in zip(prepared.folds, probas):
+    for (train, test), p, est in zip(prepared.folds, probas, per_fold):
         if kind == "multiclass":
             proba[test] = p
             pred[test] = p.argmax(1)
             continue
-        cal, thr = fit_inner(probe, X[train], y[train], groups[train], kind, calibrate=calibrate, tune=tune, seed=prepared.protocol.seed)
+        cal, thr = fit_inner(est, X[train], y[train], groups[train], kind, calibrate=calibrate, tune=tune, seed=prepared.protocol.seed)
         if cal is not None:
             p = calibrate_proba(cal, kind, p)
         thr = np.full(width, 0.5) if thr is None else thr
@@ -329,6 +352,17 @@ def evaluate_layer(prepared: Prepared, X: np.ndarray, probe, tune: bool = False,
         decided = (score >= thr[None, :]).astype(np.int64)
         pred[test] = decided[:, 0] if kind == "binary" else decided
     return LayerOutcome(proba=proba, pred=pred, thresholds=thresholds, reports=reports, seconds=time.perf_counter() - t0)
+
+
+def oof_predictions(prepared: Prepared, probe: str, outcomes: Mapping[int, LayerOutcome]) -> OOFPredictions:
+    """One (encoder, probe)'s out-of-fold file content (:mod:`probekit.oof`) from its per-layer outcomes
+    (layer -> :class:`LayerOutcome`; layer ``-1``: a probe over all layers), layers ascending."""
+    layers = sorted(outcomes)
+    return OOFPredictions(
+        encoder=prepared.encoder, probe=probe, kind=prepared.kind, classes=prepared.targets.classes, ids=prepared.ids,
+        speaker=prepared.groups, fold=prepared.fold_of(), y_true=prepared.targets.y, layers=np.array(layers),
+        proba=np.stack([outcomes[la].proba for la in layers]), pred=np.stack([outcomes[la].pred for la in layers]),
+    )
 
 
 # ------------------------------------------------------------------------------------ summarising

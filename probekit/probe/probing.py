@@ -27,6 +27,7 @@ from probekit.probe.evaluate import (
     encoder_names,
     evaluate_layer,
     layer_row,
+    oof_predictions,
     prepare,
     read_X,
     results_document,
@@ -163,15 +164,6 @@ def _run_units(units, plans, config, params, progress: Progress) -> Iterator[tup
         yield i, la, out
 
 
-def _oof(prepared: Prepared, probe: str, outcomes: dict[int, LayerOutcome]) -> OOFPredictions:
-    layers = sorted(outcomes)
-    return OOFPredictions(
-        encoder=prepared.encoder, probe=probe, kind=prepared.kind, classes=prepared.targets.classes, ids=prepared.ids,
-        speaker=prepared.groups, fold=prepared.fold_of(), y_true=prepared.targets.y, layers=np.array(layers),
-        proba=np.stack([outcomes[la].proba for la in layers]), pred=np.stack([outcomes[la].pred for la in layers]),
-    )
-
-
 def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeResults:
     """Probe every (cache, layer, probe) of ``config``; write the output folder if ``config.out`` is set.
 
@@ -215,7 +207,7 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
                 rows[-1].update(_layer_weights(outcome))
     order = {(p.encoder, name): k for k, (p, _l) in enumerate(plans) for name in config.probes}
     rows.sort(key=lambda r: (order[(r["encoder"], r["probe"])], config.probes.index(r["probe"]), r["layer"]))
-    oof = {(plans[i][0].encoder, name): _oof(plans[i][0], name, per_layer) for (i, name), per_layer in outcomes.items()}
+    oof = {(plans[i][0].encoder, name): oof_predictions(plans[i][0], name, per_layer) for (i, name), per_layer in outcomes.items()}
 
     cfg = asdict(config)
     cfg.pop("out")

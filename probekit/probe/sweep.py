@@ -37,12 +37,19 @@ from probekit.probe.evaluate import (
     best_rows,
     cache_entry,
     encoder_names,
+    evaluate_layer,
     fold_mean_std,
     fold_probabilities,
+    layer_row,
+    oof_predictions,
     pooled_extras,
     prepare,
+    read_X,
     results_document,
 )
+from probekit.oof import OOFPredictions
+from probekit.probe.calibration import annotate_calibration
+from probekit.probe.compare import annotate_results
 from probekit.probe.metrics import confusion_counts, confusion_metrics, resampled_point
 from probekit.probe.probes import PROBES, make_probe, probe_params
 from probekit.results import load_results, write_csv, write_results
@@ -87,6 +94,8 @@ class SweepSpec:
     ranges: ``(("C", 1e-3, 1e2, "log"), ...)`` with ``trials > 0``: random search, ``trials`` draws.
     layers: hidden-state indices, or ``None`` for all. cv: outer protocol (``speaker-kfold``,
     ``loso`` or ``split``); inner selection always uses ``inner_folds`` speaker-grouped folds.
+    bootstrap: speaker resamples of the out-of-fold predictions for the 95% intervals and the tied
+    layers (0 = neither), as ``probe --bootstrap``.
     """
 
     task: str
@@ -105,6 +114,7 @@ class SweepSpec:
     seed: int = 0
     metric: str | None = None
     manifest: str | None = None
+    bootstrap: int = 1000
 
     def headline(self) -> str:
         return self.metric or HEADLINE[self.task]
@@ -133,6 +143,8 @@ class SweepSpec:
         for name, value in (("outer_folds", self.outer_folds), ("inner_folds", self.inner_folds)):
             if value < 2:
                 out.append(f"{name} must be at least 2, not {value}")
+        if self.bootstrap < 0:
+            out.append(f"bootstrap must be 0 (none) or more resamples, not {self.bootstrap}")
         h = self.headline()
         if h not in SCALAR_METRICS[self.task] or h in LOWER_IS_BETTER:
             ok = [m for m in SCALAR_METRICS[self.task] if m not in LOWER_IS_BETTER]
@@ -416,6 +428,8 @@ class SweepResult:
     selected candidate's mean inner score) and ``n_candidates``.
     ``caches``: the document's cache entries; ``classes``: the task's classes (the same for every cache).
     ``computed`` / ``reused``: cells computed in this run / found in the store.
+    ``oof``: per (encoder, probe) the out-of-fold predictions at each outer fold's selected parameters
+    (see :func:`_refit_rows`), from which the rows' pooled values, intervals and tied sets come.
     """
 
     rows: list[dict]
@@ -426,6 +440,7 @@ class SweepResult:
     spec: SweepSpec
     caches: list[dict] = field(default_factory=list)
     classes: tuple[str, ...] = ()
+    oof: list[OOFPredictions] = field(default_factory=list)
 
     @property
     def best(self) -> list[dict]:
@@ -581,8 +596,32 @@ def _select(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[dict[
     return chosen, inner_best
 
 
-def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> list[dict]:
-    """All of one cache's cells, then its results rows (one per layer)."""
+def _refit(spec: SweepSpec, work: _CacheWork, chosen: dict[int, list[dict]]) -> tuple[dict[int, dict], OOFPredictions]:
+    """Each layer's out-of-fold predictions at its outer folds' selected parameters, through the core
+    ``probe`` uses (:func:`~probekit.probe.evaluate.evaluate_layer`): outer fold k gets a fresh probe
+    with fold k's choice, fitted on fold k's training rows, the outer cell the store scored. The
+    store keeps no per-row scores, so this is one more fit per outer fold and layer.
+
+    Returns per layer the :func:`~probekit.probe.evaluate.layer_row` of those predictions (pooled
+    values, speaker-bootstrap intervals, extras) and the (encoder, probe)'s :class:`OOFPredictions`.
+    """
+    prepared = work.prepared
+    outcomes, core_rows = {}, {}
+    for la in work.layers:
+        probes: dict[str, object] = {}
+        for p in chosen[la]:  # one object per distinct choice: its folds are solved together
+            probes.setdefault(params_key(p), make_probe(spec.probe, **p))
+        outcomes[la] = evaluate_layer(prepared, read_X(prepared, la), [probes[params_key(p)] for p in chosen[la]])
+        core_rows[la] = layer_row(prepared, la, spec.probe, outcomes[la], n_boot=spec.bootstrap)
+    return core_rows, oof_predictions(prepared, spec.probe, outcomes)
+
+
+def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[list[dict], OOFPredictions]:
+    """All of one cache's cells, then its results rows (one per layer) and out-of-fold predictions.
+
+    A row's ``mean``/``std`` are over the stored outer cells (the nested CV's scores, which rank the
+    layers); its pooled ``value``, ``ci_low``/``ci_high`` and ``confusion_matrix``/``per_label`` come
+    from the out-of-fold predictions of :func:`_refit`, as ``probe`` computes them."""
     spec, K = run.spec, work.table.shape[0]
     # Phase 1: inner cells of every outer fold, for every candidate. logreg-fast also solves every
     # candidate's outer cells in the same batch: a second pass over the layer for the few chosen ones
@@ -597,17 +636,22 @@ def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> list[d
     chosen, inner_best = _select(run, work, params_list)
     # Phase 2: each outer fold at its chosen parameters.
     _run_phase(run, work, {la: [(chosen[la][k], f"o{k}") for k in range(K)] for la in work.layers})
+    core_rows, oof = _refit(spec, work, chosen)
     rows = []
     for la in work.layers:
         outer = [run.store.get(work.key(spec.probe, la, chosen[la][k], f"o{k}")) for k in range(K)]
         metrics, extras = outer_summary(spec.task, work.prepared.targets.classes, outer)
+        core = core_rows[la]
+        for name, stats in metrics.items():
+            stats.update({k: core["metrics"][name][k] for k in ("value", "ci_low", "ci_high")})
+        extras = {k: core[k] for k in extras}
         counts = Counter(params_key(p) for p in chosen[la])
         best = next(p for p in chosen[la] if params_key(p) == counts.most_common(1)[0][0])
         rows.append({
             "encoder": work.prepared.encoder, "layer": la, "probe": spec.probe, "n_folds": K, "metrics": metrics, **extras,
             "best_params": best, "fold_params": chosen[la], "inner_score": _finite_mean(inner_best[la]), "n_candidates": len(params_list),
         })
-    return rows
+    return rows, oof
 
 
 def run_sweep(
@@ -646,14 +690,17 @@ def run_sweep(
     run.progress.start(sum(len(w.layers) * (len(params_list) * (sum(w.n_inner) + (w.table.shape[0] if outer_too else 0)) + w.table.shape[0])
                            for w in works))
     rows: list[dict] = []
+    oofs: list[OOFPredictions] = []
     try:
         for w in works:
-            rows += _sweep_cache(run, w, params_list)
+            cache_rows, oof = _sweep_cache(run, w, params_list)
+            rows += cache_rows
+            oofs.append(oof)
     finally:
         store.close()
     return SweepResult(
         rows=rows, headline=spec.headline(), computed=run.computed, reused=run.reused, store=store.path, spec=spec,
-        caches=[cache_entry(w.prepared) for w in works], classes=works[0].prepared.targets.classes if works else (),
+        caches=[cache_entry(w.prepared) for w in works], classes=works[0].prepared.targets.classes if works else (), oof=oofs,
     )
 
 
@@ -668,8 +715,11 @@ def sweep_document(result: SweepResult) -> dict:
     and the nested-CV protocol (``cv``, ``outer_folds``, ``inner_folds``).
 
     ``headline.aggregate`` is ``"mean"``: a sweep ranks layers by the mean over outer folds (its layer
-    curve), so ``best[].value`` is that mean. ``config`` is the :class:`SweepSpec` plus the cache paths;
-    ``seeds.bootstrap_seed`` is ``None``: a sweep draws no bootstrap.
+    curve), so ``best[].value`` is that mean. ``config`` is the :class:`SweepSpec` plus the cache paths.
+    As in ``probe``, the out-of-fold predictions (``result.oof``) add the tied sets and encoder
+    comparison (:func:`probekit.probe.compare.annotate_results`: rows' ``tied_with_best``/``p_vs_best``,
+    ``best[].tied``/``comparison``) and calibration (:func:`probekit.probe.calibration.annotate_calibration`),
+    from ``spec.bootstrap`` speaker resamples seeded by ``seeds.bootstrap_seed`` (``None`` when 0).
     """
     spec = result.spec
     config = {**asdict(spec), "caches": [c["path"] for c in result.caches]}
@@ -677,13 +727,17 @@ def sweep_document(result: SweepResult) -> dict:
         "cells_computed": result.computed, "cells_reused": result.reused, "store": str(result.store),
         "candidates": candidate_params(spec), "cv": spec.cv, "outer_folds": spec.outer_folds, "inner_folds": spec.inner_folds,
     }
-    return results_document(spec.task_spec(), result.classes, "mean", config, spec.seed, result.caches, result.rows,
-                            metric=result.headline, extra={"sweep": block})
+    doc = results_document(spec.task_spec(), result.classes, "mean", config, spec.seed, result.caches, result.rows,
+                           metric=result.headline, extra={"sweep": block})
+    doc["seeds"]["bootstrap_seed"] = spec.seed if spec.bootstrap > 0 else None
+    doc = annotate_results(doc, result.oof, n_boot=spec.bootstrap, seed=spec.seed)
+    return annotate_calibration(doc, result.oof)
 
 
 def write_outputs(result: SweepResult, out: str | Path) -> dict[str, Path]:
     """Write the sweep's output folder (:func:`probekit.report.outputs.write_sweep_outputs`) from
-    :func:`sweep_document`; the store ``results.jsonl`` beside it is kept. Returns file name -> path."""
+    :func:`sweep_document`, with the out-of-fold files ``oof/<encoder>__<probe>.npz`` (:mod:`probekit.oof`);
+    the store ``results.jsonl`` beside it is kept. Returns file name -> path."""
     from probekit.report.outputs import write_sweep_outputs
 
-    return write_sweep_outputs(sweep_document(result), Path(out))
+    return write_sweep_outputs(sweep_document(result), Path(out), oof=result.oof)

@@ -88,13 +88,13 @@ def _write_layer_csv(doc: dict, path: Path) -> Path:
     return path
 
 
-def write_sweep_outputs(doc: dict, out: Path) -> dict[str, Path]:
+def write_sweep_outputs(doc: dict, out: Path, oof: Iterable = ()) -> dict[str, Path]:
     """Write a sweep's ``results.json`` (validated), ``results.csv`` (``probe``'s one line per row with every
-    metric's stats), ``sweep_layers.csv`` and ``layer_curve.png`` into ``out``, after removing the previous
-    run's files (the cell store ``results.jsonl`` is not one of them).
+    metric's stats), ``sweep_layers.csv``, ``layer_curve.png`` and ``oof/*.npz`` into ``out``, after removing
+    the previous run's files (the cell store ``results.jsonl`` is not one of them).
 
-    ``probe``'s ``report.md`` and plots are not written: they present pooled values with speaker-bootstrap
-    intervals and ``probe``'s protocol, which a sweep's document does not carry.
+    ``probe``'s ``report.md`` and plots are not written: they describe ``probe``'s protocol (one fixed
+    parameter set, layers ranked by the pooled value), not a nested sweep's.
     """
     from probekit.report.plots import plot_sweep_curve
     from probekit.results import load_results
@@ -107,5 +107,8 @@ def write_sweep_outputs(doc: dict, out: Path) -> dict[str, Path]:
     files["results.csv"] = write_csv(doc, out / "results.csv")
     files["sweep_layers.csv"] = _write_layer_csv(doc, out / "sweep_layers.csv")
     files["layer_curve.png"] = plot_sweep_curve(doc, out / "layer_curve.png")
+    for o in oof:
+        path = save_oof(out / "oof", o)
+        files[f"oof/{path.name}"] = path
     record_outputs(out, files)
     return files
