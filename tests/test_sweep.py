@@ -364,6 +364,15 @@ def test_cli_sweep_runs_and_reports_bad_input(cache, tmp_path):
     assert r.exit_code == 0, r.output
     assert load_results(tmp_path / "results.json")["rows"] and (tmp_path / "layer_curve.png").is_file()
     assert "cells computed" in r.output and "★" in r.output
+    doc = load_results(tmp_path / "results.json")
+    assert doc["rows"][0]["metrics"]["f1"]["ci_low"] is not None and "tied" in doc["best"][0]
+    # --bootstrap 0: no intervals and no tied-layer tests.
+    r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--positive", "neg",
+                            "--param", "C=0.1,1", "--folds", "3", "--inner-folds", "2", "--layers", "0-1", "--bootstrap", "0",
+                            "--out", str(tmp_path / "nb")])
+    assert r.exit_code == 0, r.output
+    doc = load_results(tmp_path / "nb" / "results.json")
+    assert doc["rows"][0]["metrics"]["f1"]["ci_low"] is None and "tied" not in doc["best"][0]
     r = runner.invoke(app, ["sweep", str(cache), "--task", "binary", "--target", "binary", "--param", "C", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "NAME=VALUE" in r.output
 

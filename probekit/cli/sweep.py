@@ -29,7 +29,8 @@ def sweep(
     cv: Annotated[Optional[Protocol], typer.Option(help="Outer protocol.")] = None,
     folds: Annotated[Optional[int], typer.Option(help="Outer speaker-grouped folds.")] = None,
     inner_folds: Annotated[Optional[int], typer.Option(help="Inner speaker-grouped folds for selection.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for folds and random search.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for folds, random search and the bootstrap.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Speaker resamples for the 95% intervals and the tied-layer tests (0 = none; default 1000).")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="Labelling manifest joined by id (default: the one the cache was extracted from).")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="Local worker processes (default 1).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="local or dask (default local).")] = None,
@@ -49,7 +50,7 @@ def sweep(
     with user_errors("every finished cell is kept in the store (results.jsonl); rerun the same command to resume"):
         loaded = load_sweep_file(file) if file is not None else None
         given = {"task": task.value if task else None, "target": target, "positive": positive, "probe": probe, "trials": trials,
-                 "cv": cv.value if cv else None, "outer_folds": folds, "inner_folds": inner_folds, "seed": seed,
+                 "cv": cv.value if cv else None, "outer_folds": folds, "inner_folds": inner_folds, "seed": seed, "bootstrap": bootstrap,
                  "manifest": str(manifest) if manifest else None, "layers": parse_layers(layers) if layers else None,
                  "grid": parse_grid(param) if param else None, "ranges": parse_range(range_) if range_ else None}
         given = {k: v for k, v in given.items() if v is not None}
