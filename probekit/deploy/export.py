@@ -33,8 +33,7 @@ from probekit.probe.calibration import fit_inner
 from probekit.probe.evaluate import EvalProtocol, Prepared, evaluate_layer, layer_row, prepare, read_X
 from probekit.probe.params import resolve_params
 from probekit.probe.probes import fit_probe, make_probe
-from probekit.probe.probes._fast import Projection
-from probekit.probe.probes.fast_lgbm import FittedTrees, PartFeatures
+from probekit.probe.probes.fast_lgbm import FittedTrees, PartFeatures, Projection
 from probekit.probe.tasks import TaskSpec
 from probekit.results import load_results, strict_json
 

@@ -221,3 +221,6 @@ class FittedTrees:
         if not self.multilabel:
             return np.stack([1 - cols[0], cols[0]], axis=1)
         return np.stack(cols, axis=1)
+
+
+__all__ = ["FastLGBMProbe", "FittedTrees", "PartFeatures", "Projection", "fit_features"]
