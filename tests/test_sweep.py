@@ -151,7 +151,7 @@ def test_store_without_counts_still_loads(cache, tmp_path):
 
 def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkeypatch):
     """Instrument every fit: selection fits and scores only rows of the outer training part; each outer
-    cell, and its refit for the out-of-fold file, trains on outer fold k's training rows and predicts its test rows."""
+    cell (the refit that also gives the out-of-fold file) trains on outer fold k's training rows and predicts its test rows."""
     calls = []
 
     class Recorder:
@@ -186,7 +186,8 @@ def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkey
     pairs = list(zip(calls[::2], calls[1::2]))
     n_inner = len(candidate_params(spec)) * sum(int(table[k].max()) + 1 for k in range(table.shape[0]))
     K = table.shape[0]
-    assert len(pairs) == n_inner + 2 * K and res.computed == n_inner + K
+    # One fit per outer fold: the out-of-fold refit is the outer cell's fit (no second one).
+    assert len(pairs) == n_inner + K and res.computed == n_inner + K
     per_outer = [len(candidate_params(spec)) * (int(table[k].max()) + 1) for k in range(table.shape[0])]
     owner = [k for k, m in enumerate(per_outer) for _ in range(m)]  # cells run outer fold by outer fold
     for i, ((_, fit_rows), (_, pred_rows)) in enumerate(pairs):
@@ -194,8 +195,8 @@ def test_outer_test_fold_is_never_touched_while_choosing(cache, tmp_path, monkey
             k = owner[i]
             assert fit_rows and pred_rows
             assert not (fit_rows | pred_rows) & outer_tests[k], f"selection for outer fold {k} touched its test rows"
-        else:  # the outer cells, then the out-of-fold refit
-            k = (i - n_inner) % K
+        else:  # the outer cells, fitted once by the out-of-fold refit
+            k = i - n_inner
             assert pred_rows == outer_tests[k]
             assert not fit_rows & outer_tests[k]
 

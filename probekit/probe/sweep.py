@@ -34,6 +34,7 @@ from probekit.probe.fastlogreg import decision_batched, fit_batched, preconditio
 from probekit.choices import HEADLINE, LOWER_IS_BETTER, SCALAR_METRICS, Protocol, TaskKind
 from probekit.probe.evaluate import (
     EvalProtocol,
+    LayerOutcome,
     best_rows,
     cache_entry,
     encoder_names,
@@ -309,12 +310,18 @@ class LayerJob:
 
 
 def _cell_result(job: LayerJob, params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> tuple:
+    """``(params, fold, scores, n_test, confusion)`` of one cell of ``job`` (see :func:`cell_result`)."""
+    return cell_result(job.kind, job.classes, params, fold, y_true, y_pred, y_score)
+
+
+def cell_result(kind: str, classes: Sequence[str], params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray,
+                y_score: np.ndarray) -> tuple:
     """``(params, fold, scores, n_test, confusion)`` of one cell. ``confusion``
     (:func:`probekit.probe.metrics.confusion_counts`) only for an outer cell (fold ``o{k}``), else ``None``:
     summed over outer folds it gives the results document's pooled values, confusion matrix and
     per-label scores; inner cells only select parameters."""
-    confusion = confusion_counts(job.kind, y_true, y_pred, len(job.classes)) if "/" not in fold else None
-    return params, fold, cell_metrics(job.kind, y_true, y_pred, y_score, job.classes), len(y_true), confusion
+    confusion = confusion_counts(kind, y_true, y_pred, len(classes)) if "/" not in fold else None
+    return params, fold, cell_metrics(kind, y_true, y_pred, y_score, classes), len(y_true), confusion
 
 
 def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
@@ -567,16 +574,21 @@ def _run_phase(run: _Run, work: _CacheWork, wanted: dict[int, list[tuple[dict, s
             rows = prepared.rows
             jobs.append(LayerJob(work.path, layer, spec.task, spec.probe, rows, work.y, prepared.targets.classes, work.table, missing, prepared.groups))
     for i, results in run_jobs(run_layer_job, jobs, backend=run.backend, n_jobs=run.n_jobs, scheduler=run.scheduler):
-        job = jobs[i]
-        for params, fold, scores, n_test, confusion in results:
-            store.append([{
-                "cache": work.fingerprint, "cache_path": work.path, "encoder": prepared.encoder,
-                "task": work.task_hash, "task_spec": work.task_def, "layer": job.layer, "probe": spec.probe,
-                "params": params, "fold": fold, "scores": scores, "n_test": n_test, "confusion": confusion,
-            }])
-            run.computed += 1
-            run.counted.add(work.key(spec.probe, job.layer, params, fold))
-        run.progress.advance(len(results), f"{prepared.encoder} layer {job.layer}")
+        _record(run, work, jobs[i].layer, results)
+
+
+def _record(run: _Run, work: _CacheWork, layer: int, results: list[tuple]) -> None:
+    """Append computed cells ``[(params, fold, scores, n_test, confusion), ...]`` of ``layer`` to the store."""
+    spec, prepared = run.spec, work.prepared
+    for params, fold, scores, n_test, confusion in results:
+        run.store.append([{
+            "cache": work.fingerprint, "cache_path": work.path, "encoder": prepared.encoder,
+            "task": work.task_hash, "task_spec": work.task_def, "layer": layer, "probe": spec.probe,
+            "params": params, "fold": fold, "scores": scores, "n_test": n_test, "confusion": confusion,
+        }])
+        run.computed += 1
+        run.counted.add(work.key(spec.probe, layer, params, fold))
+    run.progress.advance(len(results), f"{prepared.encoder} layer {layer}")
 
 
 def _select(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[dict[int, list[dict]], dict[int, list[float]]]:
@@ -596,14 +608,15 @@ def _select(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[dict[
     return chosen, inner_best
 
 
-def _refit(spec: SweepSpec, work: _CacheWork, chosen: dict[int, list[dict]]) -> tuple[dict[int, dict], OOFPredictions]:
+def _refit(spec: SweepSpec, work: _CacheWork, chosen: dict[int, list[dict]]) -> tuple[dict[int, dict], OOFPredictions, dict[int, LayerOutcome]]:
     """Each layer's out-of-fold predictions at its outer folds' selected parameters, through the core
     ``probe`` uses (:func:`~probekit.probe.evaluate.evaluate_layer`): outer fold k gets a fresh probe
     with fold k's choice, fitted on fold k's training rows, the outer cell the store scored. The
     store keeps no per-row scores, so this is one more fit per outer fold and layer.
 
     Returns per layer the :func:`~probekit.probe.evaluate.layer_row` of those predictions (pooled
-    values, speaker-bootstrap intervals, extras) and the (encoder, probe)'s :class:`OOFPredictions`.
+    values, speaker-bootstrap intervals, extras), the (encoder, probe)'s :class:`OOFPredictions` and the
+    per-layer outcomes.
     """
     prepared = work.prepared
     outcomes, core_rows = {}, {}
@@ -613,7 +626,29 @@ def _refit(spec: SweepSpec, work: _CacheWork, chosen: dict[int, list[dict]]) -> 
             probes.setdefault(params_key(p), make_probe(spec.probe, **p))
         outcomes[la] = evaluate_layer(prepared, read_X(prepared, la), [probes[params_key(p)] for p in chosen[la]])
         core_rows[la] = layer_row(prepared, la, spec.probe, outcomes[la], n_boot=spec.bootstrap)
-    return core_rows, oof_predictions(prepared, spec.probe, outcomes)
+    return core_rows, oof_predictions(prepared, spec.probe, outcomes), outcomes
+
+
+def _outer_cells_from(run: _Run, work: _CacheWork, chosen: dict[int, list[dict]], outcomes: Mapping[int, LayerOutcome]) -> None:
+    """Store each outer cell (fold ``o{k}`` at its chosen parameters) from the refit's predictions on its test
+    rows: the same fit, scores and decisions (0.5, or the most probable class) that a separate cell would have."""
+    prepared = work.prepared
+    kind, classes, y = prepared.kind, prepared.targets.classes, prepared.targets.y
+    for la in work.layers:
+        results = []
+        for k, (_train, test) in enumerate(prepared.folds):
+            key = work.key(run.spec.probe, la, chosen[la][k], f"o{k}")
+            if run.store.has(key):
+                if key not in run.counted:
+                    run.reused += 1
+                    run.counted.add(key)
+                run.progress.advance(1, f"{prepared.encoder} layer {la}: stored cells")
+                continue
+            p = outcomes[la].proba[test]
+            score = p[:, 0] if kind == "binary" else p
+            results.append(cell_result(kind, classes, chosen[la][k], f"o{k}", y[test], outcomes[la].pred[test], score))
+        if results:
+            _record(run, work, la, results)
 
 
 def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[list[dict], OOFPredictions]:
@@ -634,9 +669,13 @@ def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[
         for la in work.layers
     })
     chosen, inner_best = _select(run, work, params_list)
-    # Phase 2: each outer fold at its chosen parameters.
-    _run_phase(run, work, {la: [(chosen[la][k], f"o{k}") for k in range(K)] for la in work.layers})
-    core_rows, oof = _refit(spec, work, chosen)
+    # Phase 2: each outer fold at its chosen parameters. logreg-fast solved every candidate's outer cells
+    # in phase 1, so this only finds them; for other probes the refit that gives the out-of-fold
+    # predictions is that very fit, so its test rows make the outer cells (no second fit).
+    _run_phase(run, work, {la: [(chosen[la][k], f"o{k}") for k in range(K)] for la in work.layers} if spec.probe == "logreg-fast" else {})
+    core_rows, oof, outcomes = _refit(spec, work, chosen)
+    if spec.probe != "logreg-fast":
+        _outer_cells_from(run, work, chosen, outcomes)
     rows = []
     for la in work.layers:
         outer = [run.store.get(work.key(spec.probe, la, chosen[la][k], f"o{k}")) for k in range(K)]
