@@ -641,8 +641,11 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         raise ExportError(f"{len(done.thresholds)} threshold(s) given for {len(names)} output label(s) {names}")
     x = read_X(done.prepared, layer)[:64].astype(np.float64)
     head = head_from_estimator(done.estimator, kind, len(names), cache.dim)
-    if not np.allclose(head.predict_proba(x), predict_proba_columns(done.estimator, x, kind), atol=1e-6, rtol=0):
-        raise ExportError("exported head does not reproduce the fitted probe's probabilities; refusing to export")
+    gap = float(np.max(np.abs(head.predict_proba(x) - predict_proba_columns(done.estimator, x, kind)), initial=0.0))
+    # The fast probes score in float32 (their training precision) and the head in float64: over hundreds of
+    # dimensions that alone moves a probability by a few 1e-6, so the bound is float32's, not float64's.
+    if not gap <= 1e-5:
+        raise ExportError(f"exported head does not reproduce the fitted probe's probabilities (max difference {gap:.2e}); refusing to export")
     attrs = cache.attrs
     config = {
         "probekit_version": _version(),
