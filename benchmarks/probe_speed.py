@@ -38,7 +38,7 @@ runs it (a subprocess, the caller's environment), on the planted 20,630 x 25 x 1
 ``--probe logreg --probe mlp --probe lgbm``, speaker 5-fold, ``--jobs`` workers (``--workload-jobs``,
 default 2), once for the binary task and once for the 11-label one, each under ``/usr/bin/time -v``.
 Printed per run and in total: wall seconds, the largest single process's peak RSS (``time -v``), and
-the peak of the whole process tree's memory (the sum of its processes' PSS, sampled every 0.2 s), with
+the peak of the whole process tree's memory (the sum of its processes' PSS, sampled every second), with
 ``uptime`` before and after. Run it alone: ``flock -x /work/notes/cpu.lock python benchmarks/probe_speed.py --workload``.
 
 Run: ``python benchmarks/probe_speed.py --emodb cache/emodb/whisper-tiny.en.h5``
@@ -265,18 +265,15 @@ def emodb_table(cache_path: str, probes: tuple[str, ...] = PROBES) -> None:
 def _tree_pss_mb(root_pid: int) -> float:
     """The summed proportional set size (MB) of process ``root_pid`` and every descendant (Linux /proc):
     shared pages counted once overall, so the sum is the memory the process tree holds."""
-    parent = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {root_pid}, [root_pid]
-    while frontier:
-        kids = [p for p, pp in parent.items() if pp in frontier and p not in tree]
-        tree.update(kids)
-        frontier = kids
+    tree, frontier = [], [root_pid]
+    while frontier:  # descendants through /proc/PID/task/TID/children: no scan of every process
+        pid = frontier.pop()
+        tree.append(pid)
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                frontier += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
     total = 0
     for pid in tree:
         try:
@@ -292,8 +289,9 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def workload(root: Path, jobs: int) -> None:
-    """The issue's workload through the CLI, measured whole (see the module docstring)."""
+def workload(root: Path, jobs: int, layers: str | None = None, extra: tuple[str, ...] = ()) -> None:
+    """The issue's workload through the CLI, measured whole (see the module docstring); ``layers``
+    (e.g. ``10-13``) runs a subset, ``extra`` are further ``probekit probe`` arguments."""
     path = make_cache(root / f"synthetic_20630x{LAYERS}.h5", 20630, LAYERS)
     probes = [a for name in PROBES for a in ("--probe", name)]
     runs = {
@@ -303,20 +301,22 @@ def workload(root: Path, jobs: int) -> None:
     env = dict(USER_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])] + [p for p in [env.get("PYTHONPATH")] if p])
     print(f"# workload: probekit probe {path} (20,630 x {LAYERS} x 1024 float16), {' '.join(probes)}, speaker-kfold 5, --jobs {jobs}; "
-          f"{os.cpu_count()} cpus", flush=True)
+          f"{os.cpu_count()} cpus; layers {layers or 'all'}{'; ' + ' '.join(extra) if extra else ''}; "
+          f"the caller's OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}", flush=True)
     totals = {"wall": 0.0, "rss": 0.0, "pss": 0.0}
     for kind, task_args in runs.items():
-        out = root / f"workload_{kind}"
-        log = root / f"workload_{kind}.log"
+        tag = f"workload_{kind}_jobs{jobs}" + (f"_layers{layers}" if layers else "") + ("_extra" if extra else "")
+        out, log = root / tag, root / f"{tag}.log"
         cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "probekit", "probe", str(path), *task_args, *probes,
-               "--cv", "speaker-kfold", "--folds", "5", "--seed", "0", "--jobs", str(jobs), "--out", str(out)]
+               "--cv", "speaker-kfold", "--folds", "5", "--seed", "0", "--jobs", str(jobs), "--out", str(out),
+               *(["--layers", layers] if layers else []), *extra]
         before = _uptime()
         peak_pss = 0.0
         with open(log, "w") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
             while proc.poll() is None:
                 peak_pss = max(peak_pss, _tree_pss_mb(proc.pid))
-                time.sleep(0.2)
+                time.sleep(1.0)
         after = _uptime()
         text = log.read_text()
         if proc.returncode != 0:
@@ -352,11 +352,14 @@ def main() -> None:
     ap.add_argument("--emodb", default=None, help="an EmoDB cache (probekit extract, whisper-tiny.en) for the real-data table")
     ap.add_argument("--workload", action="store_true", help="run the issue's whole workload through the CLI (measured, not extrapolated) and stop")
     ap.add_argument("--workload-jobs", type=int, default=2, help="--jobs of the --workload runs")
+    ap.add_argument("--workload-layers", default=None, help="--layers of the --workload runs (default: all 25)")
+    ap.add_argument("--workload-args", default="", help="further probekit probe arguments of the --workload runs, space-separated "
+                    "(e.g. '--param lgbm.n_jobs=2' with --workload-jobs 1 to compare threads with worker processes)")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     if args.workload:
-        workload(root, args.workload_jobs)
+        workload(root, args.workload_jobs, args.workload_layers, tuple(args.workload_args.split()))
         return
     kinds = tuple(args.tasks.split(","))
     probes = tuple(args.probes.split(","))
