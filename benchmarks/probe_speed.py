@@ -33,6 +33,14 @@ are stored under ``--dir``; ``--reuse-plain`` takes them from there, so a change
 re-measured against the same plain fits without paying for them again (the plain times then come from
 the earlier run, and the output says so).
 
+``--workload``: the issue's workload measured whole, not extrapolated: ``probekit probe`` run as a user
+runs it (a subprocess, the caller's environment), on the planted 20,630 x 25 x 1024 float16 cache,
+``--probe logreg --probe mlp --probe lgbm``, speaker 5-fold, ``--jobs`` workers (``--workload-jobs``,
+default 2), once for the binary task and once for the 11-label one, each under ``/usr/bin/time -v``.
+Printed per run and in total: wall seconds, the largest single process's peak RSS (``time -v``), and
+the peak of the whole process tree's memory (the sum of its processes' PSS, sampled every second), with
+``uptime`` before and after. Run it alone: ``flock -x /work/notes/cpu.lock python benchmarks/probe_speed.py --workload``.
+
 Run: ``python benchmarks/probe_speed.py --emodb cache/emodb/whisper-tiny.en.h5``
 """
 
@@ -40,11 +48,14 @@ from __future__ import annotations
 
 import os
 
+USER_ENV = dict(os.environ)  # the --workload CLI runs get the caller's environment, not this script's thread limits
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before numpy/torch load their thread pools
 
 import argparse  # noqa: E402
 import multiprocessing as mp  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -251,6 +262,80 @@ def emodb_table(cache_path: str, probes: tuple[str, ...] = PROBES) -> None:
     print(f"\nLargest |default - exact|: {worst['default']:.2f} points; largest |forced fast - exact|: {worst['fast']:.2f} points.")
 
 
+def _tree_pss_mb(root_pid: int) -> float:
+    """The summed proportional set size (MB) of process ``root_pid`` and every descendant (Linux /proc):
+    shared pages counted once overall, so the sum is the memory the process tree holds."""
+    tree, frontier = [], [root_pid]
+    while frontier:  # descendants through /proc/PID/task/TID/children: no scan of every process
+        pid = frontier.pop()
+        tree.append(pid)
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                frontier += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    total = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def workload(root: Path, jobs: int, layers: str | None = None, extra: tuple[str, ...] = ()) -> None:
+    """The issue's workload through the CLI, measured whole (see the module docstring); ``layers``
+    (e.g. ``10-13``) runs a subset, ``extra`` are further ``probekit probe`` arguments."""
+    path = make_cache(root / f"synthetic_20630x{LAYERS}.h5", 20630, LAYERS)
+    probes = [a for name in PROBES for a in ("--probe", name)]
+    runs = {
+        "binary": ["--task", "binary", "--target", "negative", "--positive", "negative"],
+        "11-label": ["--task", "multilabel", "--target", "labels", "--labels", ",".join(LABELS)],
+    }
+    env = dict(USER_ENV)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])] + [p for p in [env.get("PYTHONPATH")] if p])
+    print(f"# workload: probekit probe {path} (20,630 x {LAYERS} x 1024 float16), {' '.join(probes)}, speaker-kfold 5, --jobs {jobs}; "
+          f"{os.cpu_count()} cpus; layers {layers or 'all'}{'; ' + ' '.join(extra) if extra else ''}; "
+          f"the caller's OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}", flush=True)
+    totals = {"wall": 0.0, "rss": 0.0, "pss": 0.0}
+    for kind, task_args in runs.items():
+        tag = f"workload_{kind}_jobs{jobs}" + (f"_layers{layers}" if layers else "") + ("_extra" if extra else "")
+        out, log = root / tag, root / f"{tag}.log"
+        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "probekit", "probe", str(path), *task_args, *probes,
+               "--cv", "speaker-kfold", "--folds", "5", "--seed", "0", "--jobs", str(jobs), "--out", str(out),
+               *(["--layers", layers] if layers else []), *extra]
+        before = _uptime()
+        peak_pss = 0.0
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+            while proc.poll() is None:
+                peak_pss = max(peak_pss, _tree_pss_mb(proc.pid))
+                time.sleep(1.0)
+        after = _uptime()
+        text = log.read_text()
+        if proc.returncode != 0:
+            raise SystemExit(f"{kind}: probekit probe exited {proc.returncode}; see {log}")
+        wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text).group(1)
+        secs = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
+        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) / 1024
+        cpu = sum(float(re.search(rf"{k} time \(seconds\): (\S+)", text).group(1)) for k in ("User", "System"))
+        per_probe = re.search(r"time per probe: (.*)", text)
+        print(f"  {kind}: wall {secs:.1f} s ({secs / 60:.2f} min), CPU {cpu:.0f} s (user+sys, children included), "
+              f"peak RSS of the largest process {rss:.0f} MB, peak PSS of the process tree {peak_pss:.0f} MB; "
+              f"{per_probe.group(1) if per_probe else ''}\n    uptime before: {before}\n    uptime after:  {after}\n    log: {log}", flush=True)
+        totals["wall"] += secs
+        totals["rss"] = max(totals["rss"], rss)
+        totals["pss"] = max(totals["pss"], peak_pss)
+    print(f"workload total (binary + 11-label, measured): wall {totals['wall']:.1f} s = {totals['wall'] / 60:.2f} min; "
+          f"peak RSS {totals['rss']:.0f} MB (largest process), peak PSS {totals['pss']:.0f} MB (whole process tree)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "probekit_bench"), help="where the synthetic caches go (reused)")
@@ -265,9 +350,17 @@ def main() -> None:
     ap.add_argument("--reuse-plain", action="store_true", help="take the plain estimators' probabilities and times from an earlier run's "
                     "store under --dir (written by every run); the exact probes and caches must be unchanged since")
     ap.add_argument("--emodb", default=None, help="an EmoDB cache (probekit extract, whisper-tiny.en) for the real-data table")
+    ap.add_argument("--workload", action="store_true", help="run the issue's whole workload through the CLI (measured, not extrapolated) and stop")
+    ap.add_argument("--workload-jobs", type=int, default=2, help="--jobs of the --workload runs")
+    ap.add_argument("--workload-layers", default=None, help="--layers of the --workload runs (default: all 25)")
+    ap.add_argument("--workload-args", default="", help="further probekit probe arguments of the --workload runs, space-separated "
+                    "(e.g. '--param lgbm.n_jobs=2' with --workload-jobs 1 to compare threads with worker processes)")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
+    if args.workload:
+        workload(root, args.workload_jobs, args.workload_layers, tuple(args.workload_args.split()))
+        return
     kinds = tuple(args.tasks.split(","))
     probes = tuple(args.probes.split(","))
     if set(probes) - set(PROBES):

@@ -61,6 +61,24 @@ def test_duplicated_speaker_weights_match_sklearn_on_repeated_rows():
         assert got[name][0] == pytest.approx(ref[name]), name
 
 
+def test_binary_resampled_ranking_metrics_match_sklearn_on_repeated_rows():
+    """ROC-AUC and average precision under speaker weights (drawn 0-3 times, several resamples at once)
+    equal scikit-learn's on the rows repeated accordingly, ties included."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from probekit.probe.metrics import _resampled_metrics
+
+    y, pred, score, groups, _classes = _data("binary", n=240, seed=4)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    W = np.random.default_rng(1).integers(0, 4, size=(6, len(uniq))).astype(float)
+    W[0, 0] = 0  # a dropped speaker
+    got = _resampled_metrics("binary", y, pred, score, inv, len(uniq), W)
+    for b, w in enumerate(W):
+        keep = np.repeat(np.arange(len(y)), w[inv].astype(int))
+        assert got["roc_auc"][b] == pytest.approx(roc_auc_score(y[keep], score[keep]), abs=1e-12)
+        assert got["pr_auc"][b] == pytest.approx(average_precision_score(y[keep], score[keep]), abs=1e-12)
+
+
 def test_multiclass_uar_is_balanced_accuracy_and_has_confusion_matrix():
     y = np.array([0, 0, 0, 1, 2, 2])
     pred = np.array([0, 1, 0, 1, 2, 0])
