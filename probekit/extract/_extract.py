@@ -677,7 +677,10 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
     if prev is not None and (prev.num_layers, prev.dim) != (layers, dim):
         raise ExtractError(f"{prev.path} has {prev.num_layers} layers x {prev.dim} dims but the encoder gives ({layers}, {dim})")
     writer = CacheWriter(out, [man.segments[r].id for r in kept], layers, dim, dtype=dtype)
+    # Rows per block written at once: 64 MiB of float32 vectors.
+    step = max(1, 2**24 // max(1, layers * dim))
     try:
+        held: list[tuple[int, int, int]] = []  # (position, batch, row in batch)
         for index in range(n_batches):
             rec = journal.load(index)
             if len(rec.rows) == 0:
@@ -687,10 +690,21 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
                     f"batch {index} has shape {rec.pooled.shape[1:]} but the encoder gives ({layers}, {dim}); "
                     f"delete {journal.dir} to start over"
                 )
-            writer.write_rows(np.array([position[r] for r in rec.rows.tolist()]), rec.pooled, rec.durations)
+            positions = [position[r] for r in rec.rows.tolist()]
+            if journal.holds(index):
+                held.extend((p, index, k) for k, p in enumerate(positions))
+            else:
+                writer.write_rows(np.array(positions), rec.pooled, rec.durations)
+        # Batches in memory go out in row order, a block at a time: one write per block rather
+        # than one scattered write per batch (a batch's rows are spread over the whole file).
+        held.sort()
+        for lo in range(0, len(held), step):
+            chunk = held[lo : lo + step]
+            writer.write_rows(np.array([p for p, _, _ in chunk]),
+                              np.stack([journal.load(i).pooled[k] for _, i, k in chunk]),
+                              np.array([journal.load(i).durations[k] for _, i, k in chunk]))
         if plan.reuse:
             pairs = sorted((k, r) for r, k in plan.reuse.items())
-            step = max(1, 2**24 // max(1, layers * dim))
             for lo in range(0, len(pairs), step):
                 chunk = pairs[lo : lo + step]
                 src = np.array([k for k, _ in chunk])
