@@ -234,3 +234,20 @@ def test_cache_is_the_same_whether_batches_are_held_in_memory_or_read_back(corpu
     (a, la), (b, lb) = _layers(ref.path), _layers(r.path)
     assert list(a.ids) == list(b.ids) and a.attrs["fingerprint"] == b.attrs["fingerprint"]
     assert np.array_equal(la, lb) and np.array_equal(a.durations, b.durations)
+
+
+def test_a_file_cut_into_segments_is_hashed_once(tmp_path, monkeypatch):
+    """Rows that cut segments from one file fingerprint it with one read of the file, and still
+    get a fingerprint per segment (start and end are part of it)."""
+    import probekit.identity as identity
+
+    write_corpus(tmp_path / "data", n=2)
+    (tmp_path / "data" / "turns.csv").write_text(
+        "id,path,start,end,speaker,label\n" + "".join(
+            f"t{k},wav/c01.wav,{0.1 * k:.1f},{0.1 * k + 0.1:.1f},s{k % 2},{'ab'[k % 2]}\n" for k in range(4)))
+    hashed = []
+    digest = identity.file_sha256
+    monkeypatch.setattr(identity, "file_sha256", lambda p: hashed.append(p) or digest(p))
+    r = extract_cache(tmp_path / "data" / "turns.csv", FakeEncoder(), tmp_path / "c.h5", progress=False, workers=1)
+    assert r.n_segments == 4 and len(hashed) == 1
+    assert len(set(EmbeddingCache(r.path).audio["fingerprint"])) == 4

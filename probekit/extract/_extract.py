@@ -233,11 +233,16 @@ class _Checked:
 
 def _prepass(man: Manifest, rows: Sequence[int], known: dict, workers: int) -> dict[int, _Checked]:
     """Header and size checks and audio fingerprints of ``rows``, in threads: no samples decoded,
-    and a file is hashed only when its size or modification time differs from ``known``."""
+    and a file is hashed only when its size or modification time differs from ``known``, and
+    once per run however many rows cut segments from it (a long call split into turns)."""
+    digests = dict(known)
 
     def check(r: int) -> _Checked:
         seg = man.segments[r]
-        audio = row_audio(seg.path, seg.start, seg.end, seg.channel, known)
+        audio = row_audio(seg.path, seg.start, seg.end, seg.channel, digests)
+        if audio.file_sha256:
+            # Two threads may hash the same file at once; both get the same digest.
+            digests[(os.path.abspath(seg.path), audio.size, audio.mtime_ns)] = audio.file_sha256
         if not Path(seg.path).is_file():
             return _Checked(None, f"audio file not found: {seg.path}", audio)
         try:
