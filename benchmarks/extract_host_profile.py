@@ -12,7 +12,8 @@ The stand-in's time is still timed by hooks and subtracted, as in ``extract_host
 
 Prints ``--profile``'s split of the wall time and, with ``--cprofile N``, the N functions with the
 most own time. The embeddings it writes mean nothing (random hidden states): this measures
-time only. ``extract_host.py`` is the benchmark with the real forward pass.
+time only. ``--real`` keeps the real forward pass, for the same split of a real run.
+``extract_host.py`` is the benchmark against the older code.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from _manifests import emodb_copies  # noqa: E402
 
 
-def _stubbed_loader(clock: dict, prof=None):
+def _stubbed_loader(clock: dict, prof=None, real: bool = False):
     """A loader of the real encoder whose forward returns random hidden states of the right shape
-    (``prof``, a ``cProfile.Profile``, is paused while the model loads: its imports are not host work)."""
+    (or the real forward, with ``real``), timed by hooks; ``prof`` (a ``cProfile.Profile``) is
+    paused while the model loads: its imports are not host work."""
     import torch
 
     from probekit.extract.encoders import load_encoder
@@ -61,7 +63,8 @@ def _stubbed_loader(clock: dict, prof=None):
                 made[n] = tuple(torch.randn((n, frames, size), generator=gen) for _ in range(n_states))
             return SimpleNamespace(hidden_states=made[n])
 
-        model.forward = forward
+        if not real:
+            model.forward = forward
         starts: list[float] = []
         model.register_forward_pre_hook(lambda *a: starts.append(time.perf_counter()))
 
@@ -82,6 +85,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="decoding threads (default: probekit's)")
     ap.add_argument("--batch-seconds", type=float, default=None, help="default: probekit's")
     ap.add_argument("--pooling", default="mean", choices=("mean", "mean+std"))
+    ap.add_argument("--real", action="store_true", help="keep the real forward pass (slow: for the stage split of a real run)")
     ap.add_argument("--cprofile", type=int, default=0, help="print the N functions with the most own time")
     a = ap.parse_args()
 
@@ -111,7 +115,7 @@ def main() -> None:
 
         def run():
             return extract_cache(manifest, spec, Path(tmp) / "out.h5", pooling=a.pooling, dtype="float32", progress=False,
-                                 loader=_stubbed_loader(clock, prof), profile=True, **options)
+                                 loader=_stubbed_loader(clock, prof, a.real), profile=True, **options)
 
         t0 = time.perf_counter()
         if prof is not None:
@@ -124,7 +128,7 @@ def main() -> None:
     split = {k: v for k, v in res.timings.items()}
     split["other"] = split.get("other", 0.0) - clock["load"]  # the profile's "other" holds the model load
     print("stages, s: " + ", ".join(f"{k} {v:.3f}" for k, v in split.items()) + " (other without the model load)")
-    print(f"{res.n_segments} clips, {res.audio_seconds:.0f} s of audio; wall {wall:.2f} s, stand-in forward "
+    print(f"{res.n_segments} clips, {res.audio_seconds:.0f} s of audio; wall {wall:.2f} s, {'real' if a.real else 'stand-in'} forward "
           f"{clock['forward']:.2f} s, model load {clock['load']:.2f} s, host side {host:.2f} s = "
           f"{res.audio_seconds / host:,.0f} audio-s/s")
     if a.cprofile:
