@@ -92,3 +92,16 @@ def test_unstacked_states_pool_like_the_stacked_tensor(pooling):
     frames, owner = torch.tensor([7, 30, 12]), torch.tensor([0, 1, 0])
     stacked = torch.stack([h[:, :30] for h in states])
     torch.testing.assert_close(pool_hidden(states, frames, owner, 2, pooling), pool_hidden(stacked, frames, owner, 2, pooling))
+
+
+def test_pooling_stays_float32_under_autocast():
+    """The encoder pools inside its autocast context (float16 on CUDA); the masked product must not
+    drop to half precision there. CPU autocast to bfloat16 would show it: bfloat16 keeps 3 digits."""
+    g = torch.Generator().manual_seed(4)
+    hidden = 100.0 + torch.randn(3, 2, 40, 16, generator=g)
+    frames = torch.tensor([40, 25])
+    plain = pool_hidden(hidden, frames, pooling="mean+std")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = pool_hidden(hidden, frames, pooling="mean+std")
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, plain, rtol=1e-6, atol=1e-5)

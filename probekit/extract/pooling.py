@@ -84,7 +84,10 @@ def _segment_sums(views: list[torch.Tensor], valid: torch.Tensor, owner: torch.T
     recomputed with the padding zeroed first, which drops such frames as it should.
     """
     weights = valid.to(views[0].dtype)[:, None, :]
-    per_window = torch.stack([torch.bmm(weights, h).squeeze(1) for h in views])
+    # Autocast would run the product in half precision (the sums of 1500 frames lose digits and
+    # can overflow); pooling stays in float32 whatever the forward pass ran in.
+    with torch.autocast(views[0].device.type, enabled=False):
+        per_window = torch.stack([torch.bmm(weights, h).squeeze(1) for h in views])
     if not bool(torch.isfinite(per_window).all()):
         per_window = torch.stack([h.masked_fill(~valid[:, :, None], 0.0).sum(dim=1) for h in views])
     return torch.zeros(len(views), n_segments, per_window.shape[-1], device=per_window.device).index_add_(1, owner, per_window)
