@@ -206,3 +206,48 @@ def test_local_model_named_from_another_directory_is_the_same_run(corpus, tmp_pa
     monkeypatch.chdir(model.parent)
     again = extract_cache(corpus, FakeSpec(model="tiny"), out, progress=False, loader=lambda s: pytest.fail("must not load"))
     assert again.up_to_date
+
+
+@pytest.mark.parametrize("hold", [0, 200, None])
+def test_cache_is_the_same_whether_batches_are_held_in_memory_or_read_back(corpus, tmp_path, monkeypatch, hold):
+    """The journal holds finished batches in memory up to a budget; the cache written from memory
+    (None: the default budget holds all), from the files (0) or from both (200 bytes: some batches)
+    is the same, bit for bit."""
+    import probekit.extract.journal as journal
+
+    ref = extract_cache(corpus, FakeEncoder(), tmp_path / "ref.h5", pooling="mean+std", dtype="float32",
+                        batch_seconds=1.0, progress=False)
+    seen = []
+    if hold is not None:
+        monkeypatch.setattr(journal, "HOLD_BYTES", hold)
+    read = journal.Journal._read
+    monkeypatch.setattr(journal.Journal, "_read", lambda self, i: seen.append(i) or read(self, i))
+    r = extract_cache(corpus, FakeEncoder(), tmp_path / "c.h5", pooling="mean+std", dtype="float32",
+                      batch_seconds=1.0, progress=False)
+    assert r.batches_computed > 2
+    if hold == 0:
+        assert len(set(seen)) == r.batches_computed  # every batch read back from its file
+    elif hold is None:
+        assert seen == []  # all held: no file read back
+    else:
+        assert 0 < len(set(seen)) < r.batches_computed
+    (a, la), (b, lb) = _layers(ref.path), _layers(r.path)
+    assert list(a.ids) == list(b.ids) and a.attrs["fingerprint"] == b.attrs["fingerprint"]
+    assert np.array_equal(la, lb) and np.array_equal(a.durations, b.durations)
+
+
+def test_a_file_cut_into_segments_is_hashed_once(tmp_path, monkeypatch):
+    """Rows that cut segments from one file fingerprint it with one read of the file, and still
+    get a fingerprint per segment (start and end are part of it)."""
+    import probekit.identity as identity
+
+    write_corpus(tmp_path / "data", n=2)
+    (tmp_path / "data" / "turns.csv").write_text(
+        "id,path,start,end,speaker,label\n" + "".join(
+            f"t{k},wav/c01.wav,{0.1 * k:.1f},{0.1 * k + 0.1:.1f},s{k % 2},{'ab'[k % 2]}\n" for k in range(4)))
+    hashed = []
+    digest = identity.file_sha256
+    monkeypatch.setattr(identity, "file_sha256", lambda p: hashed.append(p) or digest(p))
+    r = extract_cache(tmp_path / "data" / "turns.csv", FakeEncoder(), tmp_path / "c.h5", progress=False, workers=1)
+    assert r.n_segments == 4 and len(hashed) == 1
+    assert len(set(EmbeddingCache(r.path).audio["fingerprint"])) == 4

@@ -65,3 +65,43 @@ def test_half_precision_input_and_empty_segment():
     torch.testing.assert_close(out[1], hidden[:, 1, :2].float().mean(1))
     with pytest.raises(ValueError, match="no valid frame"):
         pool_hidden(hidden, torch.tensor([5, 0]))
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_non_finite_padding_is_dropped(pooling):
+    """Padding that overflowed (inf, NaN) must not reach the pooled vectors: 0 x inf is NaN, so the
+    fast masked product must give way to zeroing the padding first."""
+    rng = np.random.default_rng(2)
+    valid = rng.normal(size=(2, 3, 6, 4)).astype(np.float32)
+    hidden = valid.copy()
+    hidden[:, 0, 4:] = np.inf
+    hidden[:, 1, 2:] = np.nan
+    frames = [4, 2, 6]
+    out = pool_hidden(torch.from_numpy(hidden), torch.tensor(frames), pooling=pooling).numpy()
+    assert np.isfinite(out).all()
+    for w, n in enumerate(frames):
+        np.testing.assert_allclose(out[w], _expected(valid[:, w, :n], pooling), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_unstacked_states_pool_like_the_stacked_tensor(pooling):
+    """A model's hidden states as it returns them (one tensor per state, longer than the valid
+    frames) pool like their stacked first max(frames) frames."""
+    g = torch.Generator().manual_seed(3)
+    states = [torch.randn(3, 50, 8, generator=g) for _ in range(4)]
+    frames, owner = torch.tensor([7, 30, 12]), torch.tensor([0, 1, 0])
+    stacked = torch.stack([h[:, :30] for h in states])
+    torch.testing.assert_close(pool_hidden(states, frames, owner, 2, pooling), pool_hidden(stacked, frames, owner, 2, pooling))
+
+
+def test_pooling_stays_float32_under_autocast():
+    """The encoder pools inside its autocast context (float16 on CUDA); the masked product must not
+    drop to half precision there. CPU autocast to bfloat16 would show it: bfloat16 keeps 3 digits."""
+    g = torch.Generator().manual_seed(4)
+    hidden = 100.0 + torch.randn(3, 2, 40, 16, generator=g)
+    frames = torch.tensor([40, 25])
+    plain = pool_hidden(hidden, frames, pooling="mean+std")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = pool_hidden(hidden, frames, pooling="mean+std")
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, plain, rtol=1e-6, atol=1e-5)

@@ -233,11 +233,16 @@ class _Checked:
 
 def _prepass(man: Manifest, rows: Sequence[int], known: dict, workers: int) -> dict[int, _Checked]:
     """Header and size checks and audio fingerprints of ``rows``, in threads: no samples decoded,
-    and a file is hashed only when its size or modification time differs from ``known``."""
+    and a file is hashed only when its size or modification time differs from ``known``, and
+    once per run however many rows cut segments from it (a long call split into turns)."""
+    digests = dict(known)
 
     def check(r: int) -> _Checked:
         seg = man.segments[r]
-        audio = row_audio(seg.path, seg.start, seg.end, seg.channel, known)
+        audio = row_audio(seg.path, seg.start, seg.end, seg.channel, digests)
+        if audio.file_sha256:
+            # Two threads may hash the same file at once; both get the same digest.
+            digests[(os.path.abspath(seg.path), audio.size, audio.mtime_ns)] = audio.file_sha256
         if not Path(seg.path).is_file():
             return _Checked(None, f"audio file not found: {seg.path}", audio)
         try:
@@ -677,7 +682,10 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
     if prev is not None and (prev.num_layers, prev.dim) != (layers, dim):
         raise ExtractError(f"{prev.path} has {prev.num_layers} layers x {prev.dim} dims but the encoder gives ({layers}, {dim})")
     writer = CacheWriter(out, [man.segments[r].id for r in kept], layers, dim, dtype=dtype)
+    # Rows per block written at once: 64 MiB of float32 vectors.
+    step = max(1, 2**24 // max(1, layers * dim))
     try:
+        held: list[tuple[int, int, int]] = []  # (position, batch, row in batch)
         for index in range(n_batches):
             rec = journal.load(index)
             if len(rec.rows) == 0:
@@ -687,10 +695,21 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
                     f"batch {index} has shape {rec.pooled.shape[1:]} but the encoder gives ({layers}, {dim}); "
                     f"delete {journal.dir} to start over"
                 )
-            writer.write_rows(np.array([position[r] for r in rec.rows.tolist()]), rec.pooled, rec.durations)
+            positions = [position[r] for r in rec.rows.tolist()]
+            if journal.holds(index):
+                held.extend((p, index, k) for k, p in enumerate(positions))
+            else:
+                writer.write_rows(np.array(positions), rec.pooled, rec.durations)
+        # Batches in memory go out in row order, a block at a time: one write per block rather
+        # than one scattered write per batch (a batch's rows are spread over the whole file).
+        held.sort()
+        for lo in range(0, len(held), step):
+            chunk = held[lo : lo + step]
+            writer.write_rows(np.array([p for p, _, _ in chunk]),
+                              np.stack([journal.load(i).pooled[k] for _, i, k in chunk]),
+                              np.array([journal.load(i).durations[k] for _, i, k in chunk]))
         if plan.reuse:
             pairs = sorted((k, r) for r, k in plan.reuse.items())
-            step = max(1, 2**24 // max(1, layers * dim))
             for lo in range(0, len(pairs), step):
                 chunk = pairs[lo : lo + step]
                 src = np.array([k for k, _ in chunk])

@@ -371,8 +371,8 @@ class Encoder:
     def _apply_final_norm(self) -> bool:
         return self.spec.max_layer is None or self.spec.max_layer >= int(self.config.encoder_layers)
 
-    def _checked(self, hidden_states, n_frames: int) -> torch.Tensor:
-        """Stack HF hidden states' first ``n_frames`` frames to (num_hidden_states, batch, n_frames, hidden)."""
+    def _checked(self, hidden_states, n_frames: int) -> list[torch.Tensor]:
+        """HF hidden states' first ``n_frames`` frames: ``num_hidden_states`` views ``(batch, n_frames, hidden)``."""
         expected = len(self.model.layers if self.family == "whisper" else self.model.encoder.layers) + 1
         if hidden_states is None or len(hidden_states) != expected:
             got = 0 if hidden_states is None else len(hidden_states)
@@ -380,8 +380,9 @@ class Encoder:
                 f"{self.spec.model}: the forward pass returned {got} hidden states, expected {expected} "
                 "(embedding output + one per layer); this transformers version may not be supported"
             )
-        # Only frames that carry audio are kept: padded Whisper's 1500 frames are mostly padding.
-        return torch.stack([h[:, :n_frames] for h in hidden_states[: self.num_hidden_states]])
+        # Only frames that carry audio are read: padded Whisper's 1500 frames are mostly padding.
+        # Views, not a stacked copy: pooling reads each state once where it lies.
+        return [h[:, :n_frames] for h in hidden_states[: self.num_hidden_states]]
 
     def _tick(self, since: float | None = None, stage: str | None = None) -> float:
         """Now, after charging the time since ``since`` to ``stage``. On CUDA, waits for the device

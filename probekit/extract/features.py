@@ -60,25 +60,28 @@ class WhisperLogMel:
         each row's length; ``lengths``: samples per row, each ``1 .. n_samples``. Equal to
         ``WhisperFeatureExtractor(waves, padding="max_length")`` to float32 rounding.
         """
-        lengths_t = torch.as_tensor(lengths, device=self.device)
-        longest = int(lengths_t.max())
+        longest = int(torch.as_tensor(lengths).max())
         if longest > self.n_samples:
             raise ValueError(f"a waveform of {longest} samples exceeds the {self.n_samples}-sample window")
         # Enough zeros after the longest row that its last audio-touching frame sees only zeros
         # beyond the audio, as in the full window; a multiple of the hop keeps frames aligned.
         span = min(self.n_samples, -(-(longest + self.n_fft) // self.hop_length) * self.hop_length)
-        log_spec = self._log_mel(self._fit(batch, span))
         if span == self.n_samples:
-            log_spec = log_spec[..., : self.n_frames]  # Whisper drops the STFT's last frame
+            log_spec = self._log_mel(self._fit(batch, span))[..., : self.n_frames]  # Whisper drops the STFT's last frame
+        else:
+            log_spec = self._log_mel_short(batch, span)
+        # (B, 1, 1): every bin is clamped to the row's maximum minus the dynamic range.
         top = log_spec.amax(dim=(1, 2), keepdim=True) - _DYNAMIC_RANGE
         out = torch.empty(log_spec.shape[0], log_spec.shape[1], self.n_frames, device=self.device)
         computed = log_spec.shape[-1]
-        torch.maximum(log_spec, top, out=out[..., :computed])
+        head = out[..., :computed]
+        torch.maximum(log_spec, top, out=head)
+        head.add_(4.0).div_(4.0)
         if computed < self.n_frames:
             # The frames past `span` hold only zeros: power 0, the floor, as computed above.
             floor = torch.log10(torch.clamp(torch.zeros((), device=self.device), min=_MEL_FLOOR))
-            out[..., computed:] = torch.maximum(floor, top)
-        return out.add_(4.0).div_(4.0)
+            out[..., computed:] = torch.maximum(floor, top).add_(4.0).div_(4.0)
+        return out
 
     def real_frames(self, batch: torch.Tensor, lengths: torch.Tensor | list[int], mel_lengths: list[int]) -> torch.Tensor:
         """Log-mel of the first ``mel_lengths[i]`` frames of each row, zero beyond: ``(B, n_mels, max(mel_lengths))``.
@@ -104,10 +107,27 @@ class WhisperLogMel:
         return torch.nn.functional.pad(batch, (0, span - batch.shape[-1]))
 
     def _log_mel(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(B, n_mels, T // hop + 1)`` log10 mel power of ``(B, T)`` waveforms, reflect-padded at both ends."""
         stft = torch.stft(batch, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="reflect", return_complex=True)
+        return self._mel(stft)
+
+    def _log_mel_short(self, batch: torch.Tensor, span: int) -> torch.Tensor:
+        """:meth:`_log_mel` of ``batch`` zero-padded to ``span`` samples, when ``span`` leaves at
+        least ``n_fft`` zeros after every row: the end's reflection is then zeros too, so the
+        padded input is built in one buffer instead of a zero pad and a reflect pad."""
+        half = self.n_fft // 2
+        width = min(batch.shape[-1], span)
+        buf = torch.zeros(batch.shape[0], span + 2 * half, device=self.device)
+        buf[:, half : half + width] = batch[:, :width]
+        # Reflection of samples 1..half about sample 0, as torch.stft(center=True) pads.
+        buf[:, :half] = buf[:, half + 1 : 2 * half + 1].flip(-1)
+        stft = torch.stft(buf, self.n_fft, self.hop_length, window=self.window, center=False, return_complex=True)
+        return self._mel(stft)
+
+    def _mel(self, stft: torch.Tensor) -> torch.Tensor:
         power = stft.real.square() + stft.imag.square()
         mel = torch.matmul(self.mel_filters, power)
-        return torch.clamp(mel, min=_MEL_FLOOR).log10()
+        return mel.clamp_(min=_MEL_FLOOR).log10_()
 
 
 def normalize_waves(batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@
   temporary name and renamed, so a file in the folder is complete unless the machine lost power
   (then :meth:`Journal.readable` finds it damaged and it is recomputed). ``spec.json``
   records what the run computes; a rerun with another model, revision or pooling is refused
-  rather than mixed in.
+  rather than mixed in. The journal also holds finished batches in memory, up to a byte budget,
+  so that writing the cache at the end reads back from disk only what it could not hold.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from probekit.cache import lock_path
+
+#: Bytes of pooled vectors a :class:`Journal` holds in memory by default (float32: about 17,000
+#: rows of 5 x 768 values, or the whole of most corpora); batches beyond it are read back from disk.
+HOLD_BYTES = 256 * 2**20
 
 
 class RunLocked(ProbekitError, RuntimeError):
@@ -100,11 +105,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Journal:
-    """The ``<out>.partial/`` folder of a run identified by ``spec`` (a JSON-able dict)."""
+    """The ``<out>.partial/`` folder of a run identified by ``spec`` (a JSON-able dict).
 
-    def __init__(self, out: str | Path, spec: dict):
+    Finished batches are also held in memory while their pooled vectors fit in ``hold_bytes``:
+    :meth:`load` then costs no disk read. What is held is what the file holds, so a cache written
+    from memory equals one written from the files (a resumed run reads them back)."""
+
+    def __init__(self, out: str | Path, spec: dict, hold_bytes: int | None = None):
         self.dir = Path(str(out) + ".partial")
         self.spec = json.loads(json.dumps(spec, sort_keys=True))
+        #: Bytes of pooled vectors held in memory (default :data:`HOLD_BYTES`; 0 holds nothing).
+        self.hold_bytes = HOLD_BYTES if hold_bytes is None else int(hold_bytes)
+        self._held: dict[int, BatchRecord] = {}
+        self._held_bytes = 0
 
     def exists(self) -> bool:
         return (self.dir / "spec.json").is_file()
@@ -165,17 +178,42 @@ class Journal:
             bad_reasons=np.array(record.bad_reasons, dtype=np.str_).reshape(-1),
         )
         _atomic_write_bytes(self._file(index), buf.getvalue(), sync=False)
+        self._hold(index, BatchRecord(
+            rows=np.asarray(record.rows, dtype=np.int64),
+            pooled=np.asarray(record.pooled, dtype=np.float32),
+            durations=np.asarray(record.durations, dtype=np.float32),
+            bad_rows=np.asarray(record.bad_rows, dtype=np.int64),
+            bad_reasons=tuple(str(r) for r in record.bad_reasons),
+        ))
 
     def readable(self, index: int) -> bool:
         """Whether batch ``index``'s file loads whole (zip CRCs checked); a damaged one is deleted."""
         try:
-            self.load(index)
+            self._read(index)
             return True
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             self._file(index).unlink(missing_ok=True)
             return False
 
     def load(self, index: int) -> BatchRecord:
+        """Batch ``index``: the record held in memory, else read from its file (and held if it fits)."""
+        record = self._held.get(index)
+        if record is None:
+            record = self._read(index)
+            self._hold(index, record)
+        return record
+
+    def holds(self, index: int) -> bool:
+        """Whether batch ``index`` is held in memory (loading it costs no disk read)."""
+        return index in self._held
+
+    def _hold(self, index: int, record: BatchRecord) -> None:
+        size = int(record.pooled.nbytes)
+        if index not in self._held and self._held_bytes + size <= self.hold_bytes:
+            self._held[index] = record
+            self._held_bytes += size
+
+    def _read(self, index: int) -> BatchRecord:
         with np.load(self._file(index), allow_pickle=False) as z:
             return BatchRecord(
                 rows=z["rows"],
@@ -187,3 +225,5 @@ class Journal:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._held.clear()
+        self._held_bytes = 0
