@@ -44,6 +44,28 @@ def test_lean_batch_equals_the_encoders_own_pass(tiny_whisper, layer, pooling, m
     np.testing.assert_allclose(embed_layer(enc, waves[2:3], layer, pooling)[0], got[2], atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("mode", ["padded", "fast"])
+def test_a_batch_split_over_cores_gives_the_same_vectors(tiny_whisper, mode):
+    import torch
+
+    from probekit.deploy.batched import embed_layer
+    from probekit.extract.encoders import EncoderSpec, load_encoder
+
+    rng = np.random.default_rng(5)
+    waves = [rng.normal(size=n).astype(np.float32) * 0.1 for n in (48000, 48000, 48000, 20011, 48000)]
+    enc = load_encoder(EncoderSpec(str(tiny_whisper), device="cpu", whisper_mode=mode, max_layer=2))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = embed_layer(enc, waves, 2)
+        torch.set_num_threads(3)  # three parts of 2, 1 and 2 windows, side by side
+        split = embed_layer(enc, waves, 2)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(split, one, atol=1e-5, rtol=0)
+
+
 def test_windows_longer_than_30_s_take_the_encoders_path(tiny_whisper):
     from probekit.deploy.batched import embed_layer, lean_applies
     from probekit.extract.encoders import EncoderSpec, load_encoder

@@ -15,6 +15,9 @@ mean of its input instead of to every frame: it is linear, so the mean of its ou
 on the mean. Every other step is the same call as :class:`probekit.extract.encoders.Encoder` makes, so
 vectors equal ``encode(waves)[:, layer]`` to float rounding (tests/test_call_windows.py).
 
+On a CPU with several torch threads, a batch is cut into one part per thread and the parts run side by
+side, one torch thread each (windows never interact, so the vectors are the same).
+
 wav2vec2-family encoders go through ``encode`` unchanged: a call's windows have one length (only the
 last may be shorter), so a batch is already exactly the one-by-one result.
 """
@@ -46,9 +49,33 @@ def embed_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str = "me
         return np.asarray(encoder.encode(list(waves), pooling=pooling))[:, layer]
     if layer > len(encoder.model.layers):
         raise ValueError(f"hidden state {layer} needs {layer} layers; the encoder kept {len(encoder.model.layers)}")
-    if encoder.spec.whisper_mode == "padded":
-        return _whisper_padded_layer(encoder, waves, layer, pooling)
-    return _whisper_fast_layer(encoder, waves, layer, pooling)
+    run = _whisper_padded_layer if encoder.spec.whisper_mode == "padded" else _whisper_fast_layer
+    return _on_cores(encoder, lambda part: run(encoder, part, layer, pooling), list(waves))
+
+
+def _on_cores(encoder, run, waves: list[np.ndarray]) -> np.ndarray:
+    """``run(waves)``, on a CPU split into one contiguous part per torch thread, the parts run side by side with one
+    torch thread each; the rows come back in order.
+
+    Windows never interact, so each part is exactly its windows' vectors; one thread per part keeps every core on
+    its own matrix products instead of splitting each product (and waiting at its end) across cores.
+    """
+    import torch
+
+    workers = min(torch.get_num_threads(), len(waves))
+    if encoder.device.type != "cpu" or workers < 2:
+        return run(waves)
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, len(waves), workers + 1).round().astype(int)
+    parts = [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return np.concatenate(list(pool.map(run, parts)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _autocast(encoder):
