@@ -101,7 +101,7 @@ class SileroVad:
             self._check()
         except (AttributeError, RuntimeError, AssertionError) as exc:
             raise VadError(f"this silero-vad's model is not laid out as probekit expects ({exc}); "
-                           "install silero-vad 5.1 to 6.x (pip install --no-deps 'silero-vad>=5.1,<7')") from exc
+                           "probekit is tested with silero-vad 6.2 (pip install --no-deps 'silero-vad==6.2.*')") from exc
         self.reset()
 
     def reset(self) -> None:
