@@ -5,12 +5,21 @@ to all 1500, so two windows packed into one pass are never the same as their sep
 this path does not pack. What it drops is exact: the scorer pools hidden state ``layer`` over the
 frames that carry audio only, so the last kept layer computes its output (query, attention, feed-forward)
 for those frames alone, with keys and values still taken from all 1500. For a 3 s window that is 150 of
-1500 rows of the last layer. Every other step is the same call as :class:`probekit.extract.encoders.Encoder`
-makes, so vectors equal ``encode(waves)[:, layer]`` to float rounding (tests/test_timeline.py).
+1500 rows of the last layer.
 
-Any other encoder or mode goes through ``encode`` unchanged: wav2vec2-family windows of one call have
-one length (only the last may be shorter), so a batch is already exactly the one-by-one result, and
-Whisper's fast mode already runs only the real frames.
+Whisper in fast mode runs only the real frames. Windows of one length (all of a call's windows but
+perhaps the last) go through together with no padding, so no attention mask is needed.
+
+In both modes, with mean pooling the last layer's second feed-forward matrix is applied once to the
+mean of its input instead of to every frame: it is linear, so the mean of its outputs is its output
+on the mean. Every other step is the same call as :class:`probekit.extract.encoders.Encoder` makes, so
+vectors equal ``encode(waves)[:, layer]`` to float rounding (tests/test_call_windows.py).
+
+On a CPU with several torch threads, a batch is cut into one part per thread and the parts run side by
+side, one torch thread each (windows never interact, so the vectors are the same).
+
+wav2vec2-family encoders go through ``encode`` unchanged: a call's windows have one length (only the
+last may be shorter), so a batch is already exactly the one-by-one result.
 """
 
 from __future__ import annotations
@@ -21,55 +30,104 @@ import numpy as np
 
 
 def lean_applies(encoder, waves: list[np.ndarray]) -> bool:
-    """Whether :func:`embed_layer` can take the lean padded path for these waves: a probekit Whisper encoder in
-    padded mode, every wave within one 30 s window."""
+    """Whether :func:`embed_layer` can take a lean Whisper path for these waves: a probekit Whisper encoder
+    (padded or fast mode), every wave within one 30 s window."""
     spec = getattr(encoder, "spec", None)
-    return (getattr(encoder, "family", "") == "whisper" and spec is not None and spec.whisper_mode == "padded"
-            and all(len(w) <= encoder._window_samples for w in waves))
+    return (getattr(encoder, "family", "") == "whisper" and spec is not None
+            and spec.whisper_mode in ("padded", "fast") and all(len(w) <= encoder._window_samples for w in waves))
 
 
 def embed_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str = "mean") -> np.ndarray:
     """Pooled hidden state ``layer`` of each wave: ``(len(waves), pooled_dim)`` float32.
 
     ``waves``: float32 mono ``(n_samples,)`` at the encoder's rate. Equals
-    ``encoder.encode(waves, pooling)[:, layer]``; faster for a Whisper encoder in padded mode.
+    ``encoder.encode(waves, pooling)[:, layer]`` to float rounding; faster for a Whisper encoder.
     """
     if not waves:
         return np.zeros((0, 0), np.float32)
     if not lean_applies(encoder, waves):
         return np.asarray(encoder.encode(list(waves), pooling=pooling))[:, layer]
-    return _whisper_padded_layer(encoder, waves, layer, pooling)
+    if layer > len(encoder.model.layers):
+        raise ValueError(f"hidden state {layer} needs {layer} layers; the encoder kept {len(encoder.model.layers)}")
+    run = _whisper_padded_layer if encoder.spec.whisper_mode == "padded" else _whisper_fast_layer
+    return _on_cores(encoder, lambda part: run(encoder, part, layer, pooling), list(waves))
+
+
+def _on_cores(encoder, run, waves: list[np.ndarray]) -> np.ndarray:
+    """``run(waves)``, on a CPU split into one contiguous part per torch thread, the parts run side by side with one
+    torch thread each; the rows come back in order.
+
+    Windows never interact, so each part is exactly its windows' vectors; one thread per part keeps every core on
+    its own matrix products instead of splitting each product (and waiting at its end) across cores.
+    """
+    import torch
+
+    workers = min(torch.get_num_threads(), len(waves))
+    if encoder.device.type != "cpu" or workers < 2:
+        return run(waves)
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, len(waves), workers + 1).round().astype(int)
+    parts = [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return np.concatenate(list(pool.map(run, parts)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _autocast(encoder):
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.float16) if encoder.device.type == "cuda" else contextlib.nullcontext()
 
 
 def _whisper_padded_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str) -> np.ndarray:
     import torch
 
     from probekit.extract.encoders import whisper_frames
-    from probekit.extract.pooling import pool_hidden
 
     model = encoder.model
-    if layer > len(model.layers):
-        raise ValueError(f"hidden state {layer} needs {layer} layers; the encoder kept {len(model.layers)}")
     frames = [whisper_frames(len(w), encoder._samples_per_frame) for w in waves]
-    keep = max(frames)
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if encoder.device.type == "cuda"
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), _autocast(encoder):
         mel, n_columns = _padded_mel_prefix(encoder, waves)
         x = _convolve_front(model, mel.to(encoder.device), n_columns)
         x = x + model.embed_positions.weight[: x.shape[1]]
-        if layer == 0:
-            out = x[:, :keep]
-        else:
-            for block in model.layers[: layer - 1]:
-                x = block(x, None)
-            out = _last_layer_rows(model.layers[layer - 1], x, keep)
-            if layer == len(model.layers):
-                # HF's last hidden state carries the final layer norm (an Identity once the encoder is truncated).
-                out = model.layer_norm(out)
-        # The extractor's own pooling, on the device: (1 state, batch, keep, d) -> (batch, 1, pooled_dim).
-        pooled = pool_hidden(out[None].float(), torch.as_tensor(frames), pooling=pooling)[:, 0]
+        pooled = _pooled_state(model, x, layer, torch.as_tensor(frames, device=encoder.device), pooling)
     return pooled.cpu().numpy().astype(np.float32)
+
+
+def _whisper_fast_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str) -> np.ndarray:
+    """Whisper's fast mode (real frames only), one group of equal-length windows at a time: no padding, no mask.
+
+    The same features, convolutions and positions as :func:`probekit.extract.encoders.whisper_encoder_hidden_states`,
+    whose masking has nothing to mask when every row has one length.
+    """
+    import torch
+    from torch.nn.functional import gelu
+
+    from probekit.extract.encoders import whisper_frames
+
+    model = encoder.model
+    out = np.empty((len(waves), 0), np.float32)
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(waves):
+        groups.setdefault(len(w), []).append(i)
+    for n, rows in groups.items():
+        n_frames = whisper_frames(n, encoder._samples_per_frame)
+        batch = torch.from_numpy(np.stack([np.asarray(waves[i], np.float32) for i in rows]))
+        with torch.inference_mode(), _autocast(encoder):
+            mel = encoder.log_mel.real_frames(batch, [n] * len(rows), [2 * n_frames] * len(rows))
+            x = gelu(model.conv2(gelu(model.conv1(mel)))).permute(0, 2, 1)
+            x = x + model.embed_positions.weight[:n_frames].to(x.dtype)
+            frames = torch.full((len(rows),), n_frames, device=encoder.device)
+            pooled = _pooled_state(model, x, layer, frames, pooling).cpu().numpy().astype(np.float32)
+        if out.shape[1] == 0:
+            out = np.empty((len(waves), pooled.shape[1]), np.float32)
+        out[rows] = pooled
+    return out
 
 
 def _padded_mel_prefix(encoder, waves: list[np.ndarray]):
@@ -123,15 +181,47 @@ def _convolve_front(model, mel, n: int):
     return torch.cat([short[:, : half - 1], run, short[:, half - 1 :]], dim=1)
 
 
-def _last_layer_rows(block, x, rows: int):
-    """A WhisperEncoderLayer's output for the first ``rows`` frames only: those frames query, all frames are keys and values.
+def _pooled_state(model, x, layer: int, frames, pooling: str):
+    """Hidden state ``layer`` of a Whisper encoder from its embedded input ``x`` ``(batch, T, d)``, pooled over each
+    row's first ``frames[i]`` frames: ``(batch, pooled_dim)`` float32. Every row attends to all ``T`` frames; only
+    the last layer's outputs are limited to the pooled frames."""
+    from probekit.extract.pooling import pool_hidden
+
+    keep = int(frames.max())
+    if layer == 0:
+        return pool_hidden(x[None, :, :keep].float(), frames, pooling=pooling)[:, 0]
+    for block in model.layers[: layer - 1]:
+        x = block(x, None)
+    # HF's last hidden state carries the final layer norm (an Identity once the encoder is truncated).
+    final_norm = model.layer_norm if layer == len(model.layers) else None
+    return _last_layer_pooled(model.layers[layer - 1], x, frames, pooling, final_norm)
+
+
+def _last_layer_pooled(block, x, frames, pooling: str, final_norm=None):
+    """A WhisperEncoderLayer's output, pooled, for the first ``max(frames)`` frames only: those frames query, all frames
+    are keys and values. ``(batch, pooled_dim)`` float32.
 
     The same operations, in the same order, as the layer's own forward; the attention is called in its
-    key/value-states form so that only the kept rows are projected to queries.
+    key/value-states form so that only the kept rows are projected to queries. With mean pooling and no
+    final norm after it, ``fc2`` (linear) runs once on the pooled activation instead of on every frame.
     """
-    residual = x[:, :rows]
+    import torch
+
+    from probekit.extract.pooling import pool_hidden
+
+    rows = int(frames.max())
     h = block.self_attn_layer_norm(x)
-    attended, _ = block.self_attn(hidden_states=h[:, :rows], key_value_states=h)
-    y = residual + attended
-    z = block.fc2(block.activation_fn(block.fc1(block.final_layer_norm(y))))
-    return y + z
+    if rows < x.shape[1]:
+        attended, _ = block.self_attn(hidden_states=h[:, :rows], key_value_states=h)
+    else:
+        attended, _ = block.self_attn(hidden_states=h, attention_mask=None)
+    y = x[:, :rows] + attended
+    a = block.activation_fn(block.fc1(block.final_layer_norm(y)))
+    if pooling == "mean" and (final_norm is None or isinstance(final_norm, torch.nn.Identity)):
+        mean_y = pool_hidden(y[None].float(), frames, pooling="mean")[:, 0]
+        mean_a = pool_hidden(a[None].float(), frames, pooling="mean")[:, 0]
+        return mean_y + block.fc2(mean_a.to(a.dtype)).float()
+    out = y + block.fc2(a)
+    if final_norm is not None:
+        out = final_norm(out)
+    return pool_hidden(out[None].float(), frames, pooling=pooling)[:, 0]

@@ -7,8 +7,14 @@ streams and the frame probabilities (one float per 32 ms: about 450 kB for an ho
 counts as speech when at least ``min_speech`` seconds of its frames reach ``threshold``.
 
 The VAD always listens at 8 kHz, Silero's telephone rate: 16 kHz blocks are resampled on the way in
-(a streaming soxr resampler), which costs less than half of running Silero's 16 kHz path and judges
-speech as well for this purpose (speech lives below 4 kHz; telephone calls arrive at 8 kHz anyway).
+(a streaming soxr resampler), which judges speech as well for this purpose (speech lives below 4 kHz;
+telephone calls arrive at 8 kHz anyway).
+
+Silero's model is a convolutional front end that sees one frame (and 4 ms of the frame before it), then
+an LSTM cell carried from frame to frame, then a one-unit head. Only the LSTM is recurrent, so
+:class:`SileroVad` runs the front end and the head on all frames of a block at once and the LSTM over the
+block's frames in one call: the same probabilities as Silero's own frame-by-frame loop (to float
+rounding, checked when the model loads), at a tenth of its cost.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ class VadSpec:
             raise VadError(f"min_speech {self.min_speech} s must not be negative")
 
 
-def load_silero():
-    """The packaged Silero VAD TorchScript model (CPU, read from the wheel; no network)."""
+def load_silero() -> SileroVad:
+    """The packaged Silero VAD model (CPU, read from the wheel; no network), ready for :class:`StreamingVad`."""
     import torch
 
     threads = torch.get_num_threads()
@@ -63,39 +69,110 @@ def load_silero():
     with warnings.catch_warnings():
         # The loader uses APIs that torch and importlib mark deprecated; that is silero's to change, not the user's.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad()
+        return SileroVad(load_silero_vad())
+
+
+class SileroVad:
+    """Silero's 8 kHz model, run a block of frames at a time: :meth:`probabilities` of consecutive frames, carrying
+    the recurrent state (and the 4 ms of context each frame sees from the one before) from block to block.
+
+    ``jit``: the TorchScript model ``silero_vad.load_silero_vad()`` returns. Its 8 kHz submodule's front end
+    (``run_extractors``, ``encoder``), LSTM cell (``decoder.rnn``) and head (``decoder.decoder``) are used as
+    they are; the construction checks the result against the model's own frame-by-frame loop and refuses a
+    silero-vad whose model is laid out otherwise.
+    """
+
+    frame = 256  # samples of one 32 ms frame at 8 kHz
+    context = 32  # samples of the previous frame each frame sees
+
+    def __init__(self, jit):
+        import torch
+
+        self.jit = jit
+        try:
+            net = jit._model_8k
+            cell = net.decoder.rnn
+            self._extract, self._encoder, self._head = net.run_extractors, net.encoder, net.decoder.decoder
+            self._lstm = torch.nn.LSTM(int(cell.weight_hh.shape[1]), int(cell.weight_hh.shape[1]))
+            with torch.no_grad():
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(self._lstm, f"{name}_l0").copy_(getattr(cell, name))
+            self._lstm.eval()
+            self._check()
+        except (AttributeError, RuntimeError, AssertionError) as exc:
+            raise VadError(f"this silero-vad's model is not laid out as probekit expects ({exc}); "
+                           "probekit is tested with silero-vad 6.2 (pip install --no-deps 'silero-vad==6.2.*')") from exc
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new recording: zero state and zero context."""
+        import torch
+
+        self._state = (torch.zeros(1, 1, self._lstm.hidden_size), torch.zeros(1, 1, self._lstm.hidden_size))
+        self._previous = np.zeros(self.context, np.float32)
+
+    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        """Speech probability ``(len(audio) // 256,)`` of each whole 32 ms frame of ``audio`` (float32, 8 kHz), which
+        continues the audio of the previous call since :meth:`reset`; a trailing partial frame must be passed again."""
+        import torch
+
+        n = len(audio) // self.frame
+        if n == 0:
+            return np.zeros(0, np.float32)
+        frames = np.asarray(audio[: n * self.frame], np.float32).reshape(n, self.frame)
+        before = np.concatenate([self._previous[None], frames[:-1, -self.context:]])
+        x = torch.from_numpy(np.ascontiguousarray(np.concatenate([before, frames], axis=1)))
+        threads = torch.get_num_threads()
+        # Small convolutions and one 128-unit LSTM step per frame: a second thread only adds waiting.
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                features = self._encoder(self._extract(x)).squeeze(-1)  # (n, hidden)
+                hidden, self._state = self._lstm(features[:, None, :], self._state)
+                out = self._head(hidden[:, 0, :, None]).reshape(n).numpy().astype(np.float32)
+        finally:
+            torch.set_num_threads(threads)
+        self._previous = frames[-1, -self.context:].copy()
+        return out
+
+    def _check(self) -> None:
+        """Raise AssertionError unless a block pass equals the model's own frame-by-frame loop on a test signal."""
+        import torch
+
+        t = np.arange(40 * self.frame) / _VAD_RATE
+        signal = (0.3 * np.sin(2 * np.pi * (150 + 400 * t) * t) * (np.sin(2 * np.pi * 1.5 * t) > 0)
+                  + 0.01 * np.random.default_rng(0).normal(size=len(t))).astype(np.float32)
+        self.reset()
+        batched = np.concatenate([self.probabilities(signal[:7 * self.frame]), self.probabilities(signal[7 * self.frame:])])
+        self.jit.reset_states()
+        with torch.inference_mode():
+            own = np.array([float(self.jit(torch.from_numpy(signal[i:i + self.frame]), _VAD_RATE))
+                            for i in range(0, len(signal), self.frame)])
+        self.jit.reset_states()
+        assert np.abs(batched - own).max() < 1e-4, f"block and frame-by-frame passes differ by {np.abs(batched - own).max():.1e}"
 
 
 class StreamingVad:
-    """Silero VAD fed block by block. ``rate``: Hz of the blocks (8000 or 16000).
+    """Silero VAD fed block by block. ``rate``: Hz of the blocks (8000 or 16000); ``model``: a :class:`SileroVad`
+    (loaded when not given; it is reset here, so one model serves one recording at a time).
 
     ``feed(block)`` queues samples; ``probabilities`` holds one speech probability per complete frame
     scored so far; :meth:`speech_seconds` and :meth:`is_speech` judge a span of samples, scoring what
-    they need first.
-
-    Silero is a recurrent model, one 32 ms frame per call, and a call costs far more in overhead than in
-    arithmetic. So queued audio is cut into lanes of ``lane_seconds`` that run side by side as one batch,
-    each lane starting from a fresh state ``warmup_seconds`` before its first frame (the warm-up frames'
-    outputs are dropped). That is about ten times fewer calls than a frame-by-frame pass; the
-    probabilities differ from a frame-by-frame pass only while a fresh state settles (measured in
-    tests/test_call_windows.py).
+    they need first. Probabilities equal Silero's own frame-by-frame pass over the whole recording.
     """
 
-    def __init__(self, rate: int, spec: VadSpec = VadSpec(), model=None, lane_seconds: float = 1.024,
-                 warmup_seconds: float = 0.512):
+    def __init__(self, rate: int, spec: VadSpec = VadSpec(), model: SileroVad | None = None):
         import soxr
 
         if rate not in VAD_RATES:
             raise VadError(f"Silero VAD runs at 8000 or 16000 Hz, not {rate} Hz")
         self.rate = rate
         self.spec = spec
-        self.frame = 256  # samples of one 32 ms frame at the 8 kHz the model runs at
+        self.frame = SileroVad.frame  # samples of one 32 ms frame at the 8 kHz the model runs at
         self.input_frame = self.frame * rate // _VAD_RATE  # the same 32 ms in the caller's samples
         self._resampler = soxr.ResampleStream(rate, _VAD_RATE, 1, dtype="float32") if rate != _VAD_RATE else None
-        self.lane = max(1, int(round(lane_seconds * _VAD_RATE / self.frame)))
-        self.warmup = max(0, int(round(warmup_seconds * _VAD_RATE / self.frame)))
         self._model = model if model is not None else load_silero()
-        self._history = np.zeros(self.warmup * self.frame, np.float32)  # audio just before the queue (zeros at the start)
+        self._model.reset()
         self._queue = np.zeros(0, np.float32)
         self._probs = np.zeros(0, np.float32)
 
@@ -114,33 +191,10 @@ class StreamingVad:
         self._queue = np.concatenate([self._queue, block])
 
     def _score(self) -> None:
-        import torch
-
-        n_frames = len(self._queue) // self.frame
-        if n_frames == 0:
+        used = len(self._queue) // self.frame * self.frame
+        if used == 0:
             return
-        lanes = -(-n_frames // self.lane)
-        steps = self.warmup + self.lane
-        # Each lane: its warm-up audio, then its own frames; the last lane is zero-filled past the queue.
-        audio = np.concatenate([self._history, self._queue[: n_frames * self.frame],
-                                np.zeros((lanes * self.lane - n_frames) * self.frame, np.float32)])
-        hop = self.lane * self.frame
-        batch = np.stack([audio[i * hop: i * hop + steps * self.frame] for i in range(lanes)])
-        out = np.empty((lanes, steps), np.float32)
-        threads = torch.get_num_threads()
-        # A batch of 32 ms frames is far too small to split across threads: more threads only add contention.
-        torch.set_num_threads(1)
-        try:
-            self._model.reset_states()
-            x = torch.from_numpy(batch)
-            with torch.inference_mode():
-                for k in range(steps):
-                    out[:, k] = self._model(x[:, k * self.frame:(k + 1) * self.frame], _VAD_RATE).numpy().reshape(lanes)
-        finally:
-            torch.set_num_threads(threads)
-        self._probs = np.concatenate([self._probs, out[:, self.warmup:].reshape(-1)[:n_frames]])
-        used = n_frames * self.frame
-        self._history = audio[used: used + len(self._history)].copy()
+        self._probs = np.concatenate([self._probs, self._model.probabilities(self._queue[:used])])
         self._queue = self._queue[used:].copy()
 
     def through(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
