@@ -651,10 +651,6 @@ def _encode(enc: EncoderLike, waves: list[np.ndarray], pooling: str) -> np.ndarr
     return np.stack(out)  # type: ignore[arg-type]
 
 
-def _pooled_dim(enc: EncoderLike, pooling: str) -> int:
-    return int(enc.hidden_size) * (2 if pooling == "mean+std" else 1)
-
-
 def _entry(man: Manifest, row: int, reason: str, fingerprint: str = "") -> dict:
     seg = man.segments[row]
     return {"id": seg.id, "line": seg.line, "reason": reason, "fingerprint": fingerprint}
@@ -676,7 +672,9 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
     kept = sorted(set(computed) | set(plan.reuse))
     position = {r: p for p, r in enumerate(kept)}
     if enc is not None:
-        layers, dim = int(enc.num_hidden_states), _pooled_dim(enc, pooling)
+        from probekit.extract.pooling import pooled_dim  # torch-backed module; the encoder already loaded it
+
+        layers, dim = int(enc.num_hidden_states), pooled_dim(int(enc.hidden_size), pooling)
     else:
         layers, dim = prev.num_layers, prev.dim
     if prev is not None and (prev.num_layers, prev.dim) != (layers, dim):
