@@ -293,3 +293,30 @@ def test_ground_truth_from_a_manifest_is_drawn(model, tmp_path, cli_scorer):
                                    "--no-vad", "--truth", str(tmp_path / "truth.csv"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "call.timeline.png").stat().st_size > 5000
+
+
+def test_an_old_silero_that_imports_torchaudio_is_refused_with_the_upgrade(monkeypatch):
+    """silero-vad 6.2.2 and older import torchaudio at the top: the error says to upgrade, not to install it."""
+    import builtins
+
+    from probekit.deploy.vad import VadError, load_silero
+
+    real_import = builtins.__import__
+
+    def old_silero(name, *args, **kwargs):
+        if name == "silero_vad":
+            raise ModuleNotFoundError("No module named 'torchaudio'", name="torchaudio")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", old_silero)
+    with pytest.raises(VadError, match=r"older than 6\.2\.3.*silero-vad>=6\.2\.3,<7"):
+        load_silero()
+
+    def missing(name, *args, **kwargs):
+        if name == "silero_vad":
+            raise ModuleNotFoundError("No module named 'silero_vad'", name="silero_vad")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", missing)
+    with pytest.raises(VadError, match="needs the silero-vad package"):
+        load_silero()

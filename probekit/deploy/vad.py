@@ -53,6 +53,10 @@ class VadSpec:
             raise VadError(f"min_speech {self.min_speech} s must not be negative")
 
 
+# The releases probekit supports (as in pyproject.toml): the first whose import needs no torchaudio, up to the next major.
+_SILERO_PIN = "silero-vad>=6.2.3,<7"
+
+
 def load_silero() -> SileroVad:
     """The packaged Silero VAD model (CPU, read from the wheel; no network), ready for :class:`StreamingVad`."""
     import torch
@@ -61,7 +65,11 @@ def load_silero() -> SileroVad:
     try:
         from silero_vad import load_silero_vad
     except ImportError as exc:
-        raise VadError("voice activity needs the silero-vad package: pip install --no-deps silero-vad "
+        if exc.name == "torchaudio":
+            # silero-vad 6.2.2 and older import torchaudio at the top; installing it would pull a second torch.
+            raise VadError("this silero-vad is older than 6.2.3 and needs torchaudio; upgrade it instead: "
+                           f"pip install --no-deps {_SILERO_PIN!r}") from exc
+        raise VadError(f"voice activity needs the silero-vad package: pip install --no-deps {_SILERO_PIN!r} "
                        "(its weights ship in the wheel; --no-deps keeps it from touching torch)") from exc
     finally:
         # Importing silero_vad sets torch to one thread for the whole process; the encoder should keep its threads.
@@ -101,7 +109,7 @@ class SileroVad:
             self._check()
         except (AttributeError, RuntimeError, AssertionError) as exc:
             raise VadError(f"this silero-vad's model is not laid out as probekit expects ({exc}); "
-                           "probekit is tested with silero-vad 6.2 (pip install --no-deps 'silero-vad==6.2.*')") from exc
+                           f"probekit is tested with silero-vad 6.2.3 (pip install --no-deps {_SILERO_PIN!r})") from exc
         self.reset()
 
     def reset(self) -> None:
