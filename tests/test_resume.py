@@ -104,3 +104,26 @@ def test_kill_at_arbitrary_moments_never_corrupts(reference, tmp_path, delay):
     r = extract_cache(manifest, FakeEncoder(), out, dtype="float32", batch_seconds=1.0, progress=False)
     assert r.batches_computed + r.batches_resumed in (0, ref.batches_computed)
     _assert_same(out, ref.path)
+
+
+class _ReusingEncoder(FakeEncoder):
+    """Hands back every batch in one buffer it overwrites, as an encoder with a preallocated output would."""
+
+    def encode(self, waves, pooling="mean"):
+        out = super().encode(waves, pooling)
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.shape != out.shape:
+            buf = self._buf = np.empty(out.shape, np.float32)
+        buf[...] = out
+        return buf
+
+
+def test_an_encoder_reusing_its_output_buffer_gives_the_same_cache(tmp_path):
+    """Batches held in memory for the final write are copies: a reused buffer must not turn them all into the last one."""
+    manifest = write_corpus(tmp_path / "data", n=12)
+    ref = extract_cache(manifest, FakeEncoder(), tmp_path / "ref.h5", dtype="float32", batch_seconds=1.0, progress=False)
+    got = extract_cache(manifest, _ReusingEncoder(), tmp_path / "got.h5", dtype="float32", batch_seconds=1.0, progress=False)
+    assert got.batches_computed > 2  # several batches of one shape share the buffer
+    a, b = EmbeddingCache(ref.path), EmbeddingCache(got.path)
+    for layer in range(FakeEncoder.num_hidden_states):
+        np.testing.assert_array_equal(a.read_layer(layer), b.read_layer(layer))

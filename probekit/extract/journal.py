@@ -178,10 +178,12 @@ class Journal:
             bad_reasons=np.array(record.bad_reasons, dtype=np.str_).reshape(-1),
         )
         _atomic_write_bytes(self._file(index), buf.getvalue(), sync=False)
+        # Copies, not views: an encoder may hand back one buffer it overwrites each batch, and the held
+        # batches must stay what the journal file says.
         self._hold(index, BatchRecord(
-            rows=np.asarray(record.rows, dtype=np.int64),
-            pooled=np.asarray(record.pooled, dtype=np.float32),
-            durations=np.asarray(record.durations, dtype=np.float32),
+            rows=np.array(record.rows, dtype=np.int64),
+            pooled=np.array(record.pooled, dtype=np.float32),
+            durations=np.array(record.durations, dtype=np.float32),
             bad_rows=np.asarray(record.bad_rows, dtype=np.int64),
             bad_reasons=tuple(str(r) for r in record.bad_reasons),
         ))
