@@ -164,6 +164,31 @@ def test_a_silero_model_laid_out_otherwise_is_refused():
         SileroVad(Drifted())
 
 
+def test_the_vad_check_survives_python_O():
+    """The load-time check is a raise, not an assert, so `python -O` still refuses a disagreeing model."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from probekit.deploy.vad import SileroVad, VadError, load_silero
+class Drifted:
+    _model_8k = load_silero().jit._model_8k
+    def reset_states(self): pass
+    def __call__(self, x, rate): return torch.full((1, 1), 0.5)
+try:
+    SileroVad(Drifted())
+except VadError as exc:
+    print("refused:", exc)
+else:
+    print("accepted")
+"""
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "differ" in out.stdout, out.stdout
+
+
 def test_loading_the_vad_keeps_torch_threads():
     import torch
 
