@@ -25,8 +25,10 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
     layer's width. About ``val_fraction`` of the part (whole speakers when ``groups`` is given) is held
     out for early stopping with ``patience`` rounds; LightGBM's binned dataset is built once and every
     label of a multi-label target trains on it (one-vs-rest; a label constant in the part predicts its
-    rate). Tree parameters mean what they mean in :class:`LGBMProbe`; ``n_estimators`` is the round
-    budget. Parts of fewer than ``fast_min_rows`` rows use :class:`LGBMProbe` itself. ``report_`` /
+    rate). Tree parameters mean what they mean in :class:`LGBMProbe`; the round budget is
+    ``n_estimators`` for every ``budget_rows`` fitting rows begun (100 rounds up to 32,768 rows, 200 up
+    to 65,536, ...): more rows make more rounds worth having, and early stopping still picks the
+    rounds within it. Parts of fewer than ``fast_min_rows`` rows use :class:`LGBMProbe` itself. ``report_`` /
     ``fold_reports_`` say which path ran, the features and the share each tree saw, and the rounds early
     stopping chose per label.
     """
@@ -51,6 +53,7 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
         patience: int = 10,
         val_fraction: float = 0.1,
         fast_min_rows: int = 2000,
+        budget_rows: int = 32768,
     ):
         super().__init__(n_estimators, learning_rate, num_leaves, min_child_samples, colsample_bytree, class_weight, n_jobs, seed)
         self.raw_features = raw_features
@@ -61,6 +64,11 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
         self.patience = patience
         self.val_fraction = val_fraction
         self.fast_min_rows = fast_min_rows
+        self.budget_rows = budget_rows
+
+    def _round_budget(self, n_fit: int) -> int:
+        """Rounds allowed for ``n_fit`` fitting rows: ``n_estimators`` per ``budget_rows`` begun (at least one)."""
+        return int(self.n_estimators) * max(1, -(-int(n_fit) // max(1, int(self.budget_rows))))
 
     def _params(self, objective: str, n_out: int, n_features: int) -> dict:
         """LightGBM's native parameters for what :class:`LGBMProbe` asks of ``LGBMClassifier``, with the fast path's shortcuts."""
@@ -118,6 +126,7 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
                 val_set = lgb.Dataset(Z[val], label=columns[0][val], params=params, reference=train_set).construct()
         del Z
         boosters, rounds = [], []
+        budget = self._round_budget(len(fit))
         for col in columns:
             if col[fit].min() == col[fit].max() and y.ndim == 2:
                 boosters.append(float(col[0]))  # a label constant in this part: predict its rate
@@ -133,7 +142,7 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
                 if w is not None:
                     val_set.set_weight(w[val])
                 callbacks.append(lgb.early_stopping(int(self.patience), first_metric_only=True, verbose=False))
-            booster = lgb.train(params, train_set, num_boost_round=int(self.n_estimators),
+            booster = lgb.train(params, train_set, num_boost_round=budget,
                                 valid_sets=[val_set] if val_set is not None else None, callbacks=callbacks)
             boosters.append(booster)
             rounds.append(int(booster.best_iteration or booster.current_iteration()))
@@ -146,7 +155,7 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
             "max_bin": int(self.max_bin),
             "bin_rows": int(min(self.bin_rows, len(fit))),
             "rounds": rounds,
-            "round_budget": int(self.n_estimators),
+            "round_budget": budget,
             "early_stopping": f"patience {self.patience} on {how}" if len(val) else how,
             "gave_up": "features per tree, bin resolution, and the held-out rows (not refitted)"
             + ("; raw columns not drawn" if features.n_raw < np.shape(X)[1] else "")
