@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -175,9 +175,11 @@ def json_sha256(obj: Any) -> str:
 
 
 def row_audio(path: str | Path, start: float | None, end: float | None, channel: int | None,
-              known: Mapping[tuple[str, int, int], str] | None = None) -> RowAudio:
+              known: MutableMapping[tuple[str, int, int], str] | None = None) -> RowAudio:
     """The audio fingerprint of one segment. ``known`` maps ``(absolute path, size, mtime_ns)`` to a
-    file digest computed earlier: an untouched file is not read again (as ``make`` and git do)."""
+    file digest computed earlier: an untouched file is not read again (as ``make`` and git do). A
+    digest computed here is added to ``known``, so the other segments of one file (a long call cut
+    into turns) do not hash it again."""
     absolute = os.path.abspath(path)
     try:
         st = os.stat(absolute)
@@ -190,6 +192,8 @@ def row_audio(path: str | Path, start: float | None, end: float | None, channel:
             digest = file_sha256(absolute)
         except OSError:
             return RowAudio(fingerprint="")
+        if known is not None:
+            known[key] = digest
     picked = f"{digest}\t{start}\t{end}\t{'' if channel is None else channel}"
     return RowAudio(hashlib.sha256(picked.encode()).hexdigest()[:32], digest, key[1], key[2])
 

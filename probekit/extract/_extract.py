@@ -239,10 +239,8 @@ def _prepass(man: Manifest, rows: Sequence[int], known: dict, workers: int) -> d
 
     def check(r: int) -> _Checked:
         seg = man.segments[r]
+        # Two threads may hash the same file at once; both get (and store) the same digest.
         audio = row_audio(seg.path, seg.start, seg.end, seg.channel, digests)
-        if audio.file_sha256:
-            # Two threads may hash the same file at once; both get the same digest.
-            digests[(os.path.abspath(seg.path), audio.size, audio.mtime_ns)] = audio.file_sha256
         if not Path(seg.path).is_file():
             return _Checked(None, f"audio file not found: {seg.path}", audio)
         try:
