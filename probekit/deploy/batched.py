@@ -102,13 +102,12 @@ def _whisper_padded_layer(encoder, waves: list[np.ndarray], layer: int, pooling:
 def _whisper_fast_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str) -> np.ndarray:
     """Whisper's fast mode (real frames only), one group of equal-length windows at a time: no padding, no mask.
 
-    The same features, convolutions and positions as :func:`probekit.extract.encoders.whisper_encoder_hidden_states`,
+    The same features and embedding (:func:`probekit.extract.encoders.whisper_embed`) as the extractor's fast mode,
     whose masking has nothing to mask when every row has one length.
     """
     import torch
-    from torch.nn.functional import gelu
 
-    from probekit.extract.encoders import whisper_frames
+    from probekit.extract.encoders import whisper_embed, whisper_frames
 
     model = encoder.model
     out = np.empty((len(waves), 0), np.float32)
@@ -120,8 +119,7 @@ def _whisper_fast_layer(encoder, waves: list[np.ndarray], layer: int, pooling: s
         batch = torch.from_numpy(np.stack([np.asarray(waves[i], np.float32) for i in rows]))
         with torch.inference_mode(), _autocast(encoder):
             mel = encoder.log_mel.real_frames(batch, [n] * len(rows), [2 * n_frames] * len(rows))
-            x = gelu(model.conv2(gelu(model.conv1(mel)))).permute(0, 2, 1)
-            x = x + model.embed_positions.weight[:n_frames].to(x.dtype)
+            x = whisper_embed(model, mel)
             frames = torch.full((len(rows),), n_frames, device=encoder.device)
             pooled = _pooled_state(model, x, layer, frames, pooling).cpu().numpy().astype(np.float32)
         if out.shape[1] == 0:

@@ -400,6 +400,26 @@ class Encoder:
         return torch.autocast("cpu", enabled=False)
 
 
+def whisper_embed(encoder, mel: torch.Tensor, mel_lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """A WhisperEncoder's input embedding (both convolutions, then the positions) of mel frames of any
+    length: ``(batch, n_mel_frames // 2, d_model)``.
+
+    mel: (batch, n_mels, n_mel_frames); mel_lengths: (batch,) valid mel frames, zero beyond them, or
+    None when every row is valid to the end (no padding to zero).
+    """
+    gelu = torch.nn.functional.gelu
+    x = gelu(encoder.conv1(mel))
+    if mel_lengths is not None:
+        # Zero what conv1 made of the padding (gelu(bias) != 0), as a solo run's conv2 padding is zero.
+        steps = torch.arange(mel.shape[-1], device=mel.device)
+        x = x * (steps[None, :] < mel_lengths[:, None])[:, None, :].to(x.dtype)
+    x = gelu(encoder.conv2(x)).permute(0, 2, 1)
+    n_frames = x.shape[1]
+    if n_frames > encoder.embed_positions.num_embeddings:
+        raise EncoderError(f"Whisper input of {n_frames} frames exceeds the {encoder.embed_positions.num_embeddings}-frame window")
+    return x + encoder.embed_positions.weight[:n_frames].to(x.dtype)
+
+
 def whisper_encoder_hidden_states(encoder, mel: torch.Tensor, mel_lengths: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
     """Run a WhisperEncoder's submodules on mel frames of any length (HF insists on 3000).
 
@@ -409,17 +429,8 @@ def whisper_encoder_hidden_states(encoder, mel: torch.Tensor, mel_lengths: torch
     after the final layer norm when ``final_norm`` (as HF's ``output_hidden_states``). Padding
     never reaches valid frames: it is zeroed between the convolutions and masked as attention keys.
     """
-    gelu = torch.nn.functional.gelu
-    steps = torch.arange(mel.shape[-1], device=mel.device)
-    mel_valid = (steps[None, :] < mel_lengths[:, None]).to(mel.dtype)
-    x = gelu(encoder.conv1(mel))
-    # Zero what conv1 made of the padding (gelu(bias) != 0), as a solo run's conv2 padding is zero.
-    x = x * mel_valid[:, None, :].to(x.dtype)
-    x = gelu(encoder.conv2(x)).permute(0, 2, 1)
+    x = whisper_embed(encoder, mel, mel_lengths)
     n_frames = x.shape[1]
-    if n_frames > encoder.embed_positions.num_embeddings:
-        raise EncoderError(f"Whisper input of {n_frames} frames exceeds the {encoder.embed_positions.num_embeddings}-frame window")
-    x = x + encoder.embed_positions.weight[:n_frames].to(x.dtype)
     lengths = (mel_lengths + 1) // 2
     valid = torch.arange(n_frames, device=mel.device)[None, :] < lengths[:, None]
     # Additive key mask, (batch, 1, query, key); float16's minimum is safe under autocast too.
