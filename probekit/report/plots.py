@@ -274,27 +274,25 @@ def figure_svg(fig: Figure) -> str:
 
 def plot_layers(doc: dict, out: Path) -> dict[str, Path]:
     """``<metric>_by_layer.png``: :func:`layers_figure`."""
-    path = out / f"{doc['headline']['metric']}_by_layer.png"
-    layers_figure(doc).savefig(path)
+    return _saved(layers_figure(doc), out / f"{doc['headline']['metric']}_by_layer.png")
+
+
+def _saved(fig: Figure | None, path: Path) -> dict[str, Path]:
+    """``{name: path}`` after saving ``fig`` there; nothing when there is no figure to draw."""
+    if fig is None:
+        return {}
+    fig.savefig(path)
     return {path.name: path}
 
 
 def plot_layer_weights(doc: dict, out: Path) -> dict[str, Path]:
     """``layer_weights.png`` (:func:`layer_weights_figure`) when a row has learned layer weights; else nothing."""
-    fig = layer_weights_figure([("", doc)])
-    if fig is None:
-        return {}
-    fig.savefig(out / "layer_weights.png")
-    return {"layer_weights.png": out / "layer_weights.png"}
+    return _saved(layer_weights_figure([("", doc)]), out / "layer_weights.png")
 
 
 def plot_reliability(doc: dict, out: Path) -> dict[str, Path]:
     """``reliability.png`` (:func:`reliability_figure`) when a best entry carries calibration; else nothing."""
-    fig = reliability_figure([("", doc)])
-    if fig is None:
-        return {}
-    fig.savefig(out / "reliability.png")
-    return {"reliability.png": out / "reliability.png"}
+    return _saved(reliability_figure([("", doc)]), out / "reliability.png")
 
 
 def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
