@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit, softmax  # expit: no overflow warning for large negative scores
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 __all__ = ["PathFit", "MultinomialFit", "fit_batched", "fit_multinomial", "decision_batched", "preconditioner", "to_float32", "FastLogReg"]
@@ -470,16 +471,13 @@ def fit_multinomial(X, y, train_masks, C: float, *, tol: float = 1e-5, max_iter:
     return MultinomialFit(V.permute(0, 2, 1).contiguous().numpy(), icpt.numpy(), int(state.get("n_iter", 0)), bool(grad <= tol))
 
 
-def _sigmoid(s: np.ndarray) -> np.ndarray:
-    from scipy.special import expit  # no overflow warning for large negative scores
-
-    return expit(s)
-
-
-def _softmax(s: np.ndarray) -> np.ndarray:
-    s = s - s.max(1, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(1, keepdims=True)
+def _proba(mode: str, s: np.ndarray) -> np.ndarray:
+    """Probabilities from decision values ``s``: binary ``(n,)`` -> ``(n, 2)``; multi-class ``(n, c)`` softmax;
+    multi-label ``(n, k)`` one sigmoid per label."""
+    if mode == "binary":
+        p = expit(s)
+        return np.stack([1 - p, p], axis=1)
+    return softmax(s, axis=1) if mode == "multiclass" else expit(s)
 
 
 class FastLogReg(ClassifierMixin, BaseEstimator):
@@ -555,11 +553,7 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
         return s[:, 0] if self._mode == "binary" else s
 
     def predict_proba(self, X):
-        s = self.decision_function(X)
-        if self._mode == "binary":
-            p = _sigmoid(s)
-            return np.stack([1 - p, p], axis=1)
-        return _softmax(s) if self._mode == "multiclass" else _sigmoid(s)
+        return _proba(self._mode, self.decision_function(X))
 
     def predict(self, X):
         proba = self.predict_proba(X)
@@ -596,12 +590,6 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
             reports.append(self._report(mode, fit, f))
             Xte = Xt[torch.from_numpy(np.asarray(te, dtype=np.int64))].numpy()
             s = Xte @ fit.coef[f].T + fit.intercept[f]
-            if mode == "binary":
-                p = _sigmoid(s[:, 0])
-                out.append(np.stack([1 - p, p], axis=1).astype(np.float64))
-            elif mode == "multiclass":
-                out.append(_softmax(s).astype(np.float64))
-            else:
-                out.append(_sigmoid(s).astype(np.float64))
+            out.append(_proba(mode, s[:, 0] if mode == "binary" else s).astype(np.float64))
         self.fold_reports_ = reports
         return out
