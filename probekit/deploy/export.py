@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, softmax  # what sklearn's probabilities use: no overflow for large scores
 from sklearn.base import clone
 
 from probekit.cache import EmbeddingCache
@@ -103,11 +104,6 @@ class Head:
     # every part's trees read instead of the embedding; None for every other probe.
     features: PartFeatures | None = None
 
-    @property
-    def part_dim(self) -> int:
-        """Width of what the parts read: ``dim``, or the feature map's raw columns + PCA axes."""
-        return self.dim if self.features is None else self.features.n_raw + self.features.pca_dims
-
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """``x``: ``(n, dim)`` pooled embeddings -> ``(n, n_outputs)`` probabilities (float64)."""
         x = np.asarray(x, dtype=np.float64)
@@ -118,11 +114,11 @@ class Head:
             x = self.features.transform(x.astype(np.float32)).astype(np.float64)
         if self.output == "softmax":
             raw = self.parts[0].raw(x, self.activation)
-            return raw if self.kind == "lgbm" else _softmax(raw)
+            return raw if self.kind == "lgbm" else softmax(raw, axis=1)
         if self.output == "sigmoid_joint":
-            return _sigmoid(self.parts[0].raw(x, self.activation))
+            return expit(self.parts[0].raw(x, self.activation))
         if self.output == "ovr":
-            s = _sigmoid(self.parts[0].raw(x, self.activation))
+            s = expit(self.parts[0].raw(x, self.activation))
             return s / s.sum(axis=1, keepdims=True)
         cols = []
         for part in self.parts:
@@ -130,25 +126,10 @@ class Head:
             if part.constant is not None or part.booster is not None:
                 cols.append(raw[:, -1])
             elif raw.shape[1] == 2:
-                cols.append(_softmax(raw)[:, 1])
+                cols.append(softmax(raw, axis=1)[:, 1])
             else:
-                cols.append(_sigmoid(raw[:, 0]))
+                cols.append(expit(raw[:, 0]))
         return np.stack(cols, axis=1)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Split by sign like scipy.special.expit, so results match sklearn's to the last few ulps without overflow.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _activate(h: np.ndarray, name: str) -> np.ndarray:
@@ -157,7 +138,7 @@ def _activate(h: np.ndarray, name: str) -> np.ndarray:
     if name == "tanh":
         return np.tanh(h)
     if name == "logistic":
-        return _sigmoid(h)
+        return expit(h)
     return h
 
 
