@@ -197,11 +197,12 @@ def parse_range(items: Sequence[str]) -> tuple[tuple[str, float, float, str], ..
 
 def candidate_params(spec: SweepSpec) -> list[dict]:
     """The parameter sets to try, in a fixed order (ties in selection go to the earlier one)."""
+    grid = [dict(zip([n for n, _ in spec.grid], combo)) for combo in itertools.product(*[v for _, v in spec.grid])]
     if spec.trials > 0:
         if not spec.ranges:
             raise SweepError("--trials needs at least one --range NAME=LOW:HIGH[:log]")
         rng = np.random.default_rng(spec.seed)
-        fixed = [dict(zip([n for n, _ in spec.grid], combo)) for combo in itertools.product(*[v for _, v in spec.grid])] or [{}]
+        fixed = grid or [{}]
         out = []
         for _ in range(spec.trials):
             p = dict(fixed[int(rng.integers(len(fixed)))])
@@ -217,10 +218,7 @@ def candidate_params(spec: SweepSpec) -> list[dict]:
             if p not in out:
                 out.append(p)
         return out
-    if not spec.grid:
-        return [{}]
-    names = [n for n, _ in spec.grid]
-    return [dict(zip(names, combo)) for combo in itertools.product(*[v for _, v in spec.grid])]
+    return grid  # no grid: one empty parameter set (the product of no axes)
 
 
 # --------------------------------------------------------------------------- labels and folds
@@ -309,11 +307,6 @@ class LayerJob:
     groups: np.ndarray | None = None
 
 
-def _cell_result(job: LayerJob, params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> tuple:
-    """``(params, fold, scores, n_test, confusion)`` of one cell of ``job`` (see :func:`cell_result`)."""
-    return cell_result(job.kind, job.classes, params, fold, y_true, y_pred, y_score)
-
-
 def cell_result(kind: str, classes: Sequence[str], params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray,
                 y_score: np.ndarray) -> tuple:
     """``(params, fold, scores, n_test, confusion)`` of one cell. ``confusion``
@@ -345,7 +338,7 @@ def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
                 pred = (score >= 0.5).astype(np.int64)
             else:
                 score, pred = proba, proba.argmax(1)
-            out[c] = _cell_result(job, params, job.cells[c][1], job.y[te], pred, score)
+            out[c] = cell_result(job.kind, job.classes, params, job.cells[c][1], job.y[te], pred, score)
     return [out[c] for c in range(len(job.cells))]
 
 
@@ -399,14 +392,14 @@ def _fast_cells(X: torch.Tensor, job: LayerJob) -> list[tuple]:
             score, pred = S, S.argmax(1)
         else:
             score, pred = S, (S > 0).astype(np.int64)
-        out.append(_cell_result(job, params, fold, job.y[te], pred, score))
+        out.append(cell_result(job.kind, job.classes, params, fold, job.y[te], pred, score))
     return out
 
 
 def run_layer_job(job: LayerJob) -> list[tuple]:
     """Read the job's layer from the cache (float16 stays float16) and compute its cells.
 
-    Returns ``[(params, fold, scores, n_test, confusion), ...]`` (see :func:`_cell_result`). Runs in
+    Returns ``[(params, fold, scores, n_test, confusion), ...]`` (see :func:`cell_result`). Runs in
     a worker: only this job's data.
     """
     cache = EmbeddingCache(job.cache_path)
@@ -436,7 +429,7 @@ class SweepResult:
     ``caches``: the document's cache entries; ``classes``: the task's classes (the same for every cache).
     ``computed`` / ``reused``: cells computed in this run / found in the store.
     ``oof``: per (encoder, probe) the out-of-fold predictions at each outer fold's selected parameters
-    (see :func:`_refit_rows`), from which the rows' pooled values, intervals and tied sets come.
+    (see :func:`_refit`), from which the rows' pooled values, intervals and tied sets come.
     """
 
     rows: list[dict]
@@ -495,12 +488,6 @@ def outer_summary(kind: str, classes: Sequence[str], outer: Sequence[Mapping]) -
         mean, std = fold_mean_std([rec["scores"][name] for rec in outer])
         metrics[name] = {"value": pooled.get(name), "mean": mean, "std": std, "ci_low": None, "ci_high": None}
     return metrics, extras
-
-
-def _check_spec(spec: SweepSpec) -> None:
-    problems = spec.problems()
-    if problems:
-        raise SweepError("; ".join(problems))
 
 
 @dataclass
@@ -707,7 +694,9 @@ def run_sweep(
 
     ``progress`` counts cells (computed or found in the store) of both phases."""
     out = Path(out)
-    _check_spec(spec)
+    problems = spec.problems()
+    if problems:
+        raise SweepError("; ".join(problems))
     params_list = candidate_params(spec)
     for p in params_list:  # fail now, not inside a worker an hour in
         try:
