@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -58,16 +57,6 @@ EMODB_HELP = (
 
 class DefaultsError(ProbekitError, RuntimeError):
     """A default asset is not available; the message says what to install or pass."""
-
-
-@dataclass(frozen=True)
-class QuickstartAssets:
-    """The resolved inputs: a transformers model (folder or hub id) and a manifest file, with where each came from."""
-
-    model: str
-    manifest: Path
-    model_source: str
-    data_source: str
 
 
 def repo_root() -> Path:
@@ -231,19 +220,6 @@ def resolve_manifest(
         out = cache_dir / "manifests" / "emodb.csv"
         return write_emodb_manifest(wav_dir, out), f"{source}, manifest written from EmoDB file names"
     raise DefaultsError(f"{path} (from {source}) is neither a manifest nor a folder with manifest.csv or wav/. {EMODB_HELP}")
-
-
-def resolve_quickstart(
-    data: str | Path | None = None, model: str | Path | None = None, cache_dir: str | Path | None = None
-) -> QuickstartAssets:
-    """Resolve both Quickstart inputs; an explicit ``model`` (folder or hub id) is used as given."""
-    manifest, data_source = resolve_manifest(data, cache_dir)
-    if model is not None:
-        model_ref, model_source = str(model), "--model"
-    else:
-        model_dir, model_source = resolve_model(cache_dir)
-        model_ref = str(model_dir)
-    return QuickstartAssets(model=model_ref, manifest=manifest, model_source=model_source, data_source=data_source)
 
 
 def _main(argv: list[str]) -> int:
