@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from probekit.choices import Device
 from probekit.cli._app import app
 
 
@@ -23,7 +24,7 @@ def predict(
     vad_min_speech: Annotated[float, typer.Option(help="Seconds of speech frames a window needs to be scored.")] = 0.25,
     truth: Annotated[Optional[Path], typer.Option(help="Timelines: a manifest whose rows (path, start, end, labels) mark ground truth on the PNG.")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Run a Whisper export in Whisper's fast mode (only the real frames): much faster, not exact for a padded-mode export; see docs/predict.md.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where the encoder runs (auto: cuda when available).")] = Device.auto,
     batch_size: Annotated[int, typer.Option(help="Items or windows per encoder call.")] = 8,
 ) -> None:
     """Score INPUTS with the probe in MODEL_DIR; the encoder runs only up to the exported layer.
@@ -45,7 +46,7 @@ def predict(
     done: list[str] = []
     kept = ""
     try:
-        scorer = load_scorer(model_dir, device=device, fast=fast)
+        scorer = load_scorer(model_dir, device=device.value, fast=fast)
         if window is None:
             path = out / "predictions.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
