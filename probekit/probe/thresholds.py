@@ -60,12 +60,3 @@ def thresholds_from_scores(y: np.ndarray, scores: np.ndarray | None) -> np.ndarr
     done = ~np.isnan(scores[:, 0])
     yk = y.reshape(len(y), -1)
     return np.array([f1_optimal_threshold(yk[done, j], scores[done, j]) if done.any() else 0.5 for j in range(scores.shape[1])])
-
-
-def tune_thresholds(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray:
-    """F1-optimal threshold(s) from out-of-fold scores of inner speaker-grouped folds of ``X``/``y``.
-
-    ``X``, ``y``, ``groups``: the TRAINING part of an outer fold only. Returns ``(1,)`` for binary,
-    ``(k,)`` (one per label) for multilabel. Falls back to 0.5 with fewer than two training speakers.
-    """
-    return thresholds_from_scores(y, inner_scores(probe, X, y, groups, kind, n_inner, seed))
