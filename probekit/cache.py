@@ -21,6 +21,7 @@ No audio is ever stored. Only this module imports ``h5py``.
 
 from __future__ import annotations
 
+from probekit.choices import DType
 from probekit.errors import ProbekitError
 
 import hashlib
@@ -96,7 +97,7 @@ class CacheWriter:
     """
 
     def __init__(self, path: str | Path, ids: Sequence[str], num_layers: int, dim: int, dtype: str = "float16"):
-        if dtype not in ("float16", "float32"):
+        if dtype not in DType.names():
             raise ValueError(f"dtype must be float16 or float32, not {dtype!r}")
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
