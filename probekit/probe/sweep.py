@@ -43,7 +43,6 @@ from probekit.probe.evaluate import (
     fold_probabilities,
     layer_row,
     oof_predictions,
-    pooled_extras,
     prepare,
     read_X,
     results_document,
@@ -51,7 +50,7 @@ from probekit.probe.evaluate import (
 from probekit.oof import OOFPredictions
 from probekit.probe.calibration import annotate_calibration
 from probekit.probe.compare import annotate_results
-from probekit.probe.metrics import confusion_counts, confusion_metrics, resampled_point
+from probekit.probe.metrics import confusion_counts, resampled_point
 from probekit.probe.probes import PROBES, make_probe, probe_params
 from probekit.results import load_results, write_csv, write_results
 from probekit.probe.splits import make_folds
@@ -311,8 +310,7 @@ def cell_result(kind: str, classes: Sequence[str], params: dict, fold: str, y_tr
                 y_score: np.ndarray) -> tuple:
     """``(params, fold, scores, n_test, confusion)`` of one cell. ``confusion``
     (:func:`probekit.probe.metrics.confusion_counts`) only for an outer cell (fold ``o{k}``), else ``None``:
-    summed over outer folds it gives the results document's pooled values, confusion matrix and
-    per-label scores; inner cells only select parameters."""
+    the store keeps an outer cell's counts; inner cells only select parameters."""
     confusion = confusion_counts(kind, y_true, y_pred, len(classes)) if "/" not in fold else None
     return params, fold, cell_metrics(kind, y_true, y_pred, y_score, classes), len(y_true), confusion
 
@@ -422,8 +420,8 @@ class SweepResult:
     """What a sweep found.
 
     ``rows``: one row per (cache, layer) in the :mod:`probekit.results` schema (``encoder``,
-    ``layer``, ``probe``, ``n_folds``, ``metrics`` and ``confusion_matrix`` / ``per_label`` from
-    :func:`outer_summary`), plus the sweep columns ``best_params`` (most often selected),
+    ``layer``, ``probe``, ``n_folds``, ``metrics`` (:func:`outer_summary`) and ``confusion_matrix`` /
+    ``per_label`` from the out-of-fold predictions), plus the sweep columns ``best_params`` (most often selected),
     ``fold_params`` (selected per outer fold), ``inner_score`` (mean over outer folds of the
     selected candidate's mean inner score) and ``n_candidates``.
     ``caches``: the document's cache entries; ``classes``: the task's classes (the same for every cache).
@@ -455,39 +453,18 @@ def _finite_mean(values) -> float:
     return float(v.mean()) if len(v) else float("nan")
 
 
-# Means over test rows: pooled over the outer test folds, they are the n_test-weighted mean of the folds' values.
-_ROW_MEANS = ("subset_accuracy", "lrap")
-
-
-def outer_summary(kind: str, classes: Sequence[str], outer: Sequence[Mapping]) -> tuple[dict, dict]:
-    """``metrics`` and ``confusion_matrix`` / ``per_label`` of one layer's results row, from the store
-    records of its outer cells at the selected parameters (one per outer fold: ``scores``, ``n_test``,
-    ``confusion``).
-
-    Per metric, the stat keys of :data:`probekit.results.STAT_KEYS` with ``probe``'s meanings:
-    ``mean``/``std`` over the outer folds' scores (ddof=0, defined folds only); ``value`` pooled over
-    all outer test rows, from the summed confusion counts (:func:`probekit.probe.metrics.confusion_metrics`)
-    or, for subset accuracy and LRAP, the n_test-weighted mean. ``None`` where the records cannot give
-    a number: ``value`` of ROC-AUC and PR-AUC (they rank every out-of-fold score, which the store does
-    not keep), ``ci_low``/``ci_high`` (the speaker bootstrap resamples per-row predictions), and the
-    count-based values and lists when a record comes from a store written before outer cells kept counts.
-    """
-    counts = [rec.get("confusion") for rec in outer]
-    if all(c is not None for c in counts):
-        pooled = confusion_metrics(kind, np.sum(counts, axis=0))
-        extras = pooled_extras(kind, classes, pooled)
-    else:
-        pooled = {}
-        extras = {"multiclass": {"confusion_matrix": None}, "multilabel": {"per_label": None}}.get(kind, {})
-    n_test = np.array([rec["n_test"] for rec in outer], dtype=float)
-    for name in _ROW_MEANS:
-        if name in SCALAR_METRICS[kind]:
-            pooled[name] = float(np.dot([rec["scores"][name] for rec in outer], n_test) / n_test.sum())
+def outer_summary(kind: str, outer: Sequence[Mapping], core: Mapping) -> dict:
+    """``metrics`` of one layer's results row, per metric the stat keys of :data:`probekit.results.STAT_KEYS`:
+    ``mean``/``std`` over the scores of ``outer``, the store records of its outer cells at the selected
+    parameters (one per outer fold; ddof=0, defined folds only), the nested CV's scores that rank the layers;
+    ``value`` (pooled) and ``ci_low``/``ci_high`` from ``core``, the row :func:`_refit` makes of the
+    out-of-fold predictions, as ``probe`` computes them."""
     metrics = {}
     for name in SCALAR_METRICS[kind]:
         mean, std = fold_mean_std([rec["scores"][name] for rec in outer])
-        metrics[name] = {"value": pooled.get(name), "mean": mean, "std": std, "ci_low": None, "ci_high": None}
-    return metrics, extras
+        c = core["metrics"][name]
+        metrics[name] = {"value": c["value"], "mean": mean, "std": std, "ci_low": c["ci_low"], "ci_high": c["ci_high"]}
+    return metrics
 
 
 @dataclass
@@ -666,11 +643,9 @@ def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[
     rows = []
     for la in work.layers:
         outer = [run.store.get(work.key(spec.probe, la, chosen[la][k], f"o{k}")) for k in range(K)]
-        metrics, extras = outer_summary(spec.task, work.prepared.targets.classes, outer)
         core = core_rows[la]
-        for name, stats in metrics.items():
-            stats.update({k: core["metrics"][name][k] for k in ("value", "ci_low", "ci_high")})
-        extras = {k: core[k] for k in extras}
+        metrics = outer_summary(spec.task, outer, core)
+        extras = {k: core[k] for k in ("confusion_matrix", "per_label") if k in core}
         counts = Counter(params_key(p) for p in chosen[la])
         best = next(p for p in chosen[la] if params_key(p) == counts.most_common(1)[0][0])
         rows.append({
