@@ -18,6 +18,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from probekit.report.render import layer_label
+
 ALL_LAYERS = -1  # a layer-weighted probe's row (see probekit.oof)
 # One colour per probe, the same in every figure and every report (tab10).
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -302,13 +304,8 @@ def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
     if prefix is None:
         return files
     for b in doc["best"]:
-        fig = best_layer_figure(doc, b)
-        if fig is None:
-            continue
-        layer = "all" if b["layer"] == ALL_LAYERS else b["layer"]
-        name = f"{prefix}_{_slug(b['encoder'])}_{b['probe']}_layer{layer}.png"
-        fig.savefig(out / name)
-        files[name] = out / name
+        name = f"{prefix}_{_slug(b['encoder'])}_{b['probe']}_layer{layer_label(b['layer'])}.png"
+        files.update(_saved(best_layer_figure(doc, b), out / name))
     return files
 
 
