@@ -213,7 +213,8 @@ def reliability_figure(runs: list[tuple[str, dict]]) -> Figure | None:
     return fig
 
 
-def _best_row(doc: dict, b: dict) -> dict:
+def best_row(doc: dict, b: dict) -> dict:
+    """The row of ``best`` entry ``b``."""
     return next(r for r in doc["rows"] if (r["encoder"], r["probe"], r["layer"]) == (b["encoder"], b["probe"], b["layer"]))
 
 
@@ -230,7 +231,7 @@ def best_layer_figure(doc: dict, b: dict) -> Figure | None:
     (multilabel); ``None`` for binary tasks or rows without them (a sweep resumed from an old store)."""
     kind = doc["task"]["kind"]
     classes = doc["task"]["classes"]
-    row = _best_row(doc, b)
+    row = best_row(doc, b)
     title = f"{b['encoder']} / {b['probe']}, {_layer_name(b['layer'])}: {b['metric']} {_nan(b['value']):.3f}"
     if kind == "multiclass" and row.get("confusion_matrix"):
         cm = np.array(row["confusion_matrix"], dtype=float)
