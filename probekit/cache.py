@@ -329,7 +329,6 @@ def merge_shards(
     metadata = {k: [caches[where[i][0]].metadata.get(k, np.array([""] * len(caches[where[i][0]])))[where[i][1]] for i in ids] for k in cols}
     durations = np.array([caches[where[i][0]].durations[where[i][1]] for i in ids], dtype=np.float32)
     w = CacheWriter(out, ids, ref.num_layers, ref.dim, dtype=str(ref.dtype))
-    target = np.arange(len(ids))
     for ci, c in enumerate(caches):
         sel = np.array([k for k, i in enumerate(ids) if where[i][0] == ci], dtype=np.int64)
         if not len(sel):
@@ -338,7 +337,7 @@ def merge_shards(
         order_src = np.argsort(src)
         sel, src = sel[order_src], src[order_src]
         block = np.stack([c.read_layer(layer, dtype=None, rows=src) for layer in range(c.num_layers)], axis=1)
-        w.write_rows(target[sel], block, durations[sel])
+        w.write_rows(sel, block, durations[sel])
     attrs = {k: v for k, v in ref.attrs.items() if k not in ("fingerprint", "schema_version", "probekit_version", "shard", "created")}
     attrs["shard"] = f"merged from {len(caches)} shard(s)"
     attrs.update(extra_attrs or {})
