@@ -94,7 +94,8 @@ class Head:
 
     kind: str
     # "softmax" | "sigmoid" | "sigmoid_joint" (multi-label: one part, a sigmoid per output unit)
-    # | "ovr" (multi-class one-vs-rest: a sigmoid per class, normalised to sum to one)
+    # | "ovr" (multi-class one-vs-rest: a sigmoid per class, normalised to sum to one; only read, from exports
+    # of the one-vs-rest fast logreg that preceded the multinomial one: no probe writes it now)
     output: str
     n_outputs: int
     dim: int
@@ -235,8 +236,6 @@ def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
     kind, part, act = _part(est, dim)
     if kind is None:
         raise ExportError("a binary or multi-class probe cannot be a constant")
-    if task == "multiclass" and getattr(_unwrap(est)[1], "proba_output_", None) == "ovr":
-        return Head(kind, "ovr", n_labels, dim, (part,), act)
     return Head(kind, "sigmoid" if task == "binary" else "softmax", n_labels, dim, (part,), act)
 
 
