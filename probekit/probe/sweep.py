@@ -52,7 +52,6 @@ from probekit.probe.calibration import annotate_calibration
 from probekit.probe.compare import annotate_results
 from probekit.probe.metrics import confusion_counts, resampled_point
 from probekit.probe.probes import PROBES, make_probe, probe_params
-from probekit.results import load_results, write_csv, write_results
 from probekit.probe.splits import make_folds
 from probekit.probe.store import ResultStore, cell_key, params_key, stable_hash
 from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec
