@@ -21,6 +21,7 @@ No audio is ever stored. Only this module imports ``h5py``.
 
 from __future__ import annotations
 
+from probekit import __version__
 from probekit.choices import DType
 from probekit.errors import ProbekitError
 
@@ -163,8 +164,6 @@ class CacheWriter:
             f.attrs[key] = "" if value is None else value
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        from probekit import __version__
-
         f.attrs["probekit_version"] = __version__
         f.attrs["dtype"] = str(f["embeddings"].dtype)
         f.attrs["fingerprint"] = _fingerprint(f)

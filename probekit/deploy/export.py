@@ -28,6 +28,7 @@ import numpy as np
 from scipy.special import expit, softmax  # what sklearn's probabilities use: no overflow for large scores
 from sklearn.base import clone
 
+from probekit import __version__
 from probekit.cache import EmbeddingCache
 from probekit.identity import file_sha256
 from probekit.probe.calibration import fit_inner
@@ -628,7 +629,7 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         raise ExportError(f"exported head does not reproduce the fitted probe's probabilities (max difference {gap:.2e}); refusing to export")
     attrs = cache.attrs
     config = {
-        "probekit_version": _version(),
+        "probekit_version": __version__,
         "task": {"kind": kind, "target": plan.task.target, "positive": plan.task.positive,
                  "labels": list(plan.task.labels) if plan.task.labels else None, "min_support": plan.task.min_support},
         "labels": names,
@@ -649,12 +650,6 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         "metrics": {"cross_validated": done.row, "selected_by": plan.source or None},
     }
     return save_export(out_dir, head, config)
-
-
-def _version() -> str:
-    from probekit import __version__
-
-    return __version__
 
 
 __all__ = ["ExportError", "ExportPlan", "Evaluated", "Head", "Part", "head_from_estimator", "save_export", "verify_export", "load_export",
