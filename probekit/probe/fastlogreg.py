@@ -46,10 +46,8 @@ def to_float32(X) -> torch.Tensor:
     """One float32 copy of a float16/float32 array (never a float64 one)."""
     if isinstance(X, torch.Tensor):
         return X.to(torch.float32)
-    arr = np.asarray(X)
-    if arr.dtype == np.float32:
-        return torch.from_numpy(np.ascontiguousarray(arr))
-    return torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
+    # Tensor.to returns the tensor itself when it is float32 already: no copy then.
+    return torch.from_numpy(np.ascontiguousarray(X)).to(torch.float32)
 
 
 def _fold_stats(X: torch.Tensor, M: torch.Tensor, block: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
