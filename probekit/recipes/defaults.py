@@ -69,10 +69,7 @@ def shared_dir() -> Path | None:
     value = os.environ.get("PROBEKIT_SHARED")
     candidates = [Path(value)] if value else []
     candidates.append(repo_root().parent / "shared")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
+    return next((path for path in candidates if path.is_dir()), None)
 
 
 def _is_model_dir(path: Path) -> bool:

@@ -62,10 +62,8 @@ class Run:
 
 
 def _find_stats(folder: Path) -> Path | None:
-    for candidate in (folder / "stats.json", folder / "stats" / "stats.json", folder.parent / "stats" / "stats.json"):
-        if candidate.is_file():
-            return candidate
-    return None
+    candidates = (folder / "stats.json", folder / "stats" / "stats.json", folder.parent / "stats" / "stats.json")
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def load_run(path: str | Path, stats: str | Path | None = None) -> Run:
