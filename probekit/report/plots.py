@@ -42,10 +42,8 @@ def headline_stat(doc: dict) -> str:
 
 def num_layers(doc: dict, encoder: str) -> int | None:
     """The encoder's number of hidden states, from the document's ``caches`` (``None`` if not listed)."""
-    for c in doc.get("caches", []):
-        if c.get("encoder") == encoder and c.get("num_layers"):
-            return int(c["num_layers"])
-    return None
+    found = (c["num_layers"] for c in doc.get("caches", []) if c.get("encoder") == encoder and c.get("num_layers"))
+    return next(map(int, found), None)
 
 
 def _series(doc: dict) -> dict[tuple[str, str], list[dict]]:
