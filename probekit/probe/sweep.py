@@ -480,6 +480,12 @@ class _Run:
     reused: int = 0
     counted: set = field(default_factory=set)
 
+    def found(self, keys: set, where: str) -> None:
+        """Count the stored cells ``keys`` of ``where`` as done; each is reused once per run however often it is found."""
+        self.progress.advance(len(keys), f"{where}: stored cells")
+        self.reused += len(keys - self.counted)
+        self.counted |= keys
+
 
 @dataclass(frozen=True)
 class _CacheWork:
@@ -528,11 +534,7 @@ def _run_phase(run: _Run, work: _CacheWork, wanted: dict[int, list[tuple[dict, s
     for layer in work.layers:
         keyed = [((p, f), work.key(spec.probe, layer, p, f)) for p, f in wanted.get(layer, [])]
         missing = tuple(cell for cell, k in keyed if not store.has(k))
-        found = {k for _, k in keyed if store.has(k)}
-        run.progress.advance(len(found), f"{prepared.encoder} layer {layer}: stored cells")
-        found -= run.counted
-        run.reused += len(found)
-        run.counted.update(found)
+        run.found({k for _, k in keyed if store.has(k)}, f"{prepared.encoder} layer {layer}")
         if missing:
             rows = prepared.rows
             jobs.append(LayerJob(work.path, layer, spec.task, spec.probe, rows, work.y, prepared.targets.classes, work.table, missing, prepared.groups))
@@ -602,10 +604,7 @@ def _outer_cells_from(run: _Run, work: _CacheWork, chosen: dict[int, list[dict]]
         for k, (_train, test) in enumerate(prepared.folds):
             key = work.key(run.spec.probe, la, chosen[la][k], f"o{k}")
             if run.store.has(key):
-                if key not in run.counted:
-                    run.reused += 1
-                    run.counted.add(key)
-                run.progress.advance(1, f"{prepared.encoder} layer {la}: stored cells")
+                run.found({key}, f"{prepared.encoder} layer {la}")
                 continue
             p = outcomes[la].proba[test]
             score = p[:, 0] if kind == "binary" else p
