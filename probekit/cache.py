@@ -21,6 +21,8 @@ No audio is ever stored. Only this module imports ``h5py``.
 
 from __future__ import annotations
 
+from probekit import __version__
+from probekit.choices import DType
 from probekit.errors import ProbekitError
 
 import hashlib
@@ -96,7 +98,7 @@ class CacheWriter:
     """
 
     def __init__(self, path: str | Path, ids: Sequence[str], num_layers: int, dim: int, dtype: str = "float16"):
-        if dtype not in ("float16", "float32"):
+        if dtype not in DType.names():
             raise ValueError(f"dtype must be float16 or float32, not {dtype!r}")
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
@@ -162,8 +164,6 @@ class CacheWriter:
             f.attrs[key] = "" if value is None else value
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        from probekit import __version__
-
         f.attrs["probekit_version"] = __version__
         f.attrs["dtype"] = str(f["embeddings"].dtype)
         f.attrs["fingerprint"] = _fingerprint(f)
@@ -328,7 +328,6 @@ def merge_shards(
     metadata = {k: [caches[where[i][0]].metadata.get(k, np.array([""] * len(caches[where[i][0]])))[where[i][1]] for i in ids] for k in cols}
     durations = np.array([caches[where[i][0]].durations[where[i][1]] for i in ids], dtype=np.float32)
     w = CacheWriter(out, ids, ref.num_layers, ref.dim, dtype=str(ref.dtype))
-    target = np.arange(len(ids))
     for ci, c in enumerate(caches):
         sel = np.array([k for k, i in enumerate(ids) if where[i][0] == ci], dtype=np.int64)
         if not len(sel):
@@ -337,7 +336,7 @@ def merge_shards(
         order_src = np.argsort(src)
         sel, src = sel[order_src], src[order_src]
         block = np.stack([c.read_layer(layer, dtype=None, rows=src) for layer in range(c.num_layers)], axis=1)
-        w.write_rows(target[sel], block, durations[sel])
+        w.write_rows(sel, block, durations[sel])
     attrs = {k: v for k, v in ref.attrs.items() if k not in ("fingerprint", "schema_version", "probekit_version", "shard", "created")}
     attrs["shard"] = f"merged from {len(caches)} shard(s)"
     attrs.update(extra_attrs or {})

@@ -241,31 +241,26 @@ def read_manifest(path: str | Path, check_files: bool = True, require_speaker: b
     seen: dict[str, int] = {}
     segments: list[Segment] = []
     for line, row in rows:
-        bad = False
+        before = len(problems)  # the row is kept when it adds no problem
         if "__extra__" in row:
             problems.append((line, "more fields than the header has columns"))
-            bad = True
         sid = row.get("id", "")
         if not sid:
             problems.append((line, "empty id"))
-            bad = True
         elif sid in seen:
             problems.append((line, f"duplicate id '{sid}' (first on line {seen[sid]})"))
-            bad = True
         else:
             seen[sid] = line
         raw_path = row.get("path", "")
         audio = None
         if not raw_path:
             problems.append((line, "empty path"))
-            bad = True
         else:
             audio = Path(raw_path)
             if not audio.is_absolute():
                 audio = base / audio
             if check_files and not audio.is_file():
                 problems.append((line, f"audio file not found: {audio}"))
-                bad = True
         times: dict[str, float | None] = {}
         for key in ("start", "end"):
             try:
@@ -273,42 +268,34 @@ def read_manifest(path: str | Path, check_files: bool = True, require_speaker: b
             except ValueError:
                 problems.append((line, f"{key} '{row.get(key)}' is not a number of seconds"))
                 times[key] = None
-                bad = True
         start, end = times["start"], times["end"]
         if start is not None and start < 0:
             problems.append((line, f"start {start} s is negative"))
-            bad = True
         if start is not None and end is not None and end <= start:
             problems.append((line, f"end {end} s is not after start {start} s"))
-            bad = True
         if end is not None and end <= 0:
             problems.append((line, f"end {end} s must be positive"))
-            bad = True
         try:
             channel = _parse_channel(row.get("channel", ""))
         except ValueError as exc:
             problems.append((line, str(exc)))
             channel = None
-            bad = True
         if channel is not None and check_files and audio is not None and audio.is_file():
             # Only the header is read: a bad channel is a manifest mistake, found before any model loads.
             channels = _file_channels(audio)
             problem = None if channels is None else channel_problem(channel, channels)
             if problem:
                 problems.append((line, f"{problem} ({audio.name})"))
-                bad = True
         speaker = row.get("speaker", "")
         if require_speaker and not speaker:
             problems.append((line, "empty speaker"))
-            bad = True
         labels = {}
         for col in label_columns:
             value = row.get(col, "")
             if not split_labels(value):
                 problems.append((line, f"empty label in column '{col}'"))
-                bad = True
             labels[col] = LABEL_SEP.join(split_labels(value))
-        if not bad:
+        if len(problems) == before:
             segments.append(
                 Segment(
                     id=sid,

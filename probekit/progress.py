@@ -65,13 +65,11 @@ class AudioProgress:
         self._task = self._progress.add_task(description, total=max(total_seconds, 1e-9))
 
     def __enter__(self) -> AudioProgress:
-        if self.enabled:
-            self._progress.start()
+        self._progress.start()  # a no-op when disabled, as rich's own check makes it
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._progress.stop()
+        self._progress.stop()
 
     def skip(self, seconds: float) -> None:
         """Account for audio done earlier (resumed from the journal) without counting it as speed."""

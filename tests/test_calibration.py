@@ -141,11 +141,11 @@ def test_summary_and_document_annotation_at_the_best_layer():
         calibration_summary(oof_predictions(X3, y, spk, "multiclass", make_probe("logreg")), 1)
 
 
-def test_thresholds_alone_equal_tune_thresholds_so_one_inner_pass_can_replace_it():
-    from probekit.probe.thresholds import tune_thresholds
+def test_thresholds_alone_equal_those_of_the_inner_scores():
+    from probekit.probe.thresholds import inner_scores, thresholds_from_scores
 
     X, y, spk = _speaker_data(d=6)
     probe = make_probe("logreg")
     cal, thr = fit_inner(probe, X, y, spk, "binary", tune=True, seed=2)
     assert cal is None
-    assert np.array_equal(thr, tune_thresholds(probe, X, y, spk, "binary", seed=2))
+    assert np.array_equal(thr, thresholds_from_scores(y, inner_scores(probe, X, y, spk, "binary", seed=2)))

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from probekit.recipes import defaults, demo
-from probekit.recipes.defaults import DefaultsError, resolve_manifest, resolve_model, resolve_quickstart, write_emodb_manifest
+from probekit.recipes.defaults import DefaultsError, repo_root, resolve_manifest, resolve_model, write_emodb_manifest
 
 
 @pytest.fixture
@@ -88,9 +88,12 @@ def test_missing_package_says_what_to_install(bare: Path, monkeypatch: pytest.Mo
 
 
 def test_explicit_model_wins_and_is_kept_as_written(bare: Path) -> None:
-    folder = _emodb_folder(bare)
-    assets = resolve_quickstart(data=folder, model="facebook/wav2vec2-base", cache_dir=bare / "cache")
-    assert assets.model == "facebook/wav2vec2-base" and assets.model_source == "--model"
+    # `probekit run --model` replaces the Quickstart recipe's "default:quickstart" encoder with this entry.
+    from probekit.recipes._recipes import EncoderEntry, parse_recipe
+    from probekit.recipes._recipes import resolve_model as recipe_model
+
+    recipe = parse_recipe(repo_root() / "recipes" / "quickstart" / "quickstart.toml")
+    assert recipe_model(recipe, EncoderEntry(model="facebook/wav2vec2-base")) == "facebook/wav2vec2-base"
 
 
 @pytest.mark.slow

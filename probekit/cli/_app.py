@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
@@ -23,14 +23,15 @@ def _root() -> None:
 
 
 @contextmanager
-def user_errors(interrupted: str = "nothing was written") -> Iterator[None]:
+def user_errors(interrupted: str | Callable[[], str] = "nothing was written") -> Iterator[None]:
     """Turn a :class:`ProbekitError` into one line on stderr and its exit status, and Ctrl-C into one line
-    saying what was kept (``interrupted``) with exit status 130. Anything else is a bug and keeps its traceback."""
+    saying what was kept (``interrupted``, or a function that says it at that moment) with exit status 130.
+    Anything else is a bug and keeps its traceback."""
     try:
         yield
     except ProbekitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted: {interrupted}", err=True)
+        typer.echo(f"\ninterrupted: {interrupted() if callable(interrupted) else interrupted}", err=True)
         raise typer.Exit(130) from None

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from probekit.choices import Device, DType, Pooling, WhisperMode
 from probekit.cli._app import app, user_errors
 from probekit.progress import make_console
 
@@ -16,12 +17,12 @@ def extract(
     manifest: Annotated[Path, typer.Argument(help="Manifest (CSV, TSV or JSONL) with id, path, speaker and label columns.")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="Hugging Face hub id or local folder; repeat for several models.")],
     out: Annotated[Path | None, typer.Option(help="Folder for the caches (default: cache/<manifest-stem>).")] = None,
-    pooling: Annotated[str, typer.Option(help="mean or mean+std over each layer's valid frames.")] = "mean",
-    dtype: Annotated[str, typer.Option(help="Storage precision: float16 or float32.")] = "float16",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    pooling: Annotated[Pooling, typer.Option(help="Pooling over each layer's valid frames (mean+std doubles the dimension).")] = Pooling.mean,
+    dtype: Annotated[DType, typer.Option(help="Storage precision.")] = DType.float16,
+    device: Annotated[Device, typer.Option(help="Where the encoder runs (auto: cuda when available).")] = Device.auto,
     batch_seconds: Annotated[float, typer.Option(help="Bound on padded audio seconds per batch.")] = 120.0,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) of every --model.")] = None,
-    whisper_mode: Annotated[str, typer.Option(help="Whisper only: padded (30 s window, exact) or fast (real frames only).")] = "padded",
+    whisper_mode: Annotated[WhisperMode, typer.Option(help="Whisper only: padded (30 s window, exact) or fast (real frames only).")] = WhisperMode.padded,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip rows that cannot be encoded (missing, unreadable, empty, truncated, silent...) and exit 0; without it, bad rows found by the pre-pass stop the run before any model loads.")] = False,
     shard: Annotated[str | None, typer.Option(help="Extract only shard i/n (0-based) into <slug>.shard-i-of-n.h5; torchrun's RANK/WORLD_SIZE are used when absent.")] = None,
     workers: Annotated[int | None, typer.Option(help="Threads decoding audio ahead of the encoder (default: half the cores, 2 to 8).")] = None,
@@ -35,12 +36,6 @@ def extract(
     from probekit.extract._extract import ExtractInterrupted, extract_models, format_profile, parse_shard
 
     err = make_console(stderr=True)
-    if pooling not in ("mean", "mean+std"):
-        raise typer.BadParameter("use mean or mean+std", param_hint="--pooling")
-    if dtype not in ("float16", "float32"):
-        raise typer.BadParameter("use float16 or float32", param_hint="--dtype")
-    if whisper_mode not in ("padded", "fast"):
-        raise typer.BadParameter("use padded or fast", param_hint="--whisper-mode")
     if batch_seconds <= 0:
         raise typer.BadParameter("must be positive", param_hint="--batch-seconds")
     if workers is not None and workers < 1:
@@ -51,10 +46,10 @@ def extract(
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
     from probekit.extract.encoders import EncoderSpec
 
-    specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode, device=device) for m in model]
+    specs = [EncoderSpec(model=m, revision=revision, whisper_mode=whisper_mode.value, device=device.value) for m in model]
     with user_errors(interrupted="finished batches are kept next to the cache (<cache>.partial/); run the same command to resume"):
         try:
-            results = extract_models(manifest, specs, out_dir=out, pooling=pooling, dtype=dtype, batch_seconds=batch_seconds,
+            results = extract_models(manifest, specs, out_dir=out, pooling=pooling.value, dtype=dtype.value, batch_seconds=batch_seconds,
                                      shard=shard_, progress=not quiet, workers=workers, profile=profile, skip_bad=skip_bad)
         except ExtractInterrupted as exc:
             typer.echo(f"\n{exc}", err=True)

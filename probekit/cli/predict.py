@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from probekit.cli._app import app
+from probekit.choices import Device
+from probekit.cli._app import app, user_errors
 
 
 @app.command()
@@ -23,7 +24,7 @@ def predict(
     vad_min_speech: Annotated[float, typer.Option(help="Seconds of speech frames a window needs to be scored.")] = 0.25,
     truth: Annotated[Optional[Path], typer.Option(help="Timelines: a manifest whose rows (path, start, end, labels) mark ground truth on the PNG.")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Run a Whisper export in Whisper's fast mode (only the real frames): much faster, not exact for a padded-mode export; see docs/predict.md.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where the encoder runs (auto: cuda when available).")] = Device.auto,
     batch_size: Annotated[int, typer.Option(help="Items or windows per encoder call.")] = 8,
 ) -> None:
     """Score INPUTS with the probe in MODEL_DIR; the encoder runs only up to the exported layer.
@@ -34,9 +35,9 @@ def predict(
     import csv
 
     from probekit.deploy.scorer import csv_header, load_scorer
-    from probekit.deploy.timeline import truth_for
+    from probekit.deploy.timeline import AudioReadError, truth_for
     from probekit.deploy.vad import VadSpec
-    from probekit.errors import ProbekitError
+    from probekit.extract.audio import AudioError
 
     if (window is None) != (hop is None):
         typer.echo("error: give --window and --hop together", err=True)
@@ -44,8 +45,8 @@ def predict(
     failed: list[tuple[str, str]] = []
     done: list[str] = []
     kept = ""
-    try:
-        scorer = load_scorer(model_dir, device=device, fast=fast)
+    with user_errors(lambda: f"{kept or 'nothing was written'}; predict does not resume, so rerun it for the rest"):
+        scorer = load_scorer(model_dir, device=device.value, fast=fast)
         if window is None:
             path = out / "predictions.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,32 +72,15 @@ def predict(
                     spans = truth_for(truth, src) if truth is not None else ()
                     tl = scorer.timeline(src, window, hop, csv_path=f"{stem}.timeline.csv", png_path=f"{stem}.timeline.png",
                                          batch_size=batch_size, progress=True, channel=channel, vad=spec, truth=spans)
-                except ProbekitError as exc:
-                    if _is_input_error(exc):
-                        failed.append((str(src), str(exc)))
-                        continue
-                    raise
+                except (AudioError, AudioReadError) as exc:  # one unreadable input, not the model or an option
+                    failed.append((str(src), str(exc)))
+                    continue
                 done.append(str(src))
                 speech = "" if tl.speech is None else f", {int(tl.speech.sum())} with speech scored"
                 typer.echo(f"{src}: {len(tl.start)} windows over {tl.duration:.1f} s{speech} -> "
                            f"{stem}.timeline.csv, {stem}.timeline.png")
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: {kept or 'nothing was written'}; predict does not resume, so rerun it for the rest",
-                   err=True)
-        raise typer.Exit(130) from None
-    except ProbekitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
     if failed:
         typer.echo(f"{len(failed)} input(s) could not be scored (the others were written):", err=True)
         for name, reason in failed:
             typer.echo(f"  {name}: {reason}", err=True)
         raise typer.Exit(1)
-
-
-def _is_input_error(exc: Exception) -> bool:
-    """A problem with one input file (unreadable, truncated, missing channel), as opposed to the model or an option."""
-    from probekit.deploy.timeline import AudioReadError
-    from probekit.extract.audio import AudioError
-
-    return isinstance(exc, (AudioError, AudioReadError))

@@ -42,7 +42,7 @@ def _print_layer_table(name: str, folder: Path) -> None:
     """The probe step's layer table and the plots this run wrote (from the folder's record, never older files)."""
     import json
 
-
+    from probekit.report.outputs import RECORD
     from probekit.report.render import rich_table
 
     results = folder / "results.json"
@@ -50,7 +50,7 @@ def _print_layer_table(name: str, folder: Path) -> None:
         return
     typer.echo(f"\n== {name}")
     make_console().print(rich_table(json.loads(results.read_text())))
-    record = folder / ".probekit-outputs.json"
+    record = folder / RECORD
     written = json.loads(record.read_text())["files"] if record.is_file() else []
     for png in sorted(n for n in written if n.endswith(".png")):
         typer.echo(f"plot: {folder / png}")

@@ -35,5 +35,5 @@ def stats(
     elif s["folds"]["rows"]:
         worst = min(s["folds"]["rows"], key=lambda r: r["min_test_support"])
         typer.echo(f"least test support: {worst['min_test_support']} ({worst['min_test_label']}) in fold {worst['fold']}")
-    for name, path in report.files.items():
+    for path in report.files.values():
         typer.echo(f"wrote {path}")

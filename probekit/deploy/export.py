@@ -25,8 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, softmax  # what sklearn's probabilities use: no overflow for large scores
 from sklearn.base import clone
 
+from probekit import __version__
 from probekit.cache import EmbeddingCache
 from probekit.identity import file_sha256
 from probekit.probe.calibration import fit_inner
@@ -93,7 +95,8 @@ class Head:
 
     kind: str
     # "softmax" | "sigmoid" | "sigmoid_joint" (multi-label: one part, a sigmoid per output unit)
-    # | "ovr" (multi-class one-vs-rest: a sigmoid per class, normalised to sum to one)
+    # | "ovr" (multi-class one-vs-rest: a sigmoid per class, normalised to sum to one; only read, from exports
+    # of the one-vs-rest fast logreg that preceded the multinomial one: no probe writes it now)
     output: str
     n_outputs: int
     dim: int
@@ -102,11 +105,6 @@ class Head:
     # The fast LightGBM probe's features (raw columns and a PCA, in float32 as the probe computed them), which
     # every part's trees read instead of the embedding; None for every other probe.
     features: PartFeatures | None = None
-
-    @property
-    def part_dim(self) -> int:
-        """Width of what the parts read: ``dim``, or the feature map's raw columns + PCA axes."""
-        return self.dim if self.features is None else self.features.n_raw + self.features.pca_dims
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """``x``: ``(n, dim)`` pooled embeddings -> ``(n, n_outputs)`` probabilities (float64)."""
@@ -118,11 +116,11 @@ class Head:
             x = self.features.transform(x.astype(np.float32)).astype(np.float64)
         if self.output == "softmax":
             raw = self.parts[0].raw(x, self.activation)
-            return raw if self.kind == "lgbm" else _softmax(raw)
+            return raw if self.kind == "lgbm" else softmax(raw, axis=1)
         if self.output == "sigmoid_joint":
-            return _sigmoid(self.parts[0].raw(x, self.activation))
+            return expit(self.parts[0].raw(x, self.activation))
         if self.output == "ovr":
-            s = _sigmoid(self.parts[0].raw(x, self.activation))
+            s = expit(self.parts[0].raw(x, self.activation))
             return s / s.sum(axis=1, keepdims=True)
         cols = []
         for part in self.parts:
@@ -130,25 +128,10 @@ class Head:
             if part.constant is not None or part.booster is not None:
                 cols.append(raw[:, -1])
             elif raw.shape[1] == 2:
-                cols.append(_softmax(raw)[:, 1])
+                cols.append(softmax(raw, axis=1)[:, 1])
             else:
-                cols.append(_sigmoid(raw[:, 0]))
+                cols.append(expit(raw[:, 0]))
         return np.stack(cols, axis=1)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Split by sign like scipy.special.expit, so results match sklearn's to the last few ulps without overflow.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _activate(h: np.ndarray, name: str) -> np.ndarray:
@@ -157,7 +140,7 @@ def _activate(h: np.ndarray, name: str) -> np.ndarray:
     if name == "tanh":
         return np.tanh(h)
     if name == "logistic":
-        return _sigmoid(h)
+        return expit(h)
     return h
 
 
@@ -254,8 +237,6 @@ def head_from_estimator(est, task: str, n_labels: int, dim: int) -> Head:
     kind, part, act = _part(est, dim)
     if kind is None:
         raise ExportError("a binary or multi-class probe cannot be a constant")
-    if task == "multiclass" and getattr(_unwrap(est)[1], "proba_output_", None) == "ovr":
-        return Head(kind, "ovr", n_labels, dim, (part,), act)
     return Head(kind, "sigmoid" if task == "binary" else "softmax", n_labels, dim, (part,), act)
 
 
@@ -648,7 +629,7 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         raise ExportError(f"exported head does not reproduce the fitted probe's probabilities (max difference {gap:.2e}); refusing to export")
     attrs = cache.attrs
     config = {
-        "probekit_version": _version(),
+        "probekit_version": __version__,
         "task": {"kind": kind, "target": plan.task.target, "positive": plan.task.positive,
                  "labels": list(plan.task.labels) if plan.task.labels else None, "min_support": plan.task.min_support},
         "labels": names,
@@ -669,12 +650,6 @@ def export_probe(cache_path: str | Path, layer: int, out_dir: str | Path, *, tas
         "metrics": {"cross_validated": done.row, "selected_by": plan.source or None},
     }
     return save_export(out_dir, head, config)
-
-
-def _version() -> str:
-    from probekit import __version__
-
-    return __version__
 
 
 __all__ = ["ExportError", "ExportPlan", "Evaluated", "Head", "Part", "head_from_estimator", "save_export", "verify_export", "load_export",

@@ -82,16 +82,6 @@ def iter_blocks(path: str | Path, rate: int, start: float | None = None, end: fl
                 yield tail
 
 
-def read_span(path: str | Path, rate: int, start: float | None = None, end: float | None = None,
-              channel: int | None = None) -> np.ndarray:
-    """A whole file or ``[start, end)`` seconds of it, mono float32 at ``rate`` Hz ``(n_samples,)``."""
-    blocks = list(iter_blocks(path, rate, start, end, channel=channel))
-    wave = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    if len(wave) == 0:
-        raise AudioReadError(f"{path}: no audio in the requested span")
-    return wave
-
-
 def audio_seconds(path: str | Path) -> float:
     """Duration of ``path`` in seconds, from its header."""
     with _open(Path(path)) as f:
@@ -290,17 +280,16 @@ def plot_timeline(tl: Timeline, png_path: str | Path) -> Path:
     multi-class, a bar along the top where the label is the most probable one), non-speech stretches
     shaded grey, and ground-truth segments for the label as a bar under the axis.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     unit = 60 if tl.duration >= 120 else 1
     n = max(1, len(tl.labels))
-    fig, axes = plt.subplots(n, 1, sharex=True, squeeze=False, figsize=(min(40, 8 + tl.duration / 240), 1.1 * n + 1.4))
-    colours = plt.get_cmap("tab10")
+    fig = Figure(figsize=(min(40, 8 + tl.duration / 240), 1.1 * n + 1.4))
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)
+    colours = colormaps["tab10"]
     hop = float(np.median(np.diff(tl.start))) if len(tl.start) > 1 else float(tl.end[0] - tl.start[0]) if len(tl.start) else 0.0
     # Each window is drawn over its hop span, the stretch of the call it is the latest score for.
     span_end = np.minimum(tl.start + hop, tl.end) if len(tl.start) else tl.end
@@ -338,5 +327,4 @@ def plot_timeline(tl: Timeline, png_path: str | Path) -> Path:
     axes[0, 0].set_title(f"{Path(tl.path).name} ({channel}): probability per label\n" + "; ".join(legend), fontsize=9)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return png_path

@@ -18,7 +18,7 @@ pickle):
 * ``isotonic``: a non-decreasing map, linear between the fitted knots and flat outside them,
   which can also correct a bias but ties scores that fall on one plateau.
 
-:func:`fit_inner_calibrator` fits one on the out-of-fold scores of inner speaker folds of a
+:func:`fit_inner` fits one on the out-of-fold scores of inner speaker folds of a
 training part (:func:`probekit.probe.thresholds.inner_scores`, the ones tuned thresholds use):
 the outer test fold, and so the reported numbers, never see it.
 """
@@ -257,12 +257,7 @@ def fit_inner(
     return cal, (thresholds_from_scores(y, scores) if tune else None)
 
 
-def fit_inner_calibrator(probe, X, y, groups, kind: str, method: str = "temperature", n_inner: int = 3, seed: int = 0) -> ProbabilityCalibrator:
-    """A calibrator fitted on inner speaker folds of the training part ``X``/``y``/``groups`` only."""
-    return fit_inner(probe, X, y, groups, kind, calibrate=method, n_inner=n_inner, seed=seed)[0]
-
-
 __all__ = [
     "METHODS", "CalibrationError", "ProbabilityCalibrator", "annotate_calibration", "calibrate_proba", "calibration_summary",
-    "expected_calibration_error", "fit_inner", "fit_inner_calibrator", "reliability",
+    "expected_calibration_error", "fit_inner", "reliability",
 ]

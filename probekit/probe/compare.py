@@ -67,11 +67,8 @@ def bootstrap_p(diff: np.ndarray) -> float:
 
 def _entry_values(oof: OOFPredictions, layer: int, rows: np.ndarray, metric: str, inv: np.ndarray, W: np.ndarray) -> np.ndarray:
     """``metric`` of ``oof``'s ``layer`` on ``rows`` under each speaker weighting ``W`` ``(B, G)`` -> ``(B,)``."""
-    i = oof.layer_index(layer)
-    score = oof.proba[i][rows]
-    if oof.kind == "binary":
-        score = score[:, 0]
-    values = resampled_metrics(oof.kind, oof.y_true[rows], oof.pred[i][rows], score, inv, W)
+    pred = oof.pred[oof.layer_index(layer)][rows]
+    values = resampled_metrics(oof.kind, oof.y_true[rows], pred, oof.score(layer)[rows], inv, W)
     if metric not in values:
         raise CompareError(f"metric '{metric}' is not a {oof.kind} metric (have {', '.join(values)})")
     return values[metric]

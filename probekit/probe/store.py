@@ -110,22 +110,19 @@ class ResultStore:
     def get(self, key: tuple) -> dict | None:
         return self.records.get(key)
 
-    def append(self, records: Iterable[Mapping]) -> int:
-        """Append ``records`` (one JSON line each, flushed); returns how many were written."""
+    def append(self, records: Iterable[Mapping]) -> None:
+        """Append ``records`` (one JSON line each, flushed)."""
         if self._fh is None:
             if self.torn:
                 with open(self.path, "r+b") as fh:
                     fh.truncate(self._good_bytes)
                 self.torn = False
             self._fh = open(self.path, "a", encoding="utf-8")
-        count = 0
         for rec in records:
             rec = dict(rec)
             self._fh.write(json.dumps(rec, sort_keys=True, default=float) + "\n")
             self._fh.flush()
             self.records[self._key(rec)] = rec
-            count += 1
-        return count
 
     def close(self) -> None:
         if self._fh is not None:

@@ -43,7 +43,6 @@ from probekit.probe.evaluate import (
     fold_probabilities,
     layer_row,
     oof_predictions,
-    pooled_extras,
     prepare,
     read_X,
     results_document,
@@ -51,9 +50,8 @@ from probekit.probe.evaluate import (
 from probekit.oof import OOFPredictions
 from probekit.probe.calibration import annotate_calibration
 from probekit.probe.compare import annotate_results
-from probekit.probe.metrics import confusion_counts, confusion_metrics, resampled_point
+from probekit.probe.metrics import confusion_counts, resampled_point
 from probekit.probe.probes import PROBES, make_probe, probe_params
-from probekit.results import load_results, write_csv, write_results
 from probekit.probe.splits import make_folds
 from probekit.probe.store import ResultStore, cell_key, params_key, stable_hash
 from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec
@@ -197,11 +195,12 @@ def parse_range(items: Sequence[str]) -> tuple[tuple[str, float, float, str], ..
 
 def candidate_params(spec: SweepSpec) -> list[dict]:
     """The parameter sets to try, in a fixed order (ties in selection go to the earlier one)."""
+    grid = [dict(zip([n for n, _ in spec.grid], combo)) for combo in itertools.product(*[v for _, v in spec.grid])]
     if spec.trials > 0:
         if not spec.ranges:
             raise SweepError("--trials needs at least one --range NAME=LOW:HIGH[:log]")
         rng = np.random.default_rng(spec.seed)
-        fixed = [dict(zip([n for n, _ in spec.grid], combo)) for combo in itertools.product(*[v for _, v in spec.grid])] or [{}]
+        fixed = grid or [{}]
         out = []
         for _ in range(spec.trials):
             p = dict(fixed[int(rng.integers(len(fixed)))])
@@ -217,10 +216,7 @@ def candidate_params(spec: SweepSpec) -> list[dict]:
             if p not in out:
                 out.append(p)
         return out
-    if not spec.grid:
-        return [{}]
-    names = [n for n, _ in spec.grid]
-    return [dict(zip(names, combo)) for combo in itertools.product(*[v for _, v in spec.grid])]
+    return grid  # no grid: one empty parameter set (the product of no axes)
 
 
 # --------------------------------------------------------------------------- labels and folds
@@ -309,17 +305,11 @@ class LayerJob:
     groups: np.ndarray | None = None
 
 
-def _cell_result(job: LayerJob, params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> tuple:
-    """``(params, fold, scores, n_test, confusion)`` of one cell of ``job`` (see :func:`cell_result`)."""
-    return cell_result(job.kind, job.classes, params, fold, y_true, y_pred, y_score)
-
-
 def cell_result(kind: str, classes: Sequence[str], params: dict, fold: str, y_true: np.ndarray, y_pred: np.ndarray,
                 y_score: np.ndarray) -> tuple:
     """``(params, fold, scores, n_test, confusion)`` of one cell. ``confusion``
     (:func:`probekit.probe.metrics.confusion_counts`) only for an outer cell (fold ``o{k}``), else ``None``:
-    summed over outer folds it gives the results document's pooled values, confusion matrix and
-    per-label scores; inner cells only select parameters."""
+    the store keeps an outer cell's counts; inner cells only select parameters."""
     confusion = confusion_counts(kind, y_true, y_pred, len(classes)) if "/" not in fold else None
     return params, fold, cell_metrics(kind, y_true, y_pred, y_score, classes), len(y_true), confusion
 
@@ -345,7 +335,7 @@ def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
                 pred = (score >= 0.5).astype(np.int64)
             else:
                 score, pred = proba, proba.argmax(1)
-            out[c] = _cell_result(job, params, job.cells[c][1], job.y[te], pred, score)
+            out[c] = cell_result(job.kind, job.classes, params, job.cells[c][1], job.y[te], pred, score)
     return [out[c] for c in range(len(job.cells))]
 
 
@@ -399,14 +389,14 @@ def _fast_cells(X: torch.Tensor, job: LayerJob) -> list[tuple]:
             score, pred = S, S.argmax(1)
         else:
             score, pred = S, (S > 0).astype(np.int64)
-        out.append(_cell_result(job, params, fold, job.y[te], pred, score))
+        out.append(cell_result(job.kind, job.classes, params, fold, job.y[te], pred, score))
     return out
 
 
 def run_layer_job(job: LayerJob) -> list[tuple]:
     """Read the job's layer from the cache (float16 stays float16) and compute its cells.
 
-    Returns ``[(params, fold, scores, n_test, confusion), ...]`` (see :func:`_cell_result`). Runs in
+    Returns ``[(params, fold, scores, n_test, confusion), ...]`` (see :func:`cell_result`). Runs in
     a worker: only this job's data.
     """
     cache = EmbeddingCache(job.cache_path)
@@ -429,14 +419,14 @@ class SweepResult:
     """What a sweep found.
 
     ``rows``: one row per (cache, layer) in the :mod:`probekit.results` schema (``encoder``,
-    ``layer``, ``probe``, ``n_folds``, ``metrics`` and ``confusion_matrix`` / ``per_label`` from
-    :func:`outer_summary`), plus the sweep columns ``best_params`` (most often selected),
+    ``layer``, ``probe``, ``n_folds``, ``metrics`` (:func:`outer_summary`) and ``confusion_matrix`` /
+    ``per_label`` from the out-of-fold predictions), plus the sweep columns ``best_params`` (most often selected),
     ``fold_params`` (selected per outer fold), ``inner_score`` (mean over outer folds of the
     selected candidate's mean inner score) and ``n_candidates``.
     ``caches``: the document's cache entries; ``classes``: the task's classes (the same for every cache).
     ``computed`` / ``reused``: cells computed in this run / found in the store.
     ``oof``: per (encoder, probe) the out-of-fold predictions at each outer fold's selected parameters
-    (see :func:`_refit_rows`), from which the rows' pooled values, intervals and tied sets come.
+    (see :func:`_refit`), from which the rows' pooled values, intervals and tied sets come.
     """
 
     rows: list[dict]
@@ -462,45 +452,18 @@ def _finite_mean(values) -> float:
     return float(v.mean()) if len(v) else float("nan")
 
 
-# Means over test rows: pooled over the outer test folds, they are the n_test-weighted mean of the folds' values.
-_ROW_MEANS = ("subset_accuracy", "lrap")
-
-
-def outer_summary(kind: str, classes: Sequence[str], outer: Sequence[Mapping]) -> tuple[dict, dict]:
-    """``metrics`` and ``confusion_matrix`` / ``per_label`` of one layer's results row, from the store
-    records of its outer cells at the selected parameters (one per outer fold: ``scores``, ``n_test``,
-    ``confusion``).
-
-    Per metric, the stat keys of :data:`probekit.results.STAT_KEYS` with ``probe``'s meanings:
-    ``mean``/``std`` over the outer folds' scores (ddof=0, defined folds only); ``value`` pooled over
-    all outer test rows, from the summed confusion counts (:func:`probekit.probe.metrics.confusion_metrics`)
-    or, for subset accuracy and LRAP, the n_test-weighted mean. ``None`` where the records cannot give
-    a number: ``value`` of ROC-AUC and PR-AUC (they rank every out-of-fold score, which the store does
-    not keep), ``ci_low``/``ci_high`` (the speaker bootstrap resamples per-row predictions), and the
-    count-based values and lists when a record comes from a store written before outer cells kept counts.
-    """
-    counts = [rec.get("confusion") for rec in outer]
-    if all(c is not None for c in counts):
-        pooled = confusion_metrics(kind, np.sum(counts, axis=0))
-        extras = pooled_extras(kind, classes, pooled)
-    else:
-        pooled = {}
-        extras = {"multiclass": {"confusion_matrix": None}, "multilabel": {"per_label": None}}.get(kind, {})
-    n_test = np.array([rec["n_test"] for rec in outer], dtype=float)
-    for name in _ROW_MEANS:
-        if name in SCALAR_METRICS[kind]:
-            pooled[name] = float(np.dot([rec["scores"][name] for rec in outer], n_test) / n_test.sum())
+def outer_summary(kind: str, outer: Sequence[Mapping], core: Mapping) -> dict:
+    """``metrics`` of one layer's results row, per metric the stat keys of :data:`probekit.results.STAT_KEYS`:
+    ``mean``/``std`` over the scores of ``outer``, the store records of its outer cells at the selected
+    parameters (one per outer fold; ddof=0, defined folds only), the nested CV's scores that rank the layers;
+    ``value`` (pooled) and ``ci_low``/``ci_high`` from ``core``, the row :func:`_refit` makes of the
+    out-of-fold predictions, as ``probe`` computes them."""
     metrics = {}
     for name in SCALAR_METRICS[kind]:
         mean, std = fold_mean_std([rec["scores"][name] for rec in outer])
-        metrics[name] = {"value": pooled.get(name), "mean": mean, "std": std, "ci_low": None, "ci_high": None}
-    return metrics, extras
-
-
-def _check_spec(spec: SweepSpec) -> None:
-    problems = spec.problems()
-    if problems:
-        raise SweepError("; ".join(problems))
+        c = core["metrics"][name]
+        metrics[name] = {"value": c["value"], "mean": mean, "std": std, "ci_low": c["ci_low"], "ci_high": c["ci_high"]}
+    return metrics
 
 
 @dataclass
@@ -516,6 +479,12 @@ class _Run:
     computed: int = 0
     reused: int = 0
     counted: set = field(default_factory=set)
+
+    def found(self, keys: set, where: str) -> None:
+        """Count the stored cells ``keys`` of ``where`` as done; each is reused once per run however often it is found."""
+        self.progress.advance(len(keys), f"{where}: stored cells")
+        self.reused += len(keys - self.counted)
+        self.counted |= keys
 
 
 @dataclass(frozen=True)
@@ -565,11 +534,7 @@ def _run_phase(run: _Run, work: _CacheWork, wanted: dict[int, list[tuple[dict, s
     for layer in work.layers:
         keyed = [((p, f), work.key(spec.probe, layer, p, f)) for p, f in wanted.get(layer, [])]
         missing = tuple(cell for cell, k in keyed if not store.has(k))
-        found = {k for _, k in keyed if store.has(k)}
-        run.progress.advance(len(found), f"{prepared.encoder} layer {layer}: stored cells")
-        found -= run.counted
-        run.reused += len(found)
-        run.counted.update(found)
+        run.found({k for _, k in keyed if store.has(k)}, f"{prepared.encoder} layer {layer}")
         if missing:
             rows = prepared.rows
             jobs.append(LayerJob(work.path, layer, spec.task, spec.probe, rows, work.y, prepared.targets.classes, work.table, missing, prepared.groups))
@@ -639,10 +604,7 @@ def _outer_cells_from(run: _Run, work: _CacheWork, chosen: dict[int, list[dict]]
         for k, (_train, test) in enumerate(prepared.folds):
             key = work.key(run.spec.probe, la, chosen[la][k], f"o{k}")
             if run.store.has(key):
-                if key not in run.counted:
-                    run.reused += 1
-                    run.counted.add(key)
-                run.progress.advance(1, f"{prepared.encoder} layer {la}: stored cells")
+                run.found({key}, f"{prepared.encoder} layer {la}")
                 continue
             p = outcomes[la].proba[test]
             score = p[:, 0] if kind == "binary" else p
@@ -679,11 +641,9 @@ def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[
     rows = []
     for la in work.layers:
         outer = [run.store.get(work.key(spec.probe, la, chosen[la][k], f"o{k}")) for k in range(K)]
-        metrics, extras = outer_summary(spec.task, work.prepared.targets.classes, outer)
         core = core_rows[la]
-        for name, stats in metrics.items():
-            stats.update({k: core["metrics"][name][k] for k in ("value", "ci_low", "ci_high")})
-        extras = {k: core[k] for k in extras}
+        metrics = outer_summary(spec.task, outer, core)
+        extras = {k: core[k] for k in ("confusion_matrix", "per_label") if k in core}
         counts = Counter(params_key(p) for p in chosen[la])
         best = next(p for p in chosen[la] if params_key(p) == counts.most_common(1)[0][0])
         rows.append({
@@ -707,7 +667,9 @@ def run_sweep(
 
     ``progress`` counts cells (computed or found in the store) of both phases."""
     out = Path(out)
-    _check_spec(spec)
+    problems = spec.problems()
+    if problems:
+        raise SweepError("; ".join(problems))
     params_list = candidate_params(spec)
     for p in params_list:  # fail now, not inside a worker an hour in
         try:

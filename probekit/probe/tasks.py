@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from probekit.choices import TaskKind
 from probekit.manifest import split_labels
-
-KINDS = ("binary", "multiclass", "multilabel")
 
 
 class ProbeInputError(ProbekitError, ValueError):
@@ -52,8 +51,8 @@ class Targets:
 
 
 def _column(spec: TaskSpec, metadata: Mapping[str, np.ndarray]) -> np.ndarray:
-    if spec.kind not in KINDS:
-        raise ProbeInputError(f"unknown task '{spec.kind}': use one of {', '.join(KINDS)}")
+    if spec.kind not in TaskKind.names():
+        raise ProbeInputError(f"unknown task '{spec.kind}': use one of {', '.join(TaskKind.names())}")
     if spec.target not in metadata:
         have = ", ".join(sorted(k for k in metadata if k not in ("id",))) or "none"
         raise ProbeInputError(f"target column '{spec.target}' not found; available columns: {have}")

@@ -26,11 +26,6 @@ def f1_optimal_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((thr[best] + lower.max()) / 2) if len(lower) else float(thr[best])
 
 
-def positive_scores(kind: str, proba: np.ndarray) -> np.ndarray:
-    """binary: ``(n,)`` positive-class probability; multilabel: ``(n, k)`` as is."""
-    return proba[:, 1] if kind == "binary" else proba
-
-
 def inner_scores(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray | None:
     """Out-of-fold positive scores ``(n, k)`` of inner speaker-grouped folds of ``X``/``y`` (binary:
     k = 1), NaN for rows no inner fold scored; ``None`` with fewer than two training speakers.
@@ -49,7 +44,8 @@ def inner_scores(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: 
         if kind == "binary" and yt.min() == yt.max():
             continue
         est = fit_probe(clone(probe), X[train], yt, groups[train])
-        scores[val] = positive_scores(kind, est.predict_proba(X[val])).reshape(len(val), k)
+        proba = est.predict_proba(X[val])
+        scores[val] = (proba[:, 1] if kind == "binary" else proba).reshape(len(val), k)
     return scores
 
 
@@ -60,12 +56,3 @@ def thresholds_from_scores(y: np.ndarray, scores: np.ndarray | None) -> np.ndarr
     done = ~np.isnan(scores[:, 0])
     yk = y.reshape(len(y), -1)
     return np.array([f1_optimal_threshold(yk[done, j], scores[done, j]) if done.any() else 0.5 for j in range(scores.shape[1])])
-
-
-def tune_thresholds(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray:
-    """F1-optimal threshold(s) from out-of-fold scores of inner speaker-grouped folds of ``X``/``y``.
-
-    ``X``, ``y``, ``groups``: the TRAINING part of an outer fold only. Returns ``(1,)`` for binary,
-    ``(k,)`` (one per label) for multilabel. Falls back to 0.5 with fewer than two training speakers.
-    """
-    return thresholds_from_scores(y, inner_scores(probe, X, y, groups, kind, n_inner, seed))

@@ -50,9 +50,7 @@ _TOP_KEYS = {"recipe", "data", "encoders", "extract", "probes", "sweeps"}
 _SECTION_KEYS = {
     "recipe": {"name", "description"},
     "data": {"manifest", "default_data", "columns", "vocabulary"},
-    "encoders": {"model", "revision", "whisper_mode"},
-    "extract": {"pooling", "dtype", "batch_seconds"},
-}
+}  # [[encoders]], [extract] and the steps: their dataclasses' fields (typed_fields)
 
 
 class RecipeError(ProbekitError, ValueError):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -60,16 +59,6 @@ class DefaultsError(ProbekitError, RuntimeError):
     """A default asset is not available; the message says what to install or pass."""
 
 
-@dataclass(frozen=True)
-class QuickstartAssets:
-    """The resolved inputs: a transformers model (folder or hub id) and a manifest file, with where each came from."""
-
-    model: str
-    manifest: Path
-    model_source: str
-    data_source: str
-
-
 def repo_root() -> Path:
     """The checkout holding the ``probekit`` package (where ``cache/`` lives)."""
     return Path(__file__).resolve().parents[2]
@@ -80,10 +69,7 @@ def shared_dir() -> Path | None:
     value = os.environ.get("PROBEKIT_SHARED")
     candidates = [Path(value)] if value else []
     candidates.append(repo_root().parent / "shared")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
+    return next((path for path in candidates if path.is_dir()), None)
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -231,19 +217,6 @@ def resolve_manifest(
         out = cache_dir / "manifests" / "emodb.csv"
         return write_emodb_manifest(wav_dir, out), f"{source}, manifest written from EmoDB file names"
     raise DefaultsError(f"{path} (from {source}) is neither a manifest nor a folder with manifest.csv or wav/. {EMODB_HELP}")
-
-
-def resolve_quickstart(
-    data: str | Path | None = None, model: str | Path | None = None, cache_dir: str | Path | None = None
-) -> QuickstartAssets:
-    """Resolve both Quickstart inputs; an explicit ``model`` (folder or hub id) is used as given."""
-    manifest, data_source = resolve_manifest(data, cache_dir)
-    if model is not None:
-        model_ref, model_source = str(model), "--model"
-    else:
-        model_dir, model_source = resolve_model(cache_dir)
-        model_ref = str(model_dir)
-    return QuickstartAssets(model=model_ref, manifest=manifest, model_source=model_source, data_source=data_source)
 
 
 def _main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ from probekit.choices import SCALAR_METRICS
 from probekit.errors import ProbekitError
 from probekit.report.plots import (
     best_layer_figure,
+    best_row,
     depth_curves_figure,
     figure_svg,
     headline_stat,
@@ -61,10 +62,8 @@ class Run:
 
 
 def _find_stats(folder: Path) -> Path | None:
-    for candidate in (folder / "stats.json", folder / "stats" / "stats.json", folder.parent / "stats" / "stats.json"):
-        if candidate.is_file():
-            return candidate
-    return None
+    candidates = (folder / "stats.json", folder / "stats" / "stats.json", folder.parent / "stats" / "stats.json")
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def load_run(path: str | Path, stats: str | Path | None = None) -> Run:
@@ -137,7 +136,7 @@ def _tied_table(run: Run, colours: dict[str, str]) -> str:
     head, stat = doc["headline"]["metric"], headline_stat(doc)
     rows = []
     for b in doc["best"]:
-        row = next(r for r in doc["rows"] if (r["encoder"], r["probe"], r["layer"]) == (b["encoder"], b["probe"], b["layer"]))
+        row = best_row(doc, b)
         s = row["metrics"][head]
         if b["layer"] == -1:
             tied = "– (one entry over all layers)"
@@ -181,7 +180,7 @@ def _best_layer(run: Run) -> str:
     kind, classes = doc["task"]["kind"], doc["task"]["classes"]
     parts = []
     for b in doc["best"]:
-        row = next(r for r in doc["rows"] if (r["encoder"], r["probe"], r["layer"]) == (b["encoder"], b["probe"], b["layer"]))
+        row = best_row(doc, b)
         title = f"<h3>{_e(b['encoder'])} / {_e(b['probe'])}, {_e('all layers' if b['layer'] == -1 else 'layer ' + str(b['layer']))}</h3>"
         if kind == "multilabel" and row.get("per_label"):
             rows = [[c, fmt(row["per_label"][c]["precision"]), fmt(row["per_label"][c]["recall"]), fmt(row["per_label"][c]["f1"]), row["per_label"][c]["support"]] for c in classes]

@@ -40,10 +40,9 @@ def clear_outputs(out: Path) -> None:
     record.unlink(missing_ok=True)
 
 
-def record_outputs(out: Path, files: Mapping[str, Path] | Iterable[Path]) -> None:
-    """Write the record of this run's files (relative to ``out``)."""
-    paths = files.values() if isinstance(files, Mapping) else files
-    names = sorted({str(Path(p).resolve().relative_to(out.resolve())) for p in paths})
+def record_outputs(out: Path, files: Mapping[str, Path]) -> None:
+    """Write the record of this run's files (``files``: name -> path, a path below ``out``)."""
+    names = sorted({str(Path(p).resolve().relative_to(out.resolve())) for p in files.values()})
     (out / RECORD).write_text(json.dumps({"files": names}, indent=1) + "\n", encoding="utf-8")
 
 

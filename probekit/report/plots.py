@@ -18,6 +18,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from probekit.report.render import layer_label
+
 ALL_LAYERS = -1  # a layer-weighted probe's row (see probekit.oof)
 # One colour per probe, the same in every figure and every report (tab10).
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -40,10 +42,8 @@ def headline_stat(doc: dict) -> str:
 
 def num_layers(doc: dict, encoder: str) -> int | None:
     """The encoder's number of hidden states, from the document's ``caches`` (``None`` if not listed)."""
-    for c in doc.get("caches", []):
-        if c.get("encoder") == encoder and c.get("num_layers"):
-            return int(c["num_layers"])
-    return None
+    found = (c["num_layers"] for c in doc.get("caches", []) if c.get("encoder") == encoder and c.get("num_layers"))
+    return next(map(int, found), None)
 
 
 def _series(doc: dict) -> dict[tuple[str, str], list[dict]]:
@@ -211,7 +211,8 @@ def reliability_figure(runs: list[tuple[str, dict]]) -> Figure | None:
     return fig
 
 
-def _best_row(doc: dict, b: dict) -> dict:
+def best_row(doc: dict, b: dict) -> dict:
+    """The row of ``best`` entry ``b``."""
     return next(r for r in doc["rows"] if (r["encoder"], r["probe"], r["layer"]) == (b["encoder"], b["probe"], b["layer"]))
 
 
@@ -228,7 +229,7 @@ def best_layer_figure(doc: dict, b: dict) -> Figure | None:
     (multilabel); ``None`` for binary tasks or rows without them (a sweep resumed from an old store)."""
     kind = doc["task"]["kind"]
     classes = doc["task"]["classes"]
-    row = _best_row(doc, b)
+    row = best_row(doc, b)
     title = f"{b['encoder']} / {b['probe']}, {_layer_name(b['layer'])}: {b['metric']} {_nan(b['value']):.3f}"
     if kind == "multiclass" and row.get("confusion_matrix"):
         cm = np.array(row["confusion_matrix"], dtype=float)
@@ -302,13 +303,8 @@ def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
     if prefix is None:
         return files
     for b in doc["best"]:
-        fig = best_layer_figure(doc, b)
-        if fig is None:
-            continue
-        layer = "all" if b["layer"] == ALL_LAYERS else b["layer"]
-        name = f"{prefix}_{_slug(b['encoder'])}_{b['probe']}_layer{layer}.png"
-        fig.savefig(out / name)
-        files[name] = out / name
+        name = f"{prefix}_{_slug(b['encoder'])}_{b['probe']}_layer{layer_label(b['layer'])}.png"
+        files.update(_saved(best_layer_figure(doc, b), out / name))
     return files
 
 
