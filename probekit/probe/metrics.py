@@ -168,40 +168,55 @@ def _per_group(values: np.ndarray, inv: np.ndarray, n_groups: int) -> np.ndarray
 
 
 def _ranking_stats(y_true: np.ndarray, y_score: np.ndarray, inv: np.ndarray, n_groups: int):
-    """Per group and per score bucket (descending), positive and negative counts: ``(G, U)`` each."""
-    uniq, bucket = np.unique(-y_score, return_inverse=True)
-    cell, size = inv * len(uniq) + bucket, n_groups * len(uniq)
-    pos = np.bincount(cell, weights=(y_true == 1).astype(float), minlength=size).reshape(n_groups, len(uniq))
-    neg = np.bincount(cell, weights=(y_true == 0).astype(float), minlength=size).reshape(n_groups, len(uniq))
-    return pos, neg
+    """Per-group counts for ROC-AUC and average precision, over the score buckets holding a positive.
 
-
-def _auc_from_buckets(P: np.ndarray, N: np.ndarray, W: np.ndarray, chunk: int = 125):
-    """ROC-AUC and average precision ``(B,)`` under each row of group weights ``W`` ``(B, G)``, from
-    per-group bucket counts ``P``, ``N`` ``(G, U)`` sorted by descending score.
-
-    The same values as the curves of the weighted counts ``W @ P``, ``W @ N``, without the dense
-    ``(B, G) @ (G, U)`` products (at 20,000 scored rows they cost seconds per call): ROC-AUC's numerator
-    is bilinear in the weights, ``w M w`` with ``M[g, h]`` = pairs (positive of group g, negative of group
-    h) ranked right, ties half; for average precision a bucket's weighted count is its own group's weight
-    (a sparse product), whose running sums give the curve at the buckets holding a positive, ``chunk``
-    resamples at a time.
+    Buckets are distinct scores, descending; ``cols`` the J of them holding a positive. A curve only
+    needs its running sums at those buckets, so every negative is counted in the first of them at or
+    below its score (its block). Returns sparse ``(G, J)`` ``pos`` (positives per group and bucket),
+    ``neg`` (negatives per group and block), a dense ``(G, J)`` ``tie`` (negatives in the bucket itself)
+    and ``(G,)`` ``neg_total``.
     """
     import scipy.sparse
 
-    tot_p, tot_n = W @ P.sum(1), W @ N.sum(1)
-    Ps, Ns = scipy.sparse.csc_matrix(P), scipy.sparse.csc_matrix(N)
-    neg_below = N.sum(1, keepdims=True) - np.cumsum(N, 1)  # per group, negatives with a strictly lower score
-    M = np.asarray(Ps @ (neg_below + 0.5 * N).T)
+    uniq, bucket = np.unique(-y_score, return_inverse=True)
+    pos_row = y_true == 1
+    cols = np.unique(bucket[pos_row])
+    J = len(cols)
+    block = np.searchsorted(cols, bucket)  # J for a negative scored below every positive
+    neg_row = (y_true == 0) & (block < J)
+
+    def counts(rows):
+        return scipy.sparse.csr_matrix((np.ones(np.count_nonzero(rows)), (inv[rows], block[rows])), shape=(n_groups, J))
+
+    tie_row = neg_row & (bucket == cols[np.minimum(block, J - 1)]) if J else neg_row
+    neg_total = np.bincount(inv, weights=(y_true == 0).astype(float), minlength=n_groups)
+    return counts(pos_row), counts(neg_row), counts(tie_row).toarray(), neg_total
+
+
+def _auc_from_buckets(P, N, tie: np.ndarray, neg_total: np.ndarray, W: np.ndarray, chunk: int = 125):
+    """ROC-AUC and average precision ``(B,)`` under each row of group weights ``W`` ``(B, G)``, from
+    :func:`_ranking_stats`' counts ``P``, ``N``, ``tie`` ``(G, J)`` and ``neg_total`` ``(G,)``.
+
+    The same values as the curves of the weighted counts ``W @ P``, ``W @ N``, without dense
+    ``(B, G) @ (G, rows)`` products: ROC-AUC's numerator is bilinear in the weights, ``w M w`` with
+    ``M[g, h]`` = pairs (positive of group g, negative of group h) ranked right, ties half; for average
+    precision a bucket's weighted count is its own group's weight (a sparse product), whose running
+    sums give the curve at the buckets holding a positive, ``chunk`` resamples at a time.
+    """
+    tot_p, tot_n = W @ np.asarray(P.sum(1)).ravel(), W @ neg_total
+    if P.shape[1] == 0:
+        return np.full(len(W), np.nan), np.full(len(W), np.nan)
+    neg_at_or_above = np.cumsum(N.toarray(), 1)  # (G, J) negatives of each group scored at or above each bucket
+    M = np.asarray(P @ (neg_total[:, None] - neg_at_or_above + 0.5 * tie).T)
     auc = _ratio(((W @ M) * W).sum(1), tot_p * tot_n)
-    cols = np.flatnonzero(P.sum(0) > 0)
+    Pt, Nt = P.T.tocsr(), N.T.tocsr()
     ap = np.empty(len(W))
     for lo in range(0, len(W), chunk):
-        Wc = W[lo : lo + chunk]
-        # (chunk, U) weighted positives / negatives per bucket, row-major so the running sums are contiguous
-        wp, wn = (np.ascontiguousarray((S.T @ Wc.T).T) for S in (Ps, Ns))
-        tp, fp = np.cumsum(wp, 1)[:, cols], np.cumsum(wn, 1)[:, cols]
-        ap[lo : lo + chunk] = (wp[:, cols] * _ratio(tp, tp + fp)).sum(1)
+        Wc = W[lo : lo + chunk].T
+        # (chunk, J) weighted positives / negatives per bucket or block, row-major so the running sums are contiguous
+        wp, wn = (np.ascontiguousarray((S @ Wc).T) for S in (Pt, Nt))
+        tp = np.cumsum(wp, 1)
+        ap[lo : lo + chunk] = (wp * _ratio(tp, tp + np.cumsum(wn, 1))).sum(1)
     ap = _ratio(ap, tot_p)
     undefined_auc = (tot_p == 0) | (tot_n == 0)
     return np.where(undefined_auc, np.nan, auc), np.where(tot_p == 0, np.nan, ap)
@@ -233,8 +248,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
     if kind == "binary":
         cells = np.stack([(y_true == 1) & (y_pred == 1), (y_true == 0) & (y_pred == 1), (y_true == 1) & (y_pred == 0), (y_true == 0) & (y_pred == 0)], 1)
         tp, fp, fn, tn = (W @ _per_group(cells.astype(float), inv, n_groups)).T
-        P, N = _ranking_stats(y_true, y_score, inv, n_groups)
-        auc, ap = _auc_from_buckets(P, N, W)
+        auc, ap = _auc_from_buckets(*_ranking_stats(y_true, y_score, inv, n_groups), W)
         rec = _ratio(tp, tp + fn)
         spec = _ratio(tn, tn + fp)
         has_both = ((tp + fn) > 0) & ((tn + fp) > 0)
