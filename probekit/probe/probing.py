@@ -36,7 +36,7 @@ from probekit.oof import ALL_LAYERS, OOFPredictions, save_oof
 from probekit.probe.calibration import annotate_calibration
 from probekit.probe.compare import annotate_results
 from probekit.probe.params import resolve_params
-from probekit.probe.probes import make_probe
+from probekit.probe.probes import make_probe, probe_params, shared_projections
 from probekit.probe.tasks import ProbeInputError, TaskSpec
 from probekit.progress import NoProgress, Progress
 
@@ -132,12 +132,13 @@ def _layer_job(prepared: Prepared, layer: int, probes: tuple[str, ...], params: 
     speaker bootstrap are computed there too, beside the other worker's fits, not after them."""
     X = read_X(prepared, layer, all_layers=layer == ALL_LAYERS)
     out = []
-    for name in probes:
-        outcome = evaluate_layer(prepared, X, make_probe(name, exact=exact, **params[name]), tune=tune, calibrate=calibrate)
-        row = layer_row(prepared, layer, name, outcome, n_boot=n_boot)
-        if layer == ALL_LAYERS:
-            row.update(_layer_weights(outcome))
-        out.append((name, outcome, row))
+    with shared_projections():  # the probes of the unit fit each fold's PCA once between them
+        for name in probes:
+            outcome = evaluate_layer(prepared, X, make_probe(name, exact=exact, **params[name]), tune=tune, calibrate=calibrate)
+            row = layer_row(prepared, layer, name, outcome, n_boot=n_boot)
+            if layer == ALL_LAYERS:
+                row.update(_layer_weights(outcome))
+            out.append((name, outcome, row))
     return out
 
 
@@ -148,14 +149,17 @@ _LONGEST_FIRST = ("layer-weights", "lgbm", "mlp")
 
 
 def _work(plans, config, params) -> list[tuple[int, int, tuple[str, ...]]]:
-    """(plan index, layer, probes) units: one per (selected layer, single-layer probe), one per cache for
-    the all-layer probes; the probes of :data:`_LONGEST_FIRST` first. The order changes only which
-    worker fits a unit and when, never a number."""
+    """(plan index, layer, probes) units: per selected layer, one for the probes that project each fold's
+    training part by PCA (``pca_dims``: they share the projection) and one for each other probe; one per
+    cache for the all-layer probes. The probes of :data:`_LONGEST_FIRST` go first. The units and their
+    order change only which worker fits what and when, never a number."""
     single = tuple(p for p in config.probes if not _takes_all_layers(p, params[p], config.exact))
     whole = tuple(p for p in config.probes if p not in single)
+    projected = tuple(p for p in single if "pca_dims" in probe_params(p, exact=config.exact))
+    groups = ([projected] if projected else []) + [(p,) for p in single if p not in projected]
     units = []
     for i, (prepared, layers) in enumerate(plans):
-        units += [(i, la, (name,)) for name in single for la in layers]
+        units += [(i, la, names) for names in groups for la in layers]
         if whole:
             units.append((i, ALL_LAYERS, whole))
 
