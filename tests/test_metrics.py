@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from probekit.probe.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, confusion_metrics, resampled_point
+from probekit.probe.metrics import HEADLINE, SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, confusion_metrics, resampled_point
 
 
 def _data(kind, n=120, seed=0):
@@ -77,6 +77,22 @@ def test_binary_resampled_ranking_metrics_match_sklearn_on_repeated_rows():
         keep = np.repeat(np.arange(len(y)), w[inv].astype(int))
         assert got["roc_auc"][b] == pytest.approx(roc_auc_score(y[keep], score[keep]), abs=1e-12)
         assert got["pr_auc"][b] == pytest.approx(average_precision_score(y[keep], score[keep]), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_resampled_metrics_asked_by_name_equal_the_full_set(kind):
+    # The tied-layer test asks for the headline alone, which skips the ranking metrics' cost.
+    from probekit.probe.metrics import resampled_metrics, speaker_resamples
+
+    y, pred, score, groups, _classes = _data(kind)
+    inv, W = speaker_resamples(groups, 50, seed=3)
+    full = resampled_metrics(kind, y, pred, score, inv, W)
+    assert set(full) == set(SCALAR_METRICS[kind])
+    for names in ([HEADLINE[kind]], ["roc_auc"] if kind == "binary" else ["lrap"] if kind == "multilabel" else ["uar"]):
+        part = resampled_metrics(kind, y, pred, score, inv, W, names=names)
+        assert set(part) == set(names)
+        for name in names:
+            np.testing.assert_array_equal(part[name], full[name])
 
 
 def test_multiclass_uar_is_balanced_accuracy_and_has_confusion_matrix():

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.choices import LOWER_IS_BETTER
+from probekit.choices import LOWER_IS_BETTER, SCALAR_METRICS
 from probekit.errors import ProbekitError
 from probekit.probe.metrics import resampled_metrics, speaker_resamples
 from probekit.oof import ALL_LAYERS, OOFPredictions
@@ -71,9 +71,9 @@ def _entry_values(oof: OOFPredictions, layer: int, rows: np.ndarray, metric: str
     score = oof.proba[i][rows]
     if oof.kind == "binary":
         score = score[:, 0]
-    values = resampled_metrics(oof.kind, oof.y_true[rows], oof.pred[i][rows], score, inv, W)
+    values = resampled_metrics(oof.kind, oof.y_true[rows], oof.pred[i][rows], score, inv, W, names=(metric,))
     if metric not in values:
-        raise CompareError(f"metric '{metric}' is not a {oof.kind} metric (have {', '.join(values)})")
+        raise CompareError(f"metric '{metric}' is not a {oof.kind} metric (have {', '.join(SCALAR_METRICS[oof.kind])})")
     return values[metric]
 
 

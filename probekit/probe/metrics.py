@@ -243,16 +243,20 @@ def _row_lrap(y_true: np.ndarray, y_score: np.ndarray, block: int = 4096) -> np.
     return out
 
 
-def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[str, np.ndarray]:
-    """Each scalar metric for every row of group weights ``W`` ``(B, G)`` -> ``(B,)`` arrays."""
+def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W, names=None) -> dict[str, np.ndarray]:
+    """Each scalar metric (``names``: only those; ``None``: all) for every row of group weights ``W``
+    ``(B, G)`` -> ``(B,)`` arrays. The ranking metrics (binary ROC-AUC and average precision,
+    multi-label LRAP) cost most, and are skipped unless asked for."""
+    want = set(SCALAR_METRICS[kind] if names is None else names)
     if kind == "binary":
         cells = np.stack([(y_true == 1) & (y_pred == 1), (y_true == 0) & (y_pred == 1), (y_true == 1) & (y_pred == 0), (y_true == 0) & (y_pred == 0)], 1)
         tp, fp, fn, tn = (W @ _per_group(cells.astype(float), inv, n_groups)).T
-        auc, ap = _auc_from_buckets(*_ranking_stats(y_true, y_score, inv, n_groups), W)
+        unasked = np.full(len(W), np.nan)
+        auc, ap = _auc_from_buckets(*_ranking_stats(y_true, y_score, inv, n_groups), W) if want & {"roc_auc", "pr_auc"} else (unasked, unasked)
         rec = _ratio(tp, tp + fn)
         spec = _ratio(tn, tn + fp)
         has_both = ((tp + fn) > 0) & ((tn + fp) > 0)
-        return {
+        out = {
             "f1": _f1(tp, fp, fn),
             "precision": _ratio(tp, tp + fp),
             "recall": rec,
@@ -261,7 +265,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
             "roc_auc": auc,
             "pr_auc": ap,
         }
-    if kind == "multiclass":
+    elif kind == "multiclass":
         C = y_score.shape[1]
         onehot = np.zeros((len(y_true), C * C))
         onehot[np.arange(len(y_true)), y_true * C + y_pred] = 1
@@ -269,13 +273,13 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
         support, predicted, diag = cm.sum(2), cm.sum(1), np.diagonal(cm, axis1=1, axis2=2)
         f1 = _f1(diag, predicted - diag, support - diag)
         total = support.sum(1)
-        return {
+        out = {
             "uar": _recall_mean(cm),
             "accuracy": _ratio(diag.sum(1), total),
             "macro_f1": f1.mean(1),
             "weighted_f1": _ratio((f1 * support).sum(1), total),
         }
-    if kind == "multilabel":
+    elif kind == "multilabel":
         n, k = y_true.shape
         stats = np.concatenate(
             [
@@ -284,7 +288,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
                 (y_true & (1 - y_pred)),
                 (y_true != y_pred).sum(1, keepdims=True),
                 (y_true == y_pred).all(1, keepdims=True),
-                _row_lrap(y_true, y_score)[:, None],
+                _row_lrap(y_true, y_score)[:, None] if "lrap" in want else np.zeros((n, 1)),
                 np.ones((n, 1)),
             ],
             1,
@@ -294,7 +298,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
         wrong, exact, lrap, rows = S[:, 3 * k], S[:, 3 * k + 1], S[:, 3 * k + 2], S[:, 3 * k + 3]
         f1 = _f1(tp, fp, fn)
         support = tp + fn
-        return {
+        out = {
             "weighted_f1": _ratio((f1 * support).sum(1), support.sum(1)),
             "macro_f1": f1.mean(1),
             "micro_f1": _f1(tp.sum(1), fp.sum(1), fn.sum(1)),
@@ -302,7 +306,9 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
             "subset_accuracy": _ratio(exact, rows),
             "lrap": _ratio(lrap, rows),
         }
-    raise ValueError(f"unknown task kind {kind!r}")
+    else:
+        raise ValueError(f"unknown task kind {kind!r}")
+    return {k: v for k, v in out.items() if k in want}
 
 
 def speaker_resamples(groups, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -320,10 +326,10 @@ def speaker_resamples(groups, n_boot: int, seed: int = 0) -> tuple[np.ndarray, n
     return inv, W
 
 
-def resampled_metrics(kind, y_true, y_pred, y_score, inv: np.ndarray, W: np.ndarray) -> dict[str, np.ndarray]:
-    """Every scalar metric of ``kind`` under each row of speaker weights ``W`` ``(B, G)`` (from
-    :func:`speaker_resamples`): ``{name: (B,)}``, NaN where a resample leaves it undefined."""
-    return _resampled_metrics(kind, np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score), inv, W.shape[1], W)
+def resampled_metrics(kind, y_true, y_pred, y_score, inv: np.ndarray, W: np.ndarray, names=None) -> dict[str, np.ndarray]:
+    """Every scalar metric of ``kind`` (``names``: only those) under each row of speaker weights ``W``
+    ``(B, G)`` (from :func:`speaker_resamples`): ``{name: (B,)}``, NaN where a resample leaves it undefined."""
+    return _resampled_metrics(kind, np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score), inv, W.shape[1], W, names)
 
 
 def bootstrap_ci(kind, y_true, y_pred, y_score, groups, classes, n_boot=1000, seed=0) -> dict[str, tuple[float, float]]:
