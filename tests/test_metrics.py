@@ -95,6 +95,27 @@ def test_resampled_metrics_asked_by_name_equal_the_full_set(kind):
             np.testing.assert_array_equal(part[name], full[name])
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_fold_metrics_equal_compute_metrics_fold_by_fold(kind):
+    from probekit.probe.metrics import fold_metrics
+
+    y, pred, score, groups, classes = _data(kind, n=240, seed=2)
+    order = np.random.default_rng(0).permutation(len(y))
+    folds = [(np.setdiff1d(order, te), te) for te in np.array_split(order, 4)]
+    if kind == "binary":  # a fold with one class: ROC-AUC and balanced accuracy as scikit-learn leaves them
+        te = np.flatnonzero(y == 1)[:20]
+        folds.append((np.setdiff1d(np.arange(len(y)), te), te))
+        folds = [(tr, np.setdiff1d(t, te)) for tr, t in folds[:-1]] + folds[-1:]
+    got = fold_metrics(kind, y, pred, score, folds)
+    for k, (_tr, te) in enumerate(folds):
+        want = compute_metrics(kind, y[te], pred[te], score[te], classes)
+        for name in SCALAR_METRICS[kind]:
+            if np.isnan(want[name]):
+                assert np.isnan(got[name][k]), (k, name)
+            else:
+                assert got[name][k] == pytest.approx(want[name], abs=1e-12), (k, name)
+
+
 def test_multiclass_uar_is_balanced_accuracy_and_has_confusion_matrix():
     y = np.array([0, 0, 0, 1, 2, 2])
     pred = np.array([0, 1, 0, 1, 2, 0])
