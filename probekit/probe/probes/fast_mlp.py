@@ -100,7 +100,7 @@ class FastMLPProbe(MLPParams, FastProbe):
         pca_dims: int = 128,
         batch_size: int = 256,
         max_epochs: int = 100,
-        patience: int = 5,
+        patience: int = 3,
         val_fraction: float = 0.1,
         fast_min_rows: int = 2000,
     ):
