@@ -6,8 +6,8 @@ call. Data flow: cache (+ the current manifest's labels) -> :func:`probekit.prob
 :func:`~probekit.probe.evaluate.layer_row` -> results document -> output folder (results, report,
 plots and the out-of-fold predictions of :mod:`probekit.oof`).
 
-``jobs > 1`` spreads layers over worker processes; each worker reads only its own layer from the
-HDF5 file, so the cache is never copied per worker.
+``jobs > 1`` spreads (layer, probes) units over worker processes; each worker reads only its unit's
+layer from the HDF5 file, so the cache is never copied per worker, and computes the unit's results rows.
 """
 
 from __future__ import annotations
