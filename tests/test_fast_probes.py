@@ -328,3 +328,24 @@ def test_lgbm_fast_and_exact_share_the_tree_parameters():
     exact = fast._exact_probe()
     assert exact.get_params() == {**probe_params("lgbm", exact=True), "num_leaves": 7, "colsample_bytree": 0.3, "seed": 9}
     assert set(probe_params("lgbm", exact=True)) < set(probe_params("lgbm"))
+
+
+def test_a_shared_projection_is_solved_once_and_changes_nothing(monkeypatch):
+    # probe runs mlp and lgbm of a layer inside shared_projections(): each fold's PCA is solved once
+    # for both, and each probe gives exactly what it gives alone.
+    X, y, groups = _data("multilabel", d=200)
+    folds = _speaker_folds(groups)
+    params = {name: {**FAST[name], "pca_dims": 12 if name == "mlp" else 6} for name in ("mlp", "lgbm")}
+    alone = {name: make_probe(name, **params[name]).fold_proba(X, y, folds, groups=groups) for name in params}
+    solved = []
+    real = _fast._solve_pca
+    monkeypatch.setattr(_fast, "_solve_pca", lambda X, axes: solved.append(axes) or real(X, axes))
+    with _fast.shared_projections():
+        together = {name: make_probe(name, **params[name]).fold_proba(X, y, folds, groups=groups) for name in params}
+    assert solved == [_fast.PCA_SOLVED_AXES] * len(folds)
+    for name in params:
+        for a, b in zip(alone[name], together[name]):
+            np.testing.assert_array_equal(a, b)
+    solved.clear()
+    make_probe("lgbm", **params["lgbm"]).fold_proba(X, y, folds, groups=groups)
+    assert len(solved) == len(folds), "outside the block nothing is remembered"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from probekit.probe.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, confusion_metrics, resampled_point
+from probekit.probe.metrics import HEADLINE, SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, confusion_metrics, resampled_point
 
 
 def _data(kind, n=120, seed=0):
@@ -77,6 +77,43 @@ def test_binary_resampled_ranking_metrics_match_sklearn_on_repeated_rows():
         keep = np.repeat(np.arange(len(y)), w[inv].astype(int))
         assert got["roc_auc"][b] == pytest.approx(roc_auc_score(y[keep], score[keep]), abs=1e-12)
         assert got["pr_auc"][b] == pytest.approx(average_precision_score(y[keep], score[keep]), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_resampled_metrics_asked_by_name_equal_the_full_set(kind):
+    # The tied-layer test asks for the headline alone, which skips the ranking metrics' cost.
+    from probekit.probe.metrics import resampled_metrics, speaker_resamples
+
+    y, pred, score, groups, _classes = _data(kind)
+    inv, W = speaker_resamples(groups, 50, seed=3)
+    full = resampled_metrics(kind, y, pred, score, inv, W)
+    assert set(full) == set(SCALAR_METRICS[kind])
+    for names in ([HEADLINE[kind]], ["roc_auc"] if kind == "binary" else ["lrap"] if kind == "multilabel" else ["uar"]):
+        part = resampled_metrics(kind, y, pred, score, inv, W, names=names)
+        assert set(part) == set(names)
+        for name in names:
+            np.testing.assert_array_equal(part[name], full[name])
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_fold_metrics_equal_compute_metrics_fold_by_fold(kind):
+    from probekit.probe.metrics import fold_metrics
+
+    y, pred, score, groups, classes = _data(kind, n=240, seed=2)
+    order = np.random.default_rng(0).permutation(len(y))
+    folds = [(np.setdiff1d(order, te), te) for te in np.array_split(order, 4)]
+    if kind == "binary":  # a fold with one class: ROC-AUC and balanced accuracy as scikit-learn leaves them
+        te = np.flatnonzero(y == 1)[:20]
+        folds.append((np.setdiff1d(np.arange(len(y)), te), te))
+        folds = [(tr, np.setdiff1d(t, te)) for tr, t in folds[:-1]] + folds[-1:]
+    got = fold_metrics(kind, y, pred, score, folds)
+    for k, (_tr, te) in enumerate(folds):
+        want = compute_metrics(kind, y[te], pred[te], score[te], classes)
+        for name in SCALAR_METRICS[kind]:
+            if np.isnan(want[name]):
+                assert np.isnan(got[name][k]), (k, name)
+            else:
+                assert got[name][k] == pytest.approx(want[name], abs=1e-12), (k, name)
 
 
 def test_multiclass_uar_is_balanced_accuracy_and_has_confusion_matrix():

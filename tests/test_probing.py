@@ -106,6 +106,24 @@ def test_same_seed_same_results_json(cache, tmp_path):
     assert other.document["rows"][0]["metrics"] != docs[0]["rows"][0]["metrics"]
 
 
+def test_jobs_change_no_number(cache, tmp_path):
+    # Units go to workers longest first, and each worker computes its rows' metrics and bootstrap: the
+    # order of the work must not reach the document.
+    docs = []
+    for jobs in (1, 2):
+        cfg = ProbeConfig(caches=(cache,), task=TASKS["multilabel"], probes=("logreg", "mlp", "lgbm"), params=FAST, folds=3,
+                          bootstrap=200, jobs=jobs, out=str(tmp_path / f"jobs{jobs}"))
+        run_probe(cfg)
+        doc = json.loads((tmp_path / f"jobs{jobs}" / "results.json").read_text())
+        for key in ("created", "timing", "config"):
+            doc.pop(key)
+        for row in doc["rows"]:
+            row.pop("seconds")
+        docs.append(doc)
+    assert [(r["probe"], r["layer"]) for r in docs[0]["rows"]] == [(p, la) for p in ("logreg", "mlp", "lgbm") for la in range(3)]
+    assert docs[0] == docs[1]
+
+
 def test_manifest_relabels_and_reports_missing_rows(cache, tmp_path):
     from probekit.cache import EmbeddingCache
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.choices import LOWER_IS_BETTER
+from probekit.choices import LOWER_IS_BETTER, SCALAR_METRICS
 from probekit.errors import ProbekitError
 from probekit.probe.metrics import resampled_metrics, speaker_resamples
 from probekit.oof import ALL_LAYERS, OOFPredictions
@@ -67,10 +67,10 @@ def bootstrap_p(diff: np.ndarray) -> float:
 
 def _entry_values(oof: OOFPredictions, layer: int, rows: np.ndarray, metric: str, inv: np.ndarray, W: np.ndarray) -> np.ndarray:
     """``metric`` of ``oof``'s ``layer`` on ``rows`` under each speaker weighting ``W`` ``(B, G)`` -> ``(B,)``."""
-    pred = oof.pred[oof.layer_index(layer)][rows]
-    values = resampled_metrics(oof.kind, oof.y_true[rows], pred, oof.score(layer)[rows], inv, W)
+    i = oof.layer_index(layer)
+    values = resampled_metrics(oof.kind, oof.y_true[rows], oof.pred[i][rows], oof.score(layer)[rows], inv, W, names=(metric,))
     if metric not in values:
-        raise CompareError(f"metric '{metric}' is not a {oof.kind} metric (have {', '.join(values)})")
+        raise CompareError(f"metric '{metric}' is not a {oof.kind} metric (have {', '.join(SCALAR_METRICS[oof.kind])})")
     return values[metric]
 
 

@@ -27,7 +27,7 @@ from probekit.identity import file_sha256
 from probekit.manifest import Manifest, read_manifest
 from probekit.oof import OOFPredictions
 from probekit.probe.calibration import calibrate_proba, fit_inner
-from probekit.probe.metrics import bootstrap_ci, compute_metrics
+from probekit.probe.metrics import bootstrap_ci, compute_metrics, fold_metrics
 from probekit.probe.probes import accepts, fit_probe
 from probekit.probe.splits import make_folds
 from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec, build_targets
@@ -408,11 +408,11 @@ def layer_row(prepared: Prepared, layer: int, probe_name: str, outcome: LayerOut
     rows = np.sort(tested)
     score = _scores(kind, outcome.proba)
     pooled = compute_metrics(kind, y[rows], outcome.pred[rows], score[rows], classes)
-    per_fold = [compute_metrics(kind, y[te], outcome.pred[te], score[te], classes) for _tr, te in prepared.folds]
+    per_fold = fold_metrics(kind, y, outcome.pred, score, prepared.folds)
     ci = bootstrap_ci(kind, y[rows], outcome.pred[rows], score[rows], groups[rows], classes, n_boot=n_boot, seed=prepared.protocol.seed)
     metrics = {}
     for name in SCALAR_METRICS[kind]:
-        mean, std = fold_mean_std([f[name] for f in per_fold])
+        mean, std = fold_mean_std(per_fold[name])
         metrics[name] = {"value": pooled[name], "mean": mean, "std": std, "ci_low": ci[name][0], "ci_high": ci[name][1]}
     row = {"encoder": prepared.encoder, "layer": int(layer), "probe": probe_name, "n_folds": len(prepared.folds), "metrics": metrics}
     row.update(pooled_extras(kind, classes, pooled))

@@ -161,47 +161,63 @@ def confusion_metrics(kind: str, confusion) -> dict[str, float | list]:
 
 
 def _per_group(values: np.ndarray, inv: np.ndarray, n_groups: int) -> np.ndarray:
-    """Sum rows of ``values`` ``(n, ...)`` per group -> ``(n_groups, ...)``."""
-    out = np.zeros((n_groups,) + values.shape[1:])
-    np.add.at(out, inv, values)
-    return out
+    """Sum rows of ``values`` ``(n, ...)`` per group -> ``(n_groups, ...)`` (a bincount per column: a
+    quarter of ``np.add.at``'s time, the same sums in the same order)."""
+    flat = values.reshape(len(values), -1)
+    out = np.stack([np.bincount(inv, weights=flat[:, j], minlength=n_groups) for j in range(flat.shape[1])], 1)
+    return out.reshape((n_groups,) + values.shape[1:])
 
 
 def _ranking_stats(y_true: np.ndarray, y_score: np.ndarray, inv: np.ndarray, n_groups: int):
-    """Per group and per score bucket (descending), positive and negative counts: ``(G, U)`` each."""
-    uniq, bucket = np.unique(-y_score, return_inverse=True)
-    cell, size = inv * len(uniq) + bucket, n_groups * len(uniq)
-    pos = np.bincount(cell, weights=(y_true == 1).astype(float), minlength=size).reshape(n_groups, len(uniq))
-    neg = np.bincount(cell, weights=(y_true == 0).astype(float), minlength=size).reshape(n_groups, len(uniq))
-    return pos, neg
+    """Per-group counts for ROC-AUC and average precision, over the score buckets holding a positive.
 
-
-def _auc_from_buckets(P: np.ndarray, N: np.ndarray, W: np.ndarray, chunk: int = 125):
-    """ROC-AUC and average precision ``(B,)`` under each row of group weights ``W`` ``(B, G)``, from
-    per-group bucket counts ``P``, ``N`` ``(G, U)`` sorted by descending score.
-
-    The same values as the curves of the weighted counts ``W @ P``, ``W @ N``, without the dense
-    ``(B, G) @ (G, U)`` products (at 20,000 scored rows they cost seconds per call): ROC-AUC's numerator
-    is bilinear in the weights, ``w M w`` with ``M[g, h]`` = pairs (positive of group g, negative of group
-    h) ranked right, ties half; for average precision a bucket's weighted count is its own group's weight
-    (a sparse product), whose running sums give the curve at the buckets holding a positive, ``chunk``
-    resamples at a time.
+    Buckets are distinct scores, descending; ``cols`` the J of them holding a positive. A curve only
+    needs its running sums at those buckets, so every negative is counted in the first of them at or
+    below its score (its block). Returns sparse ``(G, J)`` ``pos`` (positives per group and bucket),
+    ``neg`` (negatives per group and block), a dense ``(G, J)`` ``tie`` (negatives in the bucket itself)
+    and ``(G,)`` ``neg_total``.
     """
     import scipy.sparse
 
-    tot_p, tot_n = W @ P.sum(1), W @ N.sum(1)
-    Ps, Ns = scipy.sparse.csc_matrix(P), scipy.sparse.csc_matrix(N)
-    neg_below = N.sum(1, keepdims=True) - np.cumsum(N, 1)  # per group, negatives with a strictly lower score
-    M = np.asarray(Ps @ (neg_below + 0.5 * N).T)
+    uniq, bucket = np.unique(-y_score, return_inverse=True)
+    pos_row = y_true == 1
+    cols = np.unique(bucket[pos_row])
+    J = len(cols)
+    block = np.searchsorted(cols, bucket)  # J for a negative scored below every positive
+    neg_row = (y_true == 0) & (block < J)
+
+    def counts(rows):
+        return scipy.sparse.csr_matrix((np.ones(np.count_nonzero(rows)), (inv[rows], block[rows])), shape=(n_groups, J))
+
+    tie_row = neg_row & (bucket == cols[np.minimum(block, J - 1)]) if J else neg_row
+    neg_total = np.bincount(inv, weights=(y_true == 0).astype(float), minlength=n_groups)
+    return counts(pos_row), counts(neg_row), counts(tie_row).toarray(), neg_total
+
+
+def _auc_from_buckets(P, N, tie: np.ndarray, neg_total: np.ndarray, W: np.ndarray, chunk: int = 125):
+    """ROC-AUC and average precision ``(B,)`` under each row of group weights ``W`` ``(B, G)``, from
+    :func:`_ranking_stats`' counts ``P``, ``N``, ``tie`` ``(G, J)`` and ``neg_total`` ``(G,)``.
+
+    The same values as the curves of the weighted counts ``W @ P``, ``W @ N``, without dense
+    ``(B, G) @ (G, rows)`` products: ROC-AUC's numerator is bilinear in the weights, ``w M w`` with
+    ``M[g, h]`` = pairs (positive of group g, negative of group h) ranked right, ties half; for average
+    precision a bucket's weighted count is its own group's weight (a sparse product), whose running
+    sums give the curve at the buckets holding a positive, ``chunk`` resamples at a time.
+    """
+    tot_p, tot_n = W @ np.asarray(P.sum(1)).ravel(), W @ neg_total
+    if P.shape[1] == 0:
+        return np.full(len(W), np.nan), np.full(len(W), np.nan)
+    neg_at_or_above = np.cumsum(N.toarray(), 1)  # (G, J) negatives of each group scored at or above each bucket
+    M = np.asarray(P @ (neg_total[:, None] - neg_at_or_above + 0.5 * tie).T)
     auc = _ratio(((W @ M) * W).sum(1), tot_p * tot_n)
-    cols = np.flatnonzero(P.sum(0) > 0)
+    Pt, Nt = P.T.tocsr(), N.T.tocsr()
     ap = np.empty(len(W))
     for lo in range(0, len(W), chunk):
-        Wc = W[lo : lo + chunk]
-        # (chunk, U) weighted positives / negatives per bucket, row-major so the running sums are contiguous
-        wp, wn = (np.ascontiguousarray((S.T @ Wc.T).T) for S in (Ps, Ns))
-        tp, fp = np.cumsum(wp, 1)[:, cols], np.cumsum(wn, 1)[:, cols]
-        ap[lo : lo + chunk] = (wp[:, cols] * _ratio(tp, tp + fp)).sum(1)
+        Wc = W[lo : lo + chunk].T
+        # (chunk, J) weighted positives / negatives per bucket or block, row-major so the running sums are contiguous
+        wp, wn = (np.ascontiguousarray((S @ Wc).T) for S in (Pt, Nt))
+        tp = np.cumsum(wp, 1)
+        ap[lo : lo + chunk] = (wp * _ratio(tp, tp + np.cumsum(wn, 1))).sum(1)
     ap = _ratio(ap, tot_p)
     undefined_auc = (tot_p == 0) | (tot_n == 0)
     return np.where(undefined_auc, np.nan, auc), np.where(tot_p == 0, np.nan, ap)
@@ -228,17 +244,20 @@ def _row_lrap(y_true: np.ndarray, y_score: np.ndarray, block: int = 4096) -> np.
     return out
 
 
-def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[str, np.ndarray]:
-    """Each scalar metric for every row of group weights ``W`` ``(B, G)`` -> ``(B,)`` arrays."""
+def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W, names=None) -> dict[str, np.ndarray]:
+    """Each scalar metric (``names``: only those; ``None``: all) for every row of group weights ``W``
+    ``(B, G)`` -> ``(B,)`` arrays. The ranking metrics (binary ROC-AUC and average precision,
+    multi-label LRAP) cost most, and are skipped unless asked for."""
+    want = set(SCALAR_METRICS[kind] if names is None else names)
     if kind == "binary":
         cells = np.stack([(y_true == 1) & (y_pred == 1), (y_true == 0) & (y_pred == 1), (y_true == 1) & (y_pred == 0), (y_true == 0) & (y_pred == 0)], 1)
         tp, fp, fn, tn = (W @ _per_group(cells.astype(float), inv, n_groups)).T
-        P, N = _ranking_stats(y_true, y_score, inv, n_groups)
-        auc, ap = _auc_from_buckets(P, N, W)
+        unasked = np.full(len(W), np.nan)
+        auc, ap = _auc_from_buckets(*_ranking_stats(y_true, y_score, inv, n_groups), W) if want & {"roc_auc", "pr_auc"} else (unasked, unasked)
         rec = _ratio(tp, tp + fn)
         spec = _ratio(tn, tn + fp)
         has_both = ((tp + fn) > 0) & ((tn + fp) > 0)
-        return {
+        out = {
             "f1": _f1(tp, fp, fn),
             "precision": _ratio(tp, tp + fp),
             "recall": rec,
@@ -247,7 +266,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
             "roc_auc": auc,
             "pr_auc": ap,
         }
-    if kind == "multiclass":
+    elif kind == "multiclass":
         C = y_score.shape[1]
         onehot = np.zeros((len(y_true), C * C))
         onehot[np.arange(len(y_true)), y_true * C + y_pred] = 1
@@ -255,13 +274,13 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
         support, predicted, diag = cm.sum(2), cm.sum(1), np.diagonal(cm, axis1=1, axis2=2)
         f1 = _f1(diag, predicted - diag, support - diag)
         total = support.sum(1)
-        return {
+        out = {
             "uar": _recall_mean(cm),
             "accuracy": _ratio(diag.sum(1), total),
             "macro_f1": f1.mean(1),
             "weighted_f1": _ratio((f1 * support).sum(1), total),
         }
-    if kind == "multilabel":
+    elif kind == "multilabel":
         n, k = y_true.shape
         stats = np.concatenate(
             [
@@ -270,7 +289,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
                 (y_true & (1 - y_pred)),
                 (y_true != y_pred).sum(1, keepdims=True),
                 (y_true == y_pred).all(1, keepdims=True),
-                _row_lrap(y_true, y_score)[:, None],
+                _row_lrap(y_true, y_score)[:, None] if "lrap" in want else np.zeros((n, 1)),
                 np.ones((n, 1)),
             ],
             1,
@@ -280,7 +299,7 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
         wrong, exact, lrap, rows = S[:, 3 * k], S[:, 3 * k + 1], S[:, 3 * k + 2], S[:, 3 * k + 3]
         f1 = _f1(tp, fp, fn)
         support = tp + fn
-        return {
+        out = {
             "weighted_f1": _ratio((f1 * support).sum(1), support.sum(1)),
             "macro_f1": f1.mean(1),
             "micro_f1": _f1(tp.sum(1), fp.sum(1), fn.sum(1)),
@@ -288,7 +307,9 @@ def _resampled_metrics(kind, y_true, y_pred, y_score, inv, n_groups, W) -> dict[
             "subset_accuracy": _ratio(exact, rows),
             "lrap": _ratio(lrap, rows),
         }
-    raise ValueError(f"unknown task kind {kind!r}")
+    else:
+        raise ValueError(f"unknown task kind {kind!r}")
+    return {k: v for k, v in out.items() if k in want}
 
 
 def speaker_resamples(groups, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -306,10 +327,10 @@ def speaker_resamples(groups, n_boot: int, seed: int = 0) -> tuple[np.ndarray, n
     return inv, W
 
 
-def resampled_metrics(kind, y_true, y_pred, y_score, inv: np.ndarray, W: np.ndarray) -> dict[str, np.ndarray]:
-    """Every scalar metric of ``kind`` under each row of speaker weights ``W`` ``(B, G)`` (from
-    :func:`speaker_resamples`): ``{name: (B,)}``, NaN where a resample leaves it undefined."""
-    return _resampled_metrics(kind, np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score), inv, W.shape[1], W)
+def resampled_metrics(kind, y_true, y_pred, y_score, inv: np.ndarray, W: np.ndarray, names=None) -> dict[str, np.ndarray]:
+    """Every scalar metric of ``kind`` (``names``: only those) under each row of speaker weights ``W``
+    ``(B, G)`` (from :func:`speaker_resamples`): ``{name: (B,)}``, NaN where a resample leaves it undefined."""
+    return _resampled_metrics(kind, np.asarray(y_true), np.asarray(y_pred), np.asarray(y_score), inv, W.shape[1], W, names)
 
 
 def bootstrap_ci(kind, y_true, y_pred, y_score, groups, classes, n_boot=1000, seed=0) -> dict[str, tuple[float, float]]:
@@ -329,6 +350,21 @@ def bootstrap_ci(kind, y_true, y_pred, y_score, groups, classes, n_boot=1000, se
         v = v[np.isfinite(v)]
         out[name] = (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) else (float("nan"), float("nan"))
     return out
+
+
+def fold_metrics(kind, y_true, y_pred, y_score, folds) -> dict[str, np.ndarray]:
+    """Every scalar metric of ``kind`` on each fold's test rows: ``{name: (F,)}`` for ``folds``
+    ``[(train, test)]`` (test parts disjoint), NaN where a fold leaves a metric undefined.
+
+    One call of the vectorised code, with the folds as the groups and one weight row per fold (its rows
+    1, the rest 0): the same values as :func:`compute_metrics` on each fold's rows (tested), without
+    scikit-learn's per-call overhead (30 ms per 11-label fold).
+    """
+    tests = [np.asarray(te) for _tr, te in folds]
+    rows = np.concatenate(tests)
+    fold = np.repeat(np.arange(len(tests)), [len(te) for te in tests])
+    y_true, y_pred, y_score = np.asarray(y_true)[rows], np.asarray(y_pred)[rows], np.asarray(y_score)[rows]
+    return _resampled_metrics(kind, y_true, y_pred, y_score, fold, len(tests), np.eye(len(tests)))
 
 
 def resampled_point(kind, y_true, y_pred, y_score, groups, classes) -> dict[str, float]:

@@ -6,8 +6,8 @@ call. Data flow: cache (+ the current manifest's labels) -> :func:`probekit.prob
 :func:`~probekit.probe.evaluate.layer_row` -> results document -> output folder (results, report,
 plots and the out-of-fold predictions of :mod:`probekit.oof`).
 
-``jobs > 1`` spreads layers over worker processes; each worker reads only its own layer from the
-HDF5 file, so the cache is never copied per worker.
+``jobs > 1`` spreads (layer, probes) units over worker processes; each worker reads only its unit's
+layer from the HDF5 file, so the cache is never copied per worker, and computes the unit's results rows.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from probekit.oof import ALL_LAYERS, OOFPredictions, save_oof
 from probekit.probe.calibration import annotate_calibration
 from probekit.probe.compare import annotate_results
 from probekit.probe.params import resolve_params
-from probekit.probe.probes import make_probe
+from probekit.probe.probes import make_probe, probe_params, shared_projections
 from probekit.probe.tasks import ProbeInputError, TaskSpec
 from probekit.progress import NoProgress, Progress
 
@@ -126,28 +126,53 @@ def _takes_all_layers(name: str, params: dict, exact: bool) -> bool:
 
 
 def _layer_job(prepared: Prepared, layer: int, probes: tuple[str, ...], params: dict, exact: bool, tune: bool,
-               calibrate: str | None) -> list[tuple[str, LayerOutcome]]:
-    """Every probe on one layer (``ALL_LAYERS``: probes over every hidden state). Runs in a worker:
-    it reads its layer from the file itself."""
+               calibrate: str | None, n_boot: int) -> list[tuple[str, LayerOutcome, dict]]:
+    """Every probe of ``probes`` on one layer (``ALL_LAYERS``: probes over every hidden state), with its
+    results row. Runs in a worker: it reads its layer from the file itself, and the row's metrics and
+    speaker bootstrap are computed there too, beside the other worker's fits, not after them."""
     X = read_X(prepared, layer, all_layers=layer == ALL_LAYERS)
-    return [(name, evaluate_layer(prepared, X, make_probe(name, exact=exact, **params[name]), tune=tune, calibrate=calibrate))
-            for name in probes]
+    out = []
+    with shared_projections():  # the probes of the unit fit each fold's PCA once between them
+        for name in probes:
+            outcome = evaluate_layer(prepared, X, make_probe(name, exact=exact, **params[name]), tune=tune, calibrate=calibrate)
+            row = layer_row(prepared, layer, name, outcome, n_boot=n_boot)
+            if layer == ALL_LAYERS:
+                row.update(_layer_weights(outcome))
+            out.append((name, outcome, row))
+    return out
+
+
+# Probes that usually take longest on a layer (measured on the hotline workload: lgbm, then mlp, then
+# logreg). Their units are handed out first, so short units fill the end of a parallel run instead of
+# one long unit running alone on one core while the other worker idles.
+_LONGEST_FIRST = ("layer-weights", "lgbm", "mlp")
 
 
 def _work(plans, config, params) -> list[tuple[int, int, tuple[str, ...]]]:
-    """(plan index, layer, probes) units: single-layer probes per selected layer, all-layer probes once."""
+    """(plan index, layer, probes) units: per selected layer, one for the probes that project each fold's
+    training part by PCA (``pca_dims``: they share the projection) and one for each other probe; one per
+    cache for the all-layer probes. The probes of :data:`_LONGEST_FIRST` go first. The units and their
+    order change only which worker fits what and when, never a number."""
     single = tuple(p for p in config.probes if not _takes_all_layers(p, params[p], config.exact))
     whole = tuple(p for p in config.probes if p not in single)
+    projected = tuple(p for p in single if "pca_dims" in probe_params(p, exact=config.exact))
+    groups = ([projected] if projected else []) + [(p,) for p in single if p not in projected]
     units = []
     for i, (prepared, layers) in enumerate(plans):
-        units += [(i, la, single) for la in layers if single]
+        units += [(i, la, names) for names in groups for la in layers]
         if whole:
             units.append((i, ALL_LAYERS, whole))
-    return units
+
+    def rank(unit):
+        names = unit[2]
+        return min((_LONGEST_FIRST.index(n) for n in names if n in _LONGEST_FIRST), default=len(_LONGEST_FIRST))
+
+    return sorted(units, key=rank)  # stable: within a rank, caches, probes and layers keep their order
 
 
 def _run_units(units, plans, config, params, progress: Progress) -> Iterator[tuple[int, int, list]]:
-    args = [(plans[i][0], la, names, params, config.exact, config.tune_thresholds, config.calibrate) for i, la, names in units]
+    args = [(plans[i][0], la, names, params, config.exact, config.tune_thresholds, config.calibrate, config.bootstrap)
+            for i, la, names in units]
     if config.jobs > 1 and len(units) > 1:
         from joblib import Parallel, delayed, parallel_config
 
@@ -199,12 +224,9 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
     outcomes: dict[tuple[int, str], dict[int, LayerOutcome]] = {}
     rows: list[dict] = []
     for i, layer, out in _run_units(units, plans, config, params, progress):
-        prepared = plans[i][0]
-        for name, outcome in out:
+        for name, outcome, row in out:
             outcomes.setdefault((i, name), {})[layer] = outcome
-            rows.append(layer_row(prepared, layer, name, outcome, n_boot=config.bootstrap))
-            if layer == ALL_LAYERS:
-                rows[-1].update(_layer_weights(outcome))
+            rows.append(row)
     order = {(p.encoder, name): k for k, (p, _l) in enumerate(plans) for name in config.probes}
     rows.sort(key=lambda r: (order[(r["encoder"], r["probe"])], config.probes.index(r["probe"]), r["layer"]))
     oof = {(plans[i][0].encoder, name): oof_predictions(plans[i][0], name, per_layer) for (i, name), per_layer in outcomes.items()}

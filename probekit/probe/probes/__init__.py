@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 
 from probekit.probe.fastlogreg import FastLogReg
+from probekit.probe.probes._fast import shared_projections
 from probekit.probe.probes.fast_lgbm import FastLGBMProbe
 from probekit.probe.probes.fast_mlp import FastMLPProbe
 from probekit.probe.probes.layerweights import LayerWeightsProbe
@@ -81,6 +82,7 @@ __all__ = [
     "probe_params",
     "fit_probe",
     "accepts",
+    "shared_projections",
     "FastLogReg",
     "FastMLPProbe",
     "FastLGBMProbe",

@@ -7,6 +7,10 @@ the single-fold path fit the same model (and no test row can reach a projection 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +20,25 @@ from sklearn.utils.class_weight import compute_sample_weight
 # PCA covariances come from at most this many evenly spaced training rows: 8192 rows estimate the top
 # few hundred axes of a 1024-dim layer well, and cost a quarter of the 20,630-row product.
 PCA_MAX_ROWS = 8192
+# Every PCA solves at least this many leading axes and keeps the ones asked for, so a projection to fewer
+# axes (lgbm's 64) is the leading part of a larger one (mlp's 128) whether or not the solution was shared.
+PCA_SOLVED_AXES = 128
+
+# Within :func:`shared_projections`: the PCA solutions of the training parts seen so far, by content.
+_SOLVED: ContextVar[dict | None] = ContextVar("probekit_solved_pca", default=None)
+
+
+@contextmanager
+def shared_projections() -> Iterator[None]:
+    """Within this block :func:`fit_projection` solves the PCA of each distinct training part once: the
+    probes of one layer (``mlp`` and ``lgbm`` both project every fold's training part) share it. A
+    solution is found again only for the very same rows (their bytes are hashed), and it is what a fresh
+    solve would give, so nothing changes but the time. The memo ends with the block."""
+    token = _SOLVED.set({})
+    try:
+        yield
+    finally:
+        _SOLVED.reset(token)
 
 
 def as_folds(folds) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -95,16 +118,22 @@ class Projection:
         return np.asarray(X, dtype=np.float32) @ self.weight - self.offset
 
 
-def fit_projection(X, dims: int | None) -> Projection:
-    """PCA of the training rows ``X`` ``(n, d)`` (float32; float16 is converted) to ``dims`` whitened axes.
+@dataclass(frozen=True)
+class _PCA:
+    """A training part's standardisation ``mean``/``sd`` ``(d,)`` and its leading axes: ``evals`` ``(a,)``
+    descending, ``evecs`` ``(d, a)`` sign-fixed (``a`` = 0: standardisation only), ``trace`` of the
+    correlation matrix."""
 
-    ``dims`` None or ``>= d``: standardisation only. The mean and scale come from every row of ``X``;
-    the correlation matrix from at most :data:`PCA_MAX_ROWS` evenly spaced rows of it. Axis signs are
-    fixed (largest loading positive), so equal input gives equal output.
-    """
+    mean: np.ndarray
+    sd: np.ndarray
+    evals: np.ndarray
+    evecs: np.ndarray
+    trace: float
+
+
+def _solve_pca(X: np.ndarray, axes: int) -> _PCA:
     import scipy.linalg
 
-    X = np.asarray(X, dtype=np.float32)
     n, d = X.shape
     # Sums around a provisional centre keep float32 precise where a dimension's mean dwarfs its spread.
     centre = X[: min(n, 256)].mean(0)
@@ -115,20 +144,47 @@ def fit_projection(X, dims: int | None) -> Projection:
     mean = centre + shift
     sd = np.sqrt(np.maximum(var, 0.0))
     sd = np.where(sd < 1e-6 * (1.0 + np.abs(mean)), 1.0, sd)
-    if dims is None or dims >= d:
-        weight = np.diag(1.0 / sd).astype(np.float32)
-        return Projection(weight, (mean / sd).astype(np.float32), 1.0)
+    if axes == 0:  # standardisation only
+        return _PCA(mean, sd, np.empty(0), np.empty((d, 0)), float(d))
     pick = np.linspace(0, n - 1, min(n, PCA_MAX_ROWS)).astype(np.int64) if n > PCA_MAX_ROWS else slice(None)
     S = (X[pick] - mean.astype(np.float32)) / sd.astype(np.float32)
     cov = (S.T @ S).astype(np.float64) / max(1, len(S))
     # Only the leading axes are needed: a subset solve costs half of a full eigendecomposition.
-    evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[d - dims, d - 1], driver="evr")
+    evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[d - axes, d - 1], driver="evr")
     evals, evecs = evals[::-1], evecs[:, ::-1]
-    evecs = evecs * np.sign(evecs[np.abs(evecs).argmax(0), np.arange(dims)])
+    evecs = evecs * np.sign(evecs[np.abs(evecs).argmax(0), np.arange(axes)])
+    return _PCA(mean, sd, evals, evecs, float(np.trace(cov)))
+
+
+def fit_projection(X, dims: int | None) -> Projection:
+    """PCA of the training rows ``X`` ``(n, d)`` (float32; float16 is converted) to ``dims`` whitened axes.
+
+    ``dims`` None or ``>= d``: standardisation only. The mean and scale come from every row of ``X``;
+    the correlation matrix from at most :data:`PCA_MAX_ROWS` evenly spaced rows of it. At least
+    :data:`PCA_SOLVED_AXES` axes are solved and the leading ``dims`` kept. Axis signs are fixed (largest
+    loading positive), so equal input gives equal output. Inside :func:`shared_projections` a part's
+    solution is reused.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    n, d = X.shape
+    whole = dims is None or dims >= d
+    axes = 0 if whole else min(d, max(int(dims), PCA_SOLVED_AXES))
+    memo = _SOLVED.get()
+    key = None if memo is None else (X.shape, axes, hashlib.sha1(np.ascontiguousarray(X).data).digest())
+    pca = None if memo is None else memo.get(key)
+    if pca is None:
+        pca = _solve_pca(X, axes)
+        if memo is not None:
+            memo[key] = pca
+    mean, sd = pca.mean, pca.sd
+    if whole:
+        weight = np.diag(1.0 / sd).astype(np.float32)
+        return Projection(weight, (mean / sd).astype(np.float32), 1.0)
+    evals, evecs = pca.evals[:dims], pca.evecs[:, :dims]
     scale = 1.0 / np.sqrt(np.maximum(evals, 1e-6 * max(evals[0], 1e-12)))
     weight = evecs / sd[:, None] * scale[None, :]
     offset = mean @ weight
-    explained = float(np.clip(evals, 0, None).sum() / max(np.trace(cov), 1e-12))
+    explained = float(np.clip(evals, 0, None).sum() / max(pca.trace, 1e-12))
     return Projection(weight.astype(np.float32), offset.astype(np.float32), explained)
 
 
