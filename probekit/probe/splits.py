@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
 
+from probekit.choices import Protocol
 from probekit.probe.tasks import ProbeInputError
-
-PROTOCOLS = ("speaker-kfold", "loso", "split")
 
 
 def check_disjoint(folds, groups) -> None:
@@ -119,6 +118,6 @@ def make_folds(
             )
         folds = [(train, test)]
     else:
-        raise ProbeInputError(f"unknown --cv '{cv}': use one of {', '.join(PROTOCOLS)}")
+        raise ProbeInputError(f"unknown --cv '{cv}': use one of {', '.join(Protocol.names())}")
     check_disjoint(folds, groups)
     return folds
