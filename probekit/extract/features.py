@@ -183,8 +183,11 @@ def pad_waves(waves: Sequence[np.ndarray], pin: bool = False) -> tuple[torch.Ten
     ``pin`` puts it in page-locked memory so that the copy to a CUDA device can overlap compute.
     """
     lengths = [int(len(w)) for w in waves]
-    batch = torch.zeros(len(waves), max(lengths, default=0), dtype=torch.float32, pin_memory=pin)
+    batch = torch.empty(len(waves), max(lengths, default=0), dtype=torch.float32, pin_memory=pin)
+    # Filled through numpy, one thread: this runs in the decoding workers, where a torch fill
+    # would start an OpenMP team per worker, whose threads spin beside the encoder's.
     view = batch.numpy()
     for i, w in enumerate(waves):
         view[i, : lengths[i]] = w
+        view[i, lengths[i] :] = 0.0
     return batch, lengths
