@@ -185,7 +185,8 @@ class CacheWriter:
 def _fingerprint(f: h5py.File) -> str:
     """Content hash of ids and embeddings, layer by layer (bounded memory)."""
     h = hashlib.sha256()
-    for sid in f["ids"]:
+    # One read of the ids: iterating the dataset reads them one HDF5 call per row (0.1 ms each).
+    for sid in f["ids"][()]:
         h.update(sid if isinstance(sid, bytes) else str(sid).encode())
         h.update(b"\0")
     emb = f["embeddings"]

@@ -180,6 +180,12 @@ def row_audio(path: str | Path, start: float | None, end: float | None, channel:
     file digest computed earlier: an untouched file is not read again (as ``make`` and git do). A
     digest computed here is added to ``known``, so the other segments of one file (a long call cut
     into turns) do not hash it again."""
+    return segment_audio(file_audio(path, known), start, end, channel)
+
+
+def file_audio(path: str | Path, known: MutableMapping[tuple[str, int, int], str] | None = None) -> RowAudio:
+    """The file part of :func:`row_audio`: digest, size and mtime of ``path`` (empty digests when
+    it cannot be read), its ``fingerprint`` left empty; :func:`segment_audio` adds it per segment."""
     absolute = os.path.abspath(path)
     try:
         st = os.stat(absolute)
@@ -194,8 +200,16 @@ def row_audio(path: str | Path, start: float | None, end: float | None, channel:
             return RowAudio(fingerprint="")
         if known is not None:
             known[key] = digest
-    picked = f"{digest}\t{start}\t{end}\t{'' if channel is None else channel}"
-    return RowAudio(hashlib.sha256(picked.encode()).hexdigest()[:32], digest, key[1], key[2])
+    return RowAudio("", digest, key[1], key[2])
+
+
+def segment_audio(file: RowAudio, start: float | None, end: float | None, channel: int | None) -> RowAudio:
+    """One segment's :class:`RowAudio` from its file's (:func:`file_audio`): the fingerprint over
+    the file digest, start, end and channel; empty for a file that could not be read."""
+    if not file.file_sha256:
+        return RowAudio(fingerprint="")
+    picked = f"{file.file_sha256}\t{start}\t{end}\t{'' if channel is None else channel}"
+    return RowAudio(hashlib.sha256(picked.encode()).hexdigest()[:32], file.file_sha256, file.size, file.mtime_ns)
 
 
 def known_files(paths: Iterable[str], audio: Mapping[str, Iterable]) -> dict[tuple[str, int, int], str]:

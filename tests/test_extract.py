@@ -237,8 +237,8 @@ def test_cache_is_the_same_whether_batches_are_held_in_memory_or_read_back(corpu
 
 
 def test_a_file_cut_into_segments_is_hashed_once(tmp_path, monkeypatch):
-    """Rows that cut segments from one file fingerprint it with one read of the file, and still
-    get a fingerprint per segment (start and end are part of it)."""
+    """Rows that cut segments from one file fingerprint it with one read of the file and read its
+    header once, and still get a fingerprint per segment (start and end are part of it)."""
     import probekit.identity as identity
 
     write_corpus(tmp_path / "data", n=2)
@@ -248,6 +248,11 @@ def test_a_file_cut_into_segments_is_hashed_once(tmp_path, monkeypatch):
     hashed = []
     digest = identity.file_sha256
     monkeypatch.setattr(identity, "file_sha256", lambda p: hashed.append(p) or digest(p))
+    import probekit.extract._extract as extract_module
+
+    headers = []
+    read = extract_module.read_header
+    monkeypatch.setattr(extract_module, "read_header", lambda p: headers.append(p) or read(p))
     r = extract_cache(tmp_path / "data" / "turns.csv", FakeEncoder(), tmp_path / "c.h5", progress=False, workers=1)
-    assert r.n_segments == 4 and len(hashed) == 1
+    assert r.n_segments == 4 and len(hashed) == 1 and len(headers) == 1
     assert len(set(EmbeddingCache(r.path).audio["fingerprint"])) == 4

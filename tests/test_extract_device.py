@@ -79,3 +79,18 @@ def test_workers_do_not_change_the_file_with_a_numpy_encoder(corpus, tmp_path):
 def test_workers_must_be_positive(corpus, tmp_path):
     with pytest.raises(ValueError, match="workers"):
         extract_cache(corpus, FakeEncoder(), tmp_path / "a.h5", progress=False, workers=0)
+
+
+def test_cpu_encoder_leaves_torch_threads_as_it_found_them(whisper_folder):
+    """Features and pooling run on one thread on a CPU; the caller's thread count comes back."""
+    enc = load_encoder(EncoderSpec(str(whisper_folder), whisper_mode="padded", device="cpu"))
+    before = torch.get_num_threads()
+    seen = []
+    padded = enc.log_mel.padded
+    enc.log_mel.padded = lambda *a: seen.append(torch.get_num_threads()) or padded(*a)
+    try:
+        torch.set_num_threads(2)
+        enc.encode([np.ones(8000, np.float32) * 0.1], "mean")
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -25,11 +25,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from probekit.extract.audio import AudioError, SegmentInfo, load_segment, probe_segment, resampled_length
+from probekit.extract.audio import AudioError, FileHeader, SegmentInfo, load_segment, locate_segment, read_header, resampled_length
 from probekit.extract.batching import Item, plan_batches, plan_digest
 from probekit.cache import CacheError, CacheWriter, EmbeddingCache, merge_shards
 from probekit.extract.journal import BatchRecord, Journal, JournalMismatch, RunLock
-from probekit.identity import CacheIdentity, RowAudio, known_files, row_audio
+from probekit.identity import CacheIdentity, RowAudio, file_audio, known_files, segment_audio
 from probekit.manifest import Manifest, read_manifest
 from probekit.progress import AudioProgress
 
@@ -232,24 +232,40 @@ class _Checked:
 
 
 def _prepass(man: Manifest, rows: Sequence[int], known: dict, workers: int) -> dict[int, _Checked]:
-    """Header and size checks and audio fingerprints of ``rows``, in threads: no samples decoded,
-    and a file is hashed only when its size or modification time differs from ``known``, and
-    once per run however many rows cut segments from it (a long call split into turns)."""
-    digests = dict(known)
+    """Header and size checks and audio fingerprints of ``rows``, no samples decoded.
 
-    def check(r: int) -> _Checked:
-        seg = man.segments[r]
-        # Two threads may hash the same file at once; both get (and store) the same digest.
-        audio = row_audio(seg.path, seg.start, seg.end, seg.channel, digests)
-        if not Path(seg.path).is_file():
-            return _Checked(None, f"audio file not found: {seg.path}", audio)
+    Each file is read once however many rows cut segments from it (a long call split into
+    turns): its digest (only when its size or modification time differs from ``known``), its
+    header and the truncation check, in threads; each row then only locates its segment in it.
+    """
+    digests = dict(known)
+    paths = list(dict.fromkeys(man.segments[r].path for r in rows))
+
+    def check(path: str) -> tuple[FileHeader | None, str, RowAudio]:
+        # Two threads may hash the same file under two spellings; both get the same digest.
+        audio = file_audio(path, digests)
+        if not Path(path).is_file():
+            return None, f"audio file not found: {path}", audio
         try:
-            return _Checked(probe_segment(seg.path, seg.start, seg.end, seg.channel), "", audio)
+            return read_header(path), "", audio
         except AudioError as exc:
-            return _Checked(None, exc.reason, audio)
+            return None, exc.reason, audio
 
     with ThreadPoolExecutor(workers) as pool:
-        return dict(zip(rows, pool.map(check, rows)))
+        files = dict(zip(paths, pool.map(check, paths)))
+    checked = {}
+    for r in rows:
+        seg = man.segments[r]
+        header, reason, audio = files[seg.path]
+        audio = segment_audio(audio, seg.start, seg.end, seg.channel)
+        if header is not None:
+            try:
+                checked[r] = _Checked(locate_segment(header, seg.start, seg.end, seg.channel), "", audio)
+                continue
+            except AudioError as exc:
+                reason = exc.reason
+        checked[r] = _Checked(None, reason, audio)
+    return checked
 
 
 def extract_cache(

@@ -80,13 +80,21 @@ def _wav_truncated(path: Path) -> bool:
     return False
 
 
-def probe_segment(
-    path: str | Path, start: float | None = None, end: float | None = None, channel: int | None = None
-) -> SegmentInfo:
-    """Read the header of ``path`` and locate ``[start, end)`` seconds in it (no samples decoded).
+@dataclass(frozen=True)
+class FileHeader:
+    """What the header of one audio file says: rate (Hz), frames, channels, and whether a WAV
+    header promises more sample bytes than the file holds."""
 
-    ``channel`` (0-based), when given, must exist in the file.
-    """
+    sample_rate: int
+    frames: int
+    channels: int
+    truncated: bool = False
+
+
+def read_header(path: str | Path) -> FileHeader:
+    """The header of ``path`` (no samples decoded); raises :class:`AudioError` for an unreadable
+    or empty file. The segment checks are :func:`locate_segment`'s, so that rows cutting several
+    segments from one file read its header once."""
     path = Path(path)
     try:
         info = sf.info(str(path))
@@ -94,13 +102,20 @@ def probe_segment(
         raise AudioError(f"unreadable audio file ({_short(exc)})") from exc
     if info.frames <= 0:
         raise AudioError("empty audio file (0 frames)")
-    problem = channel_problem(channel, int(info.channels))
+    return FileHeader(int(info.samplerate), int(info.frames), int(info.channels), _wav_truncated(path))
+
+
+def locate_segment(header: FileHeader, start: float | None = None, end: float | None = None,
+                   channel: int | None = None) -> SegmentInfo:
+    """Locate ``[start, end)`` seconds in a file of ``header``; raises :class:`AudioError` for a
+    channel the file lacks, a truncated WAV file, or times outside the file."""
+    problem = channel_problem(channel, header.channels)
     if problem:
         raise AudioError(problem)
-    if _wav_truncated(path):
+    if header.truncated:
         raise AudioError("truncated WAV file: the header promises more samples than the file holds")
-    rate = int(info.samplerate)
-    total = int(info.frames)
+    rate = header.sample_rate
+    total = header.frames
     first = 0 if start is None else int(round(start * rate))
     last = total if end is None else int(round(end * rate))
     file_seconds = total / rate
@@ -112,7 +127,17 @@ def probe_segment(
     last = min(last, total)
     if last <= first:
         raise AudioError("segment has no samples")
-    return SegmentInfo(sample_rate=rate, first_frame=first, num_frames=last - first, channels=int(info.channels))
+    return SegmentInfo(sample_rate=rate, first_frame=first, num_frames=last - first, channels=header.channels)
+
+
+def probe_segment(
+    path: str | Path, start: float | None = None, end: float | None = None, channel: int | None = None
+) -> SegmentInfo:
+    """Read the header of ``path`` and locate ``[start, end)`` seconds in it (no samples decoded).
+
+    ``channel`` (0-based), when given, must exist in the file.
+    """
+    return locate_segment(read_header(path), start, end, channel)
 
 
 def pick_channel(frames: np.ndarray, channel: int | None) -> np.ndarray:

@@ -19,7 +19,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,18 +315,20 @@ class Encoder:
 
     def _forward_wav2vec2(self, batch: torch.Tensor, lengths: list[int], pooling: str) -> torch.Tensor:
         t0 = self._tick()
-        n = torch.tensor(lengths, device=self.device)
-        # The extractor normalises each segment on its own (do_normalize), before any padding.
-        values = normalize_waves(batch, n) if getattr(self.feature_extractor, "do_normalize", True) else batch
-        kwargs = {}
-        if self.pads_safely:
-            kwargs["attention_mask"] = (torch.arange(batch.shape[1], device=self.device)[None, :] < n[:, None]).long()
+        with self._host_stage():
+            n = torch.tensor(lengths, device=self.device)
+            # The extractor normalises each segment on its own (do_normalize), before any padding.
+            values = normalize_waves(batch, n) if getattr(self.feature_extractor, "do_normalize", True) else batch
+            kwargs = {}
+            if self.pads_safely:
+                kwargs["attention_mask"] = (torch.arange(batch.shape[1], device=self.device)[None, :] < n[:, None]).long()
         t1 = self._tick(t0, "features")
         out = self.model(values, output_hidden_states=True, **kwargs)
         frames = self.model._get_feat_extract_output_lengths(n).long()
         hidden = self._checked(out.hidden_states, int(frames.max()))
         t2 = self._tick(t1, "forward")
-        pooled = pool_hidden(hidden, frames, pooling=pooling)
+        with self._host_stage():
+            pooled = pool_hidden(hidden, frames, pooling=pooling)
         self._tick(t2, "pooling")
         return pooled
 
@@ -340,28 +343,32 @@ class Encoder:
         for i, n in enumerate(lengths):
             for start in range(0, n, window):
                 pieces.append((i, start, min(window, n - start)))
-        if len(pieces) == len(lengths):
-            chunks = batch
-        else:
-            chunks = torch.zeros(len(pieces), min(window, batch.shape[1]), device=self.device)
-            for k, (i, start, n) in enumerate(pieces):
-                chunks[k, :n] = batch[i, start : start + n]
         chunk_lengths = [n for _, _, n in pieces]
         frames = [self.frames(n) for n in chunk_lengths]
-        if self.spec.whisper_mode == "padded":
-            mel = self.log_mel.padded(chunks, chunk_lengths)
-            t1 = self._tick(t0, "features")
+        padded = self.spec.whisper_mode == "padded"
+        mel_lengths = [2 * f for f in frames]
+        with self._host_stage():
+            if len(pieces) == len(lengths):
+                chunks = batch
+            else:
+                chunks = torch.zeros(len(pieces), min(window, batch.shape[1]), device=self.device)
+                for k, (i, start, n) in enumerate(pieces):
+                    chunks[k, :n] = batch[i, start : start + n]
+            if padded:
+                mel = self.log_mel.padded(chunks, chunk_lengths)
+            else:
+                mel = self.log_mel.real_frames(chunks, chunk_lengths, mel_lengths)
+        t1 = self._tick(t0, "features")
+        if padded:
             out = self.model(mel, output_hidden_states=True)
             hidden = self._checked(out.hidden_states, max(frames))
         else:
-            mel_lengths = [2 * f for f in frames]
-            mel = self.log_mel.real_frames(chunks, chunk_lengths, mel_lengths)
-            t1 = self._tick(t0, "features")
             hidden = whisper_encoder_hidden_states(self.model, mel, torch.tensor(mel_lengths, device=self.device), self._apply_final_norm)
             hidden = hidden[: self.num_hidden_states]
         t2 = self._tick(t1, "forward")
-        owner = torch.tensor([i for i, _, _ in pieces], device=self.device)
-        pooled = pool_hidden(hidden, torch.tensor(frames, device=self.device), owner, len(lengths), pooling)
+        with self._host_stage():
+            owner = torch.tensor([i for i, _, _ in pieces], device=self.device)
+            pooled = pool_hidden(hidden, torch.tensor(frames, device=self.device), owner, len(lengths), pooling)
         self._tick(t2, "pooling")
         return pooled
 
@@ -393,6 +400,25 @@ class Encoder:
         if since is not None and stage is not None:
             self.timings[stage] += now - since
         return now
+
+    @contextmanager
+    def _host_stage(self) -> Iterator[None]:
+        """Features and pooling on a CPU run on one torch thread, the forward pass on all of them.
+
+        Their operations are small (about a millisecond per batch): split over threads, each waits
+        at a barrier for every thread, and one descheduled thread (a decoding worker, another
+        process) stalls it for a time slice. Measured on 2 cores, this made the host side several
+        times slower between real forward passes (docs/extract.md, "Host side on CPU").
+        """
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def _autocast(self):
         if self.device.type == "cuda":
