@@ -241,10 +241,16 @@ class Encoder:
 
     # -- public -------------------------------------------------------------------------------
 
+    @property
+    def fixed_windows(self) -> bool:
+        """Whether every forward pass sees whole windows of one length (padded Whisper), so that its
+        buffers have the same sizes from batch to batch."""
+        return self.family == "whisper" and self.spec.whisper_mode == "padded"
+
     def input_samples(self, n_samples: int) -> int:
         """Samples the encoder actually processes for a segment of ``n_samples``: padded Whisper
         turns every started 30 s window into a whole one; the others see the segment as it is."""
-        if self.family == "whisper" and self.spec.whisper_mode == "padded":
+        if self.fixed_windows:
             return -(-max(n_samples, 1) // self._window_samples) * self._window_samples
         return n_samples
 
