@@ -174,18 +174,12 @@ def json_sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def row_audio(path: str | Path, start: float | None, end: float | None, channel: int | None,
-              known: MutableMapping[tuple[str, int, int], str] | None = None) -> RowAudio:
-    """The audio fingerprint of one segment. ``known`` maps ``(absolute path, size, mtime_ns)`` to a
-    file digest computed earlier: an untouched file is not read again (as ``make`` and git do). A
-    digest computed here is added to ``known``, so the other segments of one file (a long call cut
-    into turns) do not hash it again."""
-    return segment_audio(file_audio(path, known), start, end, channel)
-
-
 def file_audio(path: str | Path, known: MutableMapping[tuple[str, int, int], str] | None = None) -> RowAudio:
-    """The file part of :func:`row_audio`: digest, size and mtime of ``path`` (empty digests when
-    it cannot be read), its ``fingerprint`` left empty; :func:`segment_audio` adds it per segment."""
+    """The file part of a segment's audio fingerprint: digest, size and mtime of ``path`` (empty
+    digests when it cannot be read), ``fingerprint`` left empty; :func:`segment_audio` adds it per
+    segment. ``known`` maps ``(absolute path, size, mtime_ns)`` to a file digest computed earlier: an
+    untouched file is not read again (as ``make`` and git do). A digest computed here is added to
+    ``known``, so the other segments of one file (a long call cut into turns) do not hash it again."""
     absolute = os.path.abspath(path)
     try:
         st = os.stat(absolute)
