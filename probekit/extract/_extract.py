@@ -27,15 +27,15 @@ import numpy as np
 
 from probekit.extract.audio import AudioError, FileHeader, SegmentInfo, load_segment, locate_segment, read_header, resampled_length
 from probekit.extract.batching import Item, plan_batches, plan_digest
+from probekit.choices import DType
 from probekit.cache import CacheError, CacheWriter, EmbeddingCache, merge_shards
 from probekit.extract.heap import retained_heap
 from probekit.extract.journal import BatchRecord, Journal, JournalMismatch, RunLock
+from probekit.extract.pooling import check_pooling
 from probekit.identity import CacheIdentity, RowAudio, file_audio, known_files, segment_audio
 from probekit.manifest import Manifest, read_manifest
 from probekit.progress import AudioProgress
 
-POOLINGS = ("mean", "mean+std")
-DTYPES = ("float16", "float32")
 DEFAULT_BATCH_SECONDS = 120.0
 # Bumped when the journal or plan format changes: an old journal is then refused, not misread.
 # 2: batches are bounded by what the encoder processes (padded Whisper: whole windows).
@@ -312,10 +312,9 @@ def extract_cache(
     (another process is writing ``out``) or :class:`ExtractInterrupted` (Ctrl-C).
     """
     t0 = time.perf_counter()
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    check_pooling(pooling)
+    if dtype not in DType.names():
+        raise ValueError(f"dtype must be one of {', '.join(DType.names())}, not {dtype!r}")
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds must be positive, not {batch_seconds}")
     workers = default_workers() if workers is None else int(workers)

@@ -30,11 +30,10 @@ import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
+from probekit.choices import Device, WhisperMode
 from probekit.extract.pooling import check_pooling, pool_hidden
 from probekit.identity import json_sha256, update_with_file
 
-WHISPER_MODES = ("padded", "fast")
-DEVICES = ("auto", "cpu", "cuda")
 
 # model_type -> family. The wav2vec2 family shares the feature-encoder/transformer layout and
 # the `_get_feat_extract_output_lengths` helper.
@@ -98,8 +97,8 @@ def whisper_frames(n_samples: int, samples_per_frame: int = 320) -> int:
 
 
 def _resolve_device(device: str) -> torch.device:
-    if device not in DEVICES:
-        raise EncoderError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device not in Device.names():
+        raise EncoderError(f"unknown device {device!r}: choose one of {', '.join(Device.names())}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -487,8 +486,8 @@ def load_encoder(spec: EncoderSpec) -> Encoder:
     Raises EncoderError for an unsupported architecture, a missing or unreachable checkpoint, a
     bad option, or a max_layer outside 0..num_layers.
     """
-    if spec.whisper_mode not in WHISPER_MODES:
-        raise EncoderError(f"unknown whisper_mode {spec.whisper_mode!r}: choose one of {', '.join(WHISPER_MODES)}")
+    if spec.whisper_mode not in WhisperMode.names():
+        raise EncoderError(f"unknown whisper_mode {spec.whisper_mode!r}: choose one of {', '.join(WhisperMode.names())}")
     device = _resolve_device(spec.device)
     check_reachable(spec)
     try:
