@@ -16,15 +16,12 @@ import contextlib
 
 import numpy as np
 
-from probekit.choices import WhisperMode
-
 
 def lean_applies(encoder, waves: list[np.ndarray]) -> bool:
     """Whether :func:`embed_layer` can take a lean Whisper path for these waves: a probekit Whisper encoder
-    (padded or fast mode), every wave within one 30 s window."""
-    spec = getattr(encoder, "spec", None)
-    return (getattr(encoder, "family", "") == "whisper" and spec is not None
-            and spec.whisper_mode in WhisperMode.names() and all(len(w) <= encoder._window_samples for w in waves))
+    (its padded or fast mode, as ``load_encoder`` checked), every wave within one 30 s window."""
+    return (getattr(encoder, "family", "") == "whisper" and getattr(encoder, "spec", None) is not None
+            and all(len(w) <= encoder._window_samples for w in waves))
 
 
 def embed_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str = "mean") -> np.ndarray:
