@@ -149,15 +149,13 @@ def truth_for(manifest: str | Path, call: str | Path) -> tuple[TruthSpan, ...]:
 
     Every label column counts; a ``;``-joined set gives several labels. Raises ``ManifestError`` for a bad manifest.
     """
-    import os
-
     from probekit.manifest import read_manifest, split_labels
 
     m = read_manifest(manifest, check_files=False, require_speaker=False)
-    target = os.path.realpath(call)
+    target = Path(call).resolve()
     spans = []
     for seg in m.segments:
-        if seg.start is None or seg.end is None or os.path.realpath(seg.path) != target:
+        if seg.start is None or seg.end is None or Path(seg.path).resolve() != target:
             continue
         labels = frozenset(lab for value in seg.labels.values() for lab in split_labels(value))
         spans.append(TruthSpan(seg.start, seg.end, labels))

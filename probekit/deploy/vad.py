@@ -20,8 +20,6 @@ from probekit.errors import ProbekitError
 #: Rates Silero VAD was trained for; every encoder probekit supports runs at 16 kHz.
 VAD_RATES = (8000, 16000)
 _VAD_RATE = 8000
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_MIN_SPEECH = 0.25
 
 
 class VadError(ProbekitError, ValueError):
@@ -33,8 +31,8 @@ class VadSpec:
     """How speech is told from non-speech: ``threshold`` (0..1) on Silero's frame probability, and
     ``min_speech`` seconds of speech frames a window needs to count as speech."""
 
-    threshold: float = DEFAULT_THRESHOLD
-    min_speech: float = DEFAULT_MIN_SPEECH
+    threshold: float = 0.5
+    min_speech: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
