@@ -413,12 +413,12 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
             depth = ps.get("depth")
             if not isinstance(depth, int) or depth < 1 or (kind == "linear" and depth != 1):
                 raise ExportError(f"{bad}: part {j} depth {depth!r}")
-            pairs, width = [], dim
+            pairs, fan_in = [], dim
             for i in range(depth):
                 w, b = tensors.get(f"head{j}.layer{i}.weight"), tensors.get(f"head{j}.layer{i}.bias")
-                if w is None or b is None or w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
-                    raise ExportError(f"{root / WEIGHTS}: head{j}.layer{i} is missing or has input width other than {width}")
-                width = w.shape[1]
+                if w is None or b is None or w.ndim != 2 or w.shape[0] != fan_in or b.shape != (w.shape[1],):
+                    raise ExportError(f"{root / WEIGHTS}: head{j}.layer{i} is missing or has input width other than {fan_in}")
+                fan_in = w.shape[1]
                 pairs.append((w, b))
             parts.append(Part(mean, scale, layers=tuple(pairs)))
         else:
