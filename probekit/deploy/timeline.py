@@ -299,8 +299,7 @@ def plot_timeline(tl: Timeline, png_path: str | Path) -> Path:
     axes[-1, 0].set_xlim(0, tl.duration / unit)
     axes[-1, 0].set_xlabel("time (min)" if unit == 60 else "time (s)")
     channel = "channel mean" if tl.channel is None else f"channel {tl.channel}"
-    rule = ("bar on top: the most probable label" if tl.task == "multiclass" else "dashed: decision threshold")
-    legend = [rule]
+    legend = ["bar on top: the most probable label" if tl.task == "multiclass" else "dashed: decision threshold"]
     if tl.speech is not None:
         legend.append("grey: no speech (not scored)")
     if tl.truth:
