@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from probekit.choices import SCALAR_METRICS
 from probekit.oof import ALL_LAYERS
 
