@@ -170,6 +170,18 @@ def test_config_shape_lies_are_rejected(cache, tmp_path):
         load_export(out)
 
 
+def test_a_multilabel_probe_with_one_linear_head_per_label_loads_back(cache, tmp_path):
+    # Each label's head reads the standardised embedding: its width must not carry over from the previous head.
+    out = export_probe(cache, 1, tmp_path / "m", task="multilabel", target="labels", probe="logreg", exact=True,
+                       evaluate=False)
+    _, head = load_export(out)
+    x = EmbeddingCache(cache).read_layer(1)
+    y = _targets(cache, "multilabel", "labels").y
+    est = clone(make_probe("logreg", exact=True)).fit(x, y)
+    assert head.output == "sigmoid" and len(head.parts) == y.shape[1] > 1
+    np.testing.assert_allclose(head.predict_proba(x), predict_proba_columns(est, x, "multilabel"), atol=1e-6)
+
+
 def test_a_label_constant_in_training_exports_as_its_constant(cache, tmp_path):
     from probekit.deploy.export import head_from_estimator
 

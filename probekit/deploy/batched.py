@@ -1,25 +1,13 @@
 """One pooled hidden state for a batch of windows, computing only what that pooled vector needs.
 
-Whisper in padded mode runs every window as its own 30 s pass (1500 frames), and every frame attends
-to all 1500, so two windows packed into one pass are never the same as their separate padded passes:
-this path does not pack. What it drops is exact: the scorer pools hidden state ``layer`` over the
-frames that carry audio only, so the last kept layer computes its output (query, attention, feed-forward)
-for those frames alone, with keys and values still taken from all 1500. For a 3 s window that is 150 of
-1500 rows of the last layer.
-
-Whisper in fast mode runs only the real frames. Windows of one length (all of a call's windows but
-perhaps the last) go through together with no padding, so no attention mask is needed.
-
-In both modes, with mean pooling the last layer's second feed-forward matrix is applied once to the
-mean of its input instead of to every frame: it is linear, so the mean of its outputs is its output
-on the mean. Every other step is the same call as :class:`probekit.extract.encoders.Encoder` makes, so
-vectors equal ``encode(waves)[:, layer]`` to float rounding (tests/test_call_windows.py).
-
-On a CPU with several torch threads, a batch is cut into one part per thread and the parts run side by
-side, one torch thread each (windows never interact, so the vectors are the same).
-
-wav2vec2-family encoders go through ``encode`` unchanged: a call's windows have one length (only the
-last may be shorter), so a batch is already exactly the one-by-one result.
+Vectors equal ``encoder.encode(waves)[:, layer]`` to float rounding (tests/test_call_windows.py); why each
+shortcut is exact is in docs/predict.md, "A faster timeline". Whisper in padded mode never packs two windows
+into one 30 s pass (every frame attends to all 1500), and its last kept layer computes outputs only for the
+frames the pooling reads, keys and values still from all 1500. Whisper in fast mode runs windows of one length
+together with no padding and no mask. With mean pooling, the last layer's (linear) second feed-forward matrix
+is applied once to the mean of its input. Every other step is the call :class:`probekit.extract.encoders.Encoder`
+makes. wav2vec2-family encoders go through ``encode`` unchanged: a call's windows have one length (only the last
+may be shorter), so a batch is already exactly the one-by-one result.
 """
 
 from __future__ import annotations
@@ -28,15 +16,12 @@ import contextlib
 
 import numpy as np
 
-from probekit.choices import WhisperMode
-
 
 def lean_applies(encoder, waves: list[np.ndarray]) -> bool:
     """Whether :func:`embed_layer` can take a lean Whisper path for these waves: a probekit Whisper encoder
-    (padded or fast mode), every wave within one 30 s window."""
-    spec = getattr(encoder, "spec", None)
-    return (getattr(encoder, "family", "") == "whisper" and spec is not None
-            and spec.whisper_mode in WhisperMode.names() and all(len(w) <= encoder._window_samples for w in waves))
+    (its padded or fast mode, as ``load_encoder`` checked), every wave within one 30 s window."""
+    return (getattr(encoder, "family", "") == "whisper" and getattr(encoder, "spec", None) is not None
+            and all(len(w) <= encoder._window_samples for w in waves))
 
 
 def embed_layer(encoder, waves: list[np.ndarray], layer: int, pooling: str = "mean") -> np.ndarray:

@@ -1,18 +1,10 @@
 """Safe export of a fitted probe, and safe loading of it back, with no pickle anywhere.
 
-An export is a folder::
-
-    manifest.json        {"format": "probekit-scorer", "format_version": 1,
-                          "files": {name: {"sha256": hex, "bytes": n}}}
-    config.json          task, labels, thresholds, layer, probe kind and params, encoder identity
-                         (id, revision, commit, config hash, pooling, whisper_mode, sample rate),
-                         source cache fingerprint, cross-validated metrics, tensor shapes
-    weights.safetensors  standardiser mean/scale and, for logreg/MLP, every weight matrix
-    lgbm_<j>.txt         LightGBM's own text model format, one per output head (lgbm only)
-
+An export is a folder of ``manifest.json`` (every other file's sha256 and size), ``config.json``,
+``weights.safetensors`` and, for LightGBM, ``lgbm_<j>.txt``; docs/predict.md lists their content.
 Loading reads only these files, through parsers that cannot run code (``json``, ``safetensors``,
-LightGBM's text parser). Every file's size and sha256 are checked against the manifest, any file the
-manifest does not list is refused, and every tensor's shape is checked against the config.
+LightGBM's text parser), refuses any file the manifest does not list or whose size or sha256 differs,
+and checks every tensor's shape against the config.
 """
 
 from __future__ import annotations
@@ -45,7 +37,8 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 _MAX_JSON_BYTES = 16 * 2**20
-_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+# The hidden-layer activations of scikit-learn's MLP, by the name it stores in ``activation``.
+_ACTIVATIONS = {"identity": lambda h: h, "logistic": expit, "tanh": np.tanh, "relu": lambda h: np.maximum(h, 0)}
 
 
 class ExportError(ProbekitError, RuntimeError):
@@ -81,7 +74,7 @@ class Part:
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
-                h = _activate(h, activation)
+                h = _ACTIVATIONS[activation](h)
         return h
 
 
@@ -94,9 +87,8 @@ class Head:
     """
 
     kind: str
-    # "softmax" | "sigmoid" | "sigmoid_joint" (multi-label: one part, a sigmoid per output unit)
-    # | "ovr" (multi-class one-vs-rest: a sigmoid per class, normalised to sum to one; only read, from exports
-    # of the one-vs-rest fast logreg that preceded the multinomial one: no probe writes it now)
+    # Also "sigmoid_joint" (multi-label: one part, a sigmoid per output unit) and, read from older exports
+    # only, "ovr" (multi-class: a sigmoid per class, normalised to sum to one).
     output: str
     n_outputs: int
     dim: int
@@ -134,16 +126,6 @@ class Head:
         return np.stack(cols, axis=1)
 
 
-def _activate(h: np.ndarray, name: str) -> np.ndarray:
-    if name == "relu":
-        return np.maximum(h, 0)
-    if name == "tanh":
-        return np.tanh(h)
-    if name == "logistic":
-        return expit(h)
-    return h
-
-
 # ---------------------------------------------------------------------- fitted estimator -> Head
 def _unwrap(est):
     """``(scaler or None, final classifier)`` through Pipelines and probe wrappers (``estimator_``, ...)."""
@@ -162,7 +144,7 @@ def _unwrap(est):
         if scaler is not None and inner_scaler is not None:
             raise ExportError("cannot export a pipeline with two standardisers")
         return scaler or inner_scaler, final
-    for attr in ("estimator_", "pipeline_", "model_"):
+    for attr in ("estimator_", "model_"):
         inner = getattr(est, attr, None)
         if inner is not None and inner is not est and not isinstance(inner, (list, tuple, float)):
             return _unwrap(inner)
@@ -315,10 +297,7 @@ def save_export(out_dir: str | Path, head: Head, config: Mapping) -> Path:
 
 
 def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    # strict_json has made numpy scalars Python's, and the head section holds Python numbers only: a Path is left.
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
@@ -434,12 +413,12 @@ def load_export(model_dir: str | Path) -> tuple[dict, Head]:
             depth = ps.get("depth")
             if not isinstance(depth, int) or depth < 1 or (kind == "linear" and depth != 1):
                 raise ExportError(f"{bad}: part {j} depth {depth!r}")
-            pairs, width = [], dim
+            pairs, fan_in = [], dim
             for i in range(depth):
                 w, b = tensors.get(f"head{j}.layer{i}.weight"), tensors.get(f"head{j}.layer{i}.bias")
-                if w is None or b is None or w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
-                    raise ExportError(f"{root / WEIGHTS}: head{j}.layer{i} is missing or has input width other than {width}")
-                width = w.shape[1]
+                if w is None or b is None or w.ndim != 2 or w.shape[0] != fan_in or b.shape != (w.shape[1],):
+                    raise ExportError(f"{root / WEIGHTS}: head{j}.layer{i} is missing or has input width other than {fan_in}")
+                fan_in = w.shape[1]
                 pairs.append((w, b))
             parts.append(Part(mean, scale, layers=tuple(pairs)))
         else:

@@ -217,8 +217,9 @@ class Scorer:
                         raise
                     failed.append((item.id, str(exc)))
             p, d = self.score_embeddings(self.embed(waves)) if waves else (np.zeros((0, n)), np.zeros((0, n), bool))
-            yield Predictions(tuple(i.id for i in chunk), np.asarray([_nan(i.start) for i in chunk], float),
-                              np.asarray([_nan(i.end) for i in chunk], float), self.labels,
+            # numpy reads a missing start or end (None: the whole file) as NaN.
+            yield Predictions(tuple(i.id for i in chunk), np.asarray([i.start for i in chunk], float),
+                              np.asarray([i.end for i in chunk], float), self.labels,
                               np.asarray(p, float).reshape(-1, n), np.asarray(d, bool).reshape(-1, n), tuple(failed))
 
     def timeline(self, path: str | Path, window: float, hop: float, **kwargs):
@@ -279,10 +280,6 @@ class _Item:
     end: float | None = None
     channel: int | None = None
     where: str = ""
-
-
-def _nan(x: float | None) -> float:
-    return np.nan if x is None else float(x)
 
 
 def _check_wave(x: np.ndarray, i: int) -> np.ndarray:

@@ -1,10 +1,7 @@
 """Windowed scoring of long recordings (whole calls) in bounded memory, with CSV and PNG output.
 
-The file is streamed in blocks with soundfile (one channel, or the channel mean) and resampled with a
-streaming soxr resampler, so memory holds one block plus one batch of windows whatever the call's
-length; only the per-window scores (``n_windows x n_labels`` floats, about 100 kB for an hour at a 1 s
-hop) and the VAD's frame probabilities (about 450 kB for an hour) are kept. Windows the VAD finds no
-speech in are written and plotted as such and never scored.
+Memory holds one streamed block plus one batch of windows whatever the call's length; windows the VAD
+finds no speech in are written and plotted as such and never scored (docs/predict.md, "Whole calls").
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ from probekit.errors import ProbekitError
 
 import csv
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,16 +50,14 @@ def iter_blocks(path: str | Path, rate: int, start: float | None = None, end: fl
     from probekit.extract.audio import pick_channel, probe_segment
 
     path = Path(path)
-    # The header check extract uses: unreadable, empty, truncated, or a channel the file lacks.
-    probe_segment(path, start, end, channel)
+    # The header check extract uses (unreadable, empty, truncated, a channel the file lacks), and the frames to read.
+    segment = probe_segment(path, start, end, channel)
     with _open(path) as f:
         sr = f.samplerate
-        first = int(round((start or 0.0) * sr))
-        last = f.frames if end is None else min(f.frames, int(round(end * sr)))
-        if first > 0:
-            f.seek(first)
+        if segment.first_frame > 0:
+            f.seek(segment.first_frame)
         stream = soxr.ResampleStream(sr, rate, 1, dtype="float32") if sr != rate else None
-        remaining = max(0, last - first)
+        remaining = segment.num_frames
         step = max(1, int(block_seconds * sr))
         while remaining > 0:
             try:
@@ -153,15 +149,13 @@ def truth_for(manifest: str | Path, call: str | Path) -> tuple[TruthSpan, ...]:
 
     Every label column counts; a ``;``-joined set gives several labels. Raises ``ManifestError`` for a bad manifest.
     """
-    import os
-
     from probekit.manifest import read_manifest, split_labels
 
     m = read_manifest(manifest, check_files=False, require_speaker=False)
-    target = os.path.realpath(call)
+    target = Path(call).resolve()
     spans = []
     for seg in m.segments:
-        if seg.start is None or seg.end is None or os.path.realpath(seg.path) != target:
+        if seg.start is None or seg.end is None or Path(seg.path).resolve() != target:
             continue
         labels = frozenset(lab for value in seg.labels.values() for lab in split_labels(value))
         spans.append(TruthSpan(seg.start, seg.end, labels))
@@ -182,6 +176,8 @@ def score_timeline(scorer, path: str | Path, window: float, hop: float, csv_path
     ``speech`` is 1 or 0, empty without a VAD; a non-speech row leaves the scores empty), and the PNG at
     the end, when paths are given. ``truth`` spans are drawn under the curves.
     """
+    from probekit.progress import AudioProgress
+
     if window <= 0 or hop <= 0:
         raise TimelineError("--window and --hop must be positive seconds")
     path = Path(path)
@@ -192,20 +188,20 @@ def score_timeline(scorer, path: str | Path, window: float, hop: float, csv_path
     gate = StreamingVad(rate, vad, model=vad_model) if vad is not None else None
     n = len(scorer.labels)
     starts, ends, speech, probs, decs = [], [], [], [], []
-    writer = fh = None
     if csv_path is not None:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-        fh = open(csv_path, "w", newline="", encoding="utf-8")
-        writer = csv.writer(fh)
-        writer.writerow(["start_s", "end_s", "speech", *(f"p_{l}" for l in scorer.labels), *scorer.labels])
-
-    bar = _progress(progress, path.name, duration)
-    try:
+    shown = 0.0  # seconds of the call the progress bar has been advanced by
+    with (open(csv_path, "w", newline="", encoding="utf-8") if csv_path is not None else nullcontext() as fh,
+          AudioProgress(path.name, duration, enabled=progress) as bar):
+        writer = None if fh is None else csv.writer(fh)
+        if writer is not None:
+            writer.writerow(["start_s", "end_s", "speech", *(f"p_{l}" for l in scorer.labels), *scorer.labels])
         # Windows wait here in call order, so the CSV stays in time order while only speech windows are batched.
         # A non-speech window keeps only its place, not its samples, so a long silence costs no memory.
         pending: list[tuple[int, int, np.ndarray | None]] = []
 
         def flush() -> None:
+            nonlocal shown
             spoken = [w for _, _, w in pending if w is not None]
             if spoken:
                 p, d = scorer.score_embeddings(scorer.embed_windows(spoken))
@@ -223,8 +219,9 @@ def score_timeline(scorer, path: str | Path, window: float, hop: float, csv_path
                     flag = "" if gate is None else int(is_speech)
                     scores = [f"{v:.6f}" for v in pi] + [int(v) for v in di] if is_speech else [""] * (2 * n)
                     writer.writerow([f"{t0:.3f}", f"{t1:.3f}", flag, *scores])
-            if bar is not None:
-                bar[0].update(bar[1], completed=min(duration, (pending[-1][0] + pending[-1][1]) / rate))
+            reached = min(duration, (pending[-1][0] + pending[-1][1]) / rate)
+            bar.advance(reached - shown)
+            shown = reached
             pending.clear()
 
         blocks = iter_blocks(path, rate, channel=channel)
@@ -240,12 +237,7 @@ def score_timeline(scorer, path: str | Path, window: float, hop: float, csv_path
                 n_spoken = 0
         if pending:
             flush()
-    finally:
-        if fh is not None:
-            fh.close()
-        if bar is not None:
-            bar[0].update(bar[1], completed=duration)
-            bar[0].stop()
+        bar.advance(duration - shown)
     result = Timeline(str(path), tuple(scorer.labels), np.asarray(starts, float), np.asarray(ends, float),
                       np.asarray(probs, np.float32).reshape(-1, n), np.asarray(decs, bool).reshape(-1, n), duration,
                       speech=None if gate is None else np.asarray(speech, bool), task=scorer.task,
@@ -253,17 +245,6 @@ def score_timeline(scorer, path: str | Path, window: float, hop: float, csv_path
     if png_path is not None:
         plot_timeline(result, png_path)
     return result
-
-
-def _progress(enabled: bool, name: str, total: float):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                   TextColumn("{task.completed:.0f}/{task.total:.0f} s of audio"), TimeElapsedColumn(), TimeRemainingColumn())
-    bar.start()
-    return bar, bar.add_task(name, total=total)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -318,8 +299,7 @@ def plot_timeline(tl: Timeline, png_path: str | Path) -> Path:
     axes[-1, 0].set_xlim(0, tl.duration / unit)
     axes[-1, 0].set_xlabel("time (min)" if unit == 60 else "time (s)")
     channel = "channel mean" if tl.channel is None else f"channel {tl.channel}"
-    rule = ("bar on top: the most probable label" if tl.task == "multiclass" else "dashed: decision threshold")
-    legend = [rule]
+    legend = ["bar on top: the most probable label" if tl.task == "multiclass" else "dashed: decision threshold"]
     if tl.speech is not None:
         legend.append("grey: no speech (not scored)")
     if tl.truth:

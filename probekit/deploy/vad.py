@@ -1,20 +1,10 @@
-"""Voice activity for timelines: which windows of a call hold speech, with Silero VAD.
+"""Voice activity for timelines: which windows of a call hold speech, with Silero VAD (docs/predict.md, "Speech only").
 
-Silero VAD (MIT) ships its TorchScript weights inside the ``silero-vad`` wheel, so it runs offline and
-downloads nothing; it needs only torch (the project's pinned one) and ``packaging``. It gives one speech
-probability per 32 ms frame and is stateful across frames, so a call is fed block by block as it
-streams and the frame probabilities (one float per 32 ms: about 450 kB for an hour) are kept. A window
-counts as speech when at least ``min_speech`` seconds of its frames reach ``threshold``.
-
-The VAD always listens at 8 kHz, Silero's telephone rate: 16 kHz blocks are resampled on the way in
-(a streaming soxr resampler), which judges speech as well for this purpose (speech lives below 4 kHz;
-telephone calls arrive at 8 kHz anyway).
-
-Silero's model is a convolutional front end that sees one frame (and 4 ms of the frame before it), then
-an LSTM cell carried from frame to frame, then a one-unit head. Only the LSTM is recurrent, so
-:class:`SileroVad` runs the front end and the head on all frames of a block at once and the LSTM over the
-block's frames in one call: the same probabilities as Silero's own frame-by-frame loop (to float
-rounding, checked when the model loads), at a tenth of its cost.
+Silero VAD (MIT) ships its TorchScript weights inside the ``silero-vad`` wheel, so it runs offline; it needs only
+torch (the project's pinned one) and ``packaging``. It is stateful across 32 ms frames, so a call is fed block by
+block as it streams and one probability per frame is kept. A window counts as speech when at least ``min_speech``
+seconds of its frames reach ``threshold``. The VAD always listens at 8 kHz, Silero's telephone rate (speech lives
+below 4 kHz): 16 kHz blocks are resampled on the way in.
 """
 
 from __future__ import annotations
@@ -30,8 +20,6 @@ from probekit.errors import ProbekitError
 #: Rates Silero VAD was trained for; every encoder probekit supports runs at 16 kHz.
 VAD_RATES = (8000, 16000)
 _VAD_RATE = 8000
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_MIN_SPEECH = 0.25
 
 
 class VadError(ProbekitError, ValueError):
@@ -43,8 +31,8 @@ class VadSpec:
     """How speech is told from non-speech: ``threshold`` (0..1) on Silero's frame probability, and
     ``min_speech`` seconds of speech frames a window needs to count as speech."""
 
-    threshold: float = DEFAULT_THRESHOLD
-    min_speech: float = DEFAULT_MIN_SPEECH
+    threshold: float = 0.5
+    min_speech: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -84,6 +72,8 @@ class SileroVad:
     """Silero's 8 kHz model, run a block of frames at a time: :meth:`probabilities` of consecutive frames, carrying
     the recurrent state (and the 4 ms of context each frame sees from the one before) from block to block.
 
+    Only the LSTM cell is recurrent, so the front end and the head run on all frames of a block at once and the
+    LSTM over them in one call: Silero's own frame-by-frame probabilities at a tenth of the cost.
     ``jit``: the TorchScript model ``silero_vad.load_silero_vad()`` returns. Its 8 kHz submodule's front end
     (``run_extractors``, ``encoder``), LSTM cell (``decoder.rnn``) and head (``decoder.decoder``) are used as
     they are; the construction checks the result against the model's own frame-by-frame loop and refuses a

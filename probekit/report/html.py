@@ -1,11 +1,7 @@
 """``probekit report``: one self-contained HTML page for one or more results folders.
 
 The page needs no network: figures are inline SVG (matplotlib), styles are inline CSS, there is
-no script. It shows, per run: the dataset summary (``stats.json`` of ``probekit stats`` when one is
-found), the protocol (:func:`probekit.report.render.protocol_facts`), every encoder's layer curves
-on one relative-depth axis with CI bands and the tied layers marked, the tied sets, the encoder
-comparison, the layer-weighted probe's weights, the best layer's confusion matrix or per-label
-table, calibration, and every metric.
+no script. docs/report.md lists its sections and the results fields each is drawn from.
 """
 
 from __future__ import annotations
@@ -17,6 +13,7 @@ from pathlib import Path
 
 from probekit.choices import SCALAR_METRICS
 from probekit.errors import ProbekitError
+from probekit.oof import ALL_LAYERS
 from probekit.report.plots import (
     best_layer_figure,
     best_row,
@@ -27,7 +24,7 @@ from probekit.report.plots import (
     probe_colours,
     reliability_figure,
 )
-from probekit.report.render import fmt, fmt_p, layer_label, protocol_facts, tie_method
+from probekit.report.render import fmt, fmt_p, layer_label, layer_name, protocol_facts, tie_mark, tie_method
 from probekit.results import ResultsSchemaError, load_results, now_iso
 
 _CSS = """
@@ -138,7 +135,7 @@ def _tied_table(run: Run, colours: dict[str, str]) -> str:
     for b in doc["best"]:
         row = best_row(doc, b)
         s = row["metrics"][head]
-        if b["layer"] == -1:
+        if b["layer"] == ALL_LAYERS:
             tied = "– (one entry over all layers)"
         else:
             tied = ", ".join(layer_label(t) for t in b["tied"]) if "tied" in b else "not tested"
@@ -181,7 +178,7 @@ def _best_layer(run: Run) -> str:
     parts = []
     for b in doc["best"]:
         row = best_row(doc, b)
-        title = f"<h3>{_e(b['encoder'])} / {_e(b['probe'])}, {_e('all layers' if b['layer'] == -1 else 'layer ' + str(b['layer']))}</h3>"
+        title = f"<h3>{_e(b['encoder'])} / {_e(b['probe'])}, {_e(layer_name(b['layer']))}</h3>"
         if kind == "multilabel" and row.get("per_label"):
             rows = [[c, fmt(row["per_label"][c]["precision"]), fmt(row["per_label"][c]["recall"]), fmt(row["per_label"][c]["f1"]), row["per_label"][c]["support"]] for c in classes]
             parts.append(f"<div>{title}" + _table(["label", "precision", "recall", "F1", "support"], rows) + "</div>")
@@ -221,10 +218,9 @@ def _all_metrics(run: Run) -> str:
     kind, stat = doc["task"]["kind"], headline_stat(doc)
     names = SCALAR_METRICS[kind]
     rows, classes = [], []
-    best = {(b["encoder"], b["probe"], b["layer"]) for b in doc["best"]}
     for r in doc["rows"]:
         rows.append([r["encoder"], r["probe"], layer_label(r["layer"])] + [fmt(r["metrics"][n][stat]) for n in names] + [fmt_p(r.get("p_vs_best"))])
-        classes.append("best" if (r["encoder"], r["probe"], r["layer"]) in best else "tied" if r.get("tied_with_best") else "")
+        classes.append({"★": "best", "=": "tied"}.get(tie_mark(doc, r), ""))
     return "<details><summary>Every metric of every row</summary>" + _table(["encoder", "probe", "layer", *names, "p vs best"], rows, classes, left=2) + "</details>"
 
 

@@ -49,18 +49,20 @@ def record_outputs(out: Path, files: Mapping[str, Path]) -> None:
 def write_outputs(doc: dict, out: Path, oof: Iterable = ()) -> dict[str, Path]:
     """Write results.json, results.csv, report.md, the PNG plots and ``oof/*.npz`` into ``out``,
     after removing the previous run's files."""
-    from probekit.report.plots import plot_best_layer, plot_layer_weights, plot_layers, plot_reliability
-    from probekit.report.render import write_report
+    from probekit.report.plots import layer_weights_figure, layers_figure, plot_best_layer, reliability_figure, saved
+    from probekit.report.render import report_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)
     doc = strict_json(doc)
     files = {"results.json": write_results(doc, out / "results.json"), "results.csv": write_csv(doc, out / "results.csv")}
-    files.update(plot_layers(doc, out))
+    files.update(saved(layers_figure(doc), out / f"{doc['headline']['metric']}_by_layer.png"))
     files.update(plot_best_layer(doc, out))
-    files.update(plot_layer_weights(doc, out))
-    files.update(plot_reliability(doc, out))
-    files["report.md"] = write_report(doc, out / "report.md", plots=[p.name for k, p in files.items() if k.endswith(".png")])
+    files.update(saved(layer_weights_figure([("", doc)]), out / "layer_weights.png"))
+    files.update(saved(reliability_figure([("", doc)]), out / "reliability.png"))
+    pngs = [p.name for k, p in files.items() if k.endswith(".png")]
+    files["report.md"] = out / "report.md"
+    files["report.md"].write_text(report_markdown(doc, pngs), encoding="utf-8")
     for o in oof:
         path = save_oof(out / "oof", o)
         files[f"oof/{path.name}"] = path

@@ -1,12 +1,9 @@
 """Every plot of a results document, as matplotlib ``Figure`` objects (no pyplot, no global backend).
 
-``*_figure`` functions build a figure from one or more results documents; ``plot_*`` functions write
-the PNGs of an output folder. The HTML report embeds the same figures as inline SVG.
-
-Layer curves mark three things: the best layer (a star), the layers tied with it (filled markers:
-the paired speaker-bootstrap test of :mod:`probekit.probe.compare` cannot tell them apart from the
-best) and the others (hollow markers). A layer-weighted probe (row ``layer`` -1) is a horizontal
-dashed line over the whole depth, with its CI as a band.
+``*_figure`` functions build a figure from one or more results documents; ``plot_*`` functions and
+:func:`saved` write the PNGs of an output folder. The HTML report embeds the same figures as inline SVG.
+Layer curves star the best layer, fill the markers of the layers tied with it and leave the others hollow
+(docs/report.md).
 """
 
 from __future__ import annotations
@@ -18,9 +15,9 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from probekit.report.render import layer_label
+from probekit.oof import ALL_LAYERS
+from probekit.report.render import layer_label, layer_name
 
-ALL_LAYERS = -1  # a layer-weighted probe's row (see probekit.oof)
 # One colour per probe, the same in every figure and every report (tab10).
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -46,22 +43,15 @@ def num_layers(doc: dict, encoder: str) -> int | None:
     return next(map(int, found), None)
 
 
-def _series(doc: dict) -> dict[tuple[str, str], list[dict]]:
-    out: dict[tuple[str, str], list[dict]] = {}
-    for r in doc["rows"]:
-        out.setdefault((r["encoder"], r["probe"]), []).append(r)
-    return {k: sorted(v, key=lambda r: r["layer"]) for k, v in out.items()}
-
-
 def _draw_curves(ax, doc: dict, encoder: str, colours: dict[str, str], relative: bool, label_prefix: str = "", linestyle="-") -> None:
     """One encoder's curves on ``ax``: per probe the headline with its 95% CI band, tied layers filled,
     the best starred; a layer-weighted row as a dashed line. ``relative``: x = layer / (L - 1)."""
     head, stat = doc["headline"]["metric"], headline_stat(doc)
     best = {(b["encoder"], b["probe"]): b for b in doc["best"]}
     L = num_layers(doc, encoder)
-    for (enc, probe), rows in _series(doc).items():
-        if enc != encoder:
-            continue
+    for probe in dict.fromkeys(r["probe"] for r in doc["rows"] if r["encoder"] == encoder):
+        rows = sorted((r for r in doc["rows"] if (r["encoder"], r["probe"]) == (encoder, probe)),
+                      key=lambda r: r["layer"])
         colour = colours[probe]
         single = [r for r in rows if r["layer"] != ALL_LAYERS]
         whole = [r for r in rows if r["layer"] == ALL_LAYERS]
@@ -77,7 +67,7 @@ def _draw_curves(ax, doc: dict, encoder: str, colours: dict[str, str], relative:
             tied = np.array([bool(r.get("tied_with_best", False)) for r in single])
             ax.scatter(x[tied], v[tied], s=46, color=colour, edgecolors="black", linewidths=0.6, zorder=3)
             ax.scatter(x[~tied], v[~tied], s=30, facecolors="white", edgecolors=colour, linewidths=1.2, zorder=3)
-            b = best.get((enc, probe))
+            b = best.get((encoder, probe))
             if b is not None and b["layer"] != ALL_LAYERS and b["layer"] in layers:
                 k = int(np.flatnonzero(layers == b["layer"])[0])
                 ax.scatter([x[k]], [v[k]], marker="*", s=220, color=colour, edgecolors="black", linewidths=0.8, zorder=4)
@@ -141,15 +131,14 @@ def depth_curves_figure(runs: list[tuple[str, dict]]) -> Figure:
     for k, (ax, (_label, doc, _enc)) in enumerate(zip(axes, panels)):
         if not same_metric or k % cols == 0:
             ax.set_ylabel(_ylabel(doc), fontsize=8)
-    handles, labels = [], []
+    legend: dict[str, object] = {}  # label -> the first handle drawn with it
     for ax in axes[: len(panels)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
+            legend.setdefault(lab, h)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 5), fontsize=8,
+                   frameon=False)
+    fig.tight_layout(rect=(0, 0.07 if legend else 0, 1, 1))
     return fig
 
 
@@ -220,17 +209,13 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def _layer_name(layer: int) -> str:
-    return "all layers" if layer == ALL_LAYERS else f"layer {layer}"
-
-
 def best_layer_figure(doc: dict, b: dict) -> Figure | None:
     """The ``best`` entry ``b``'s row: a row-normalised confusion matrix (multiclass) or per-label F1 bars
     (multilabel); ``None`` for binary tasks or rows without them (a sweep resumed from an old store)."""
     kind = doc["task"]["kind"]
     classes = doc["task"]["classes"]
     row = best_row(doc, b)
-    title = f"{b['encoder']} / {b['probe']}, {_layer_name(b['layer'])}: {b['metric']} {_nan(b['value']):.3f}"
+    title = f"{b['encoder']} / {b['probe']}, {layer_name(b['layer'])}: {b['metric']} {_nan(b['value']):.3f}"
     if kind == "multiclass" and row.get("confusion_matrix"):
         cm = np.array(row["confusion_matrix"], dtype=float)
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -273,27 +258,12 @@ def figure_svg(fig: Figure) -> str:
     return svg[svg.index("<svg") :]
 
 
-def plot_layers(doc: dict, out: Path) -> dict[str, Path]:
-    """``<metric>_by_layer.png``: :func:`layers_figure`."""
-    return _saved(layers_figure(doc), out / f"{doc['headline']['metric']}_by_layer.png")
-
-
-def _saved(fig: Figure | None, path: Path) -> dict[str, Path]:
+def saved(fig: Figure | None, path: Path) -> dict[str, Path]:
     """``{name: path}`` after saving ``fig`` there; nothing when there is no figure to draw."""
     if fig is None:
         return {}
     fig.savefig(path)
     return {path.name: path}
-
-
-def plot_layer_weights(doc: dict, out: Path) -> dict[str, Path]:
-    """``layer_weights.png`` (:func:`layer_weights_figure`) when a row has learned layer weights; else nothing."""
-    return _saved(layer_weights_figure([("", doc)]), out / "layer_weights.png")
-
-
-def plot_reliability(doc: dict, out: Path) -> dict[str, Path]:
-    """``reliability.png`` (:func:`reliability_figure`) when a best entry carries calibration; else nothing."""
-    return _saved(reliability_figure([("", doc)]), out / "reliability.png")
 
 
 def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
@@ -304,7 +274,7 @@ def plot_best_layer(doc: dict, out: Path) -> dict[str, Path]:
         return files
     for b in doc["best"]:
         name = f"{prefix}_{_slug(b['encoder'])}_{b['probe']}_layer{layer_label(b['layer'])}.png"
-        files.update(_saved(best_layer_figure(doc, b), out / name))
+        files.update(saved(best_layer_figure(doc, b), out / name))
     return files
 
 

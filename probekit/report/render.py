@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from probekit.choices import SCALAR_METRICS
+from probekit.oof import ALL_LAYERS
 
 
 def fmt(x) -> str:
@@ -16,17 +15,18 @@ def fmt_p(x) -> str:
 
 
 def layer_label(layer: int) -> str:
-    """A row's layer as shown: the hidden-state index, or ``all`` for a layer-weighted probe (-1)."""
-    return "all" if layer == -1 else str(layer)
+    """A row's layer as shown in a table: the hidden-state index, or ``all`` for a layer-weighted probe (-1)."""
+    return "all" if layer == ALL_LAYERS else str(layer)
 
 
-def _best_set(doc: dict) -> set[tuple[str, str, int]]:
-    return {(b["encoder"], b["probe"], b["layer"]) for b in doc["best"]}
+def layer_name(layer: int) -> str:
+    """A row's layer as named in a title: ``layer 3``, or ``all layers`` for a layer-weighted probe."""
+    return "all layers" if layer == ALL_LAYERS else f"layer {layer}"
 
 
 def tie_mark(doc: dict, row: dict) -> str:
     """``★`` best, ``=`` tied with the best (not distinguishable), ``""`` otherwise or when not tested."""
-    if (row["encoder"], row["probe"], row["layer"]) in _best_set(doc):
+    if any((row["encoder"], row["probe"], row["layer"]) == (b["encoder"], b["probe"], b["layer"]) for b in doc["best"]):
         return "★"
     return "=" if row.get("tied_with_best") else ""
 
@@ -162,11 +162,6 @@ def report_markdown(doc: dict, plots: list[str] = ()) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
-
-
-def write_report(doc: dict, path: Path, plots: list[str] = ()) -> Path:
-    path.write_text(report_markdown(doc, plots), encoding="utf-8")
-    return path
 
 
 def rich_table(doc: dict):
