@@ -1,27 +1,10 @@
 """Recipes: a study written down as plain TOML, checked without running, and run step by step.
 
-A recipe's first lines are comments giving the exact commands that run it. Its tables:
-
-``[recipe]`` ``name``, ``description``.
-``[data]`` ``manifest`` (a path; may use ``${PROBEKIT_DATA}``, ``${PROBEKIT_SHARED}``, ``${PROBEKIT_MODELS}``, or be
-``"default:quickstart"``), ``default_data`` (what ``${PROBEKIT_DATA}`` means when neither ``--data`` nor the
-environment variable is set), ``columns`` (the manifest columns the recipe documents), optional ``[data.vocabulary]``
-(label column -> known labels).
-``[[encoders]]`` ``model`` (hub id, folder, or ``"default:quickstart"``), ``revision``, ``whisper_mode``.
-``[extract]`` ``pooling``, ``dtype``, ``batch_seconds``.
-``[[probes]]`` ``name``, ``task``, ``target``, ``positive``, ``labels``, ``min_support``, ``probes``, ``layers``,
-``cv``, ``folds``, ``seed``, ``class_weight``, ``tune_thresholds``, ``bootstrap``, ``jobs`` (parallel folds),
-``[probes.params.<probe>]``.
-``[[sweeps]]`` ``name`` and the fields of ``probekit.probe.sweep.SweepSpec``, with ``[sweeps.grid]`` / ``[sweeps.range]``.
-
-``run_recipe`` runs extract -> probe -> sweep into one output folder and skips a step whose output is finished:
-a cache that opens with the same encoder, pooling and dtype; a probe or sweep folder whose ``recipe_step.json``
-holds the same step hash (the step's settings plus the fingerprints of the caches it reads).
+The schema (tables, keys, variables) is documented in docs/recipes.md; each table parses into a frozen dataclass
+below. ``run_recipe`` runs extract -> probe -> sweep into one output folder and skips a step whose output is finished.
 """
 
 from __future__ import annotations
-
-from probekit.errors import ProbekitError
 
 import csv
 import json
@@ -29,16 +12,19 @@ import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
+from itertools import takewhile
 from pathlib import Path
 from typing import Any, Callable
 
 from probekit.choices import DType, Pooling, Protocol, TaskKind, WhisperMode
+from probekit.errors import ProbekitError
 from probekit.identity import file_sha256
 from probekit.probe.probes import PROBES, probe_params
 from probekit.probe.probing import ProbeConfig
 from probekit.probe.store import stable_hash
 from probekit.probe.sweep import SweepSpec
 from probekit.probe.tasks import TaskSpec
+from probekit.recipes import defaults
 from probekit.recipes._typed import typed_fields
 from probekit.recipes.sweepfile import sweep_spec_from_table
 
@@ -57,7 +43,6 @@ class RecipeError(ProbekitError, ValueError):
     """A recipe is invalid or cannot run; ``problems`` lists every issue found, each naming the key to fix."""
 
     def __init__(self, source: str | Path, problems: list[str]):
-        self.source = str(source)
         self.problems = list(problems)
         super().__init__(f"{source}:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -154,12 +139,7 @@ def probe_names() -> dict[str, set[str]]:
 
 
 def _commands(text: str) -> tuple[str, ...]:
-    lines = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("#").strip())
-    return tuple(lines)
+    return tuple(line.lstrip("#").strip() for line in takewhile(lambda line: line.startswith("#"), text.splitlines()))
 
 
 def _check_keys(where: str, table: Any, allowed: set[str], problems: list[str]) -> dict:
@@ -290,11 +270,10 @@ def parse_recipe(path: str | Path) -> Recipe:
         if "model" in fields and fields["model"]:
             encoders.append(EncoderEntry(**{**fields, "revision": fields.get("revision") or None}))
 
-    before = len(problems)
-    ex = typed_fields(ExtractEntry, data.get("extract", {}), "[extract]", problems)
-    if ex.get("batch_seconds", 1.0) <= 0:
+    # typed_fields keeps only well-typed values, so the entry can be built even when a problem was found.
+    extract = ExtractEntry(**typed_fields(ExtractEntry, data.get("extract", {}), "[extract]", problems))
+    if extract.batch_seconds <= 0:
         problems.append("[extract] batch_seconds must be a positive number")
-    extract = ExtractEntry(**ex) if len(problems) == before else ExtractEntry()
 
     probes: list[ProbeStep] = []
     sweeps: list[SweepStep] = []
@@ -327,9 +306,7 @@ def parse_recipe(path: str | Path) -> Recipe:
 
 
 def _variables(recipe: Recipe, data: str | Path | None) -> dict[str, str | None]:
-    from probekit.recipes.defaults import shared_dir
-
-    shared = os.environ.get("PROBEKIT_SHARED") or (str(shared_dir()) if shared_dir() else None)
+    shared = os.environ.get("PROBEKIT_SHARED") or (str(defaults.shared_dir()) if defaults.shared_dir() else None)
     models = os.environ.get("PROBEKIT_MODELS") or (str(Path(shared) / "models") if shared else None)
     values: dict[str, str | None] = {"PROBEKIT_SHARED": shared, "PROBEKIT_MODELS": models}
     if data is not None:
@@ -360,36 +337,28 @@ def _expand(template: str, values: dict[str, str | None], what: str) -> str:
     return re.sub(r"\$\{([^}]*)\}", sub, template)
 
 
+def _quickstart_default(recipe: Recipe, resolve: Callable[..., tuple[Path, str]], *args) -> Path:
+    """``default:quickstart`` resolved by :mod:`probekit.recipes.defaults`; its error names this recipe."""
+    try:
+        return resolve(*args)[0]
+    except defaults.DefaultsError as exc:
+        raise RecipeError(recipe.path, [str(exc)]) from exc
+
+
 def resolve_manifest(recipe: Recipe, data: str | Path | None = None) -> Path:
     """The manifest the recipe runs on. ``data`` (the ``--data`` flag) may be a manifest file or a data folder."""
     if recipe.manifest == DEFAULT:
-        from probekit.recipes.defaults import DefaultsError
-        from probekit.recipes.defaults import resolve_manifest as default_manifest
-
-        try:
-            return default_manifest(data)[0]
-        except DefaultsError as exc:
-            raise RecipeError(recipe.path, [str(exc)]) from exc
+        return _quickstart_default(recipe, defaults.resolve_manifest, data)
     if data is not None and Path(data).is_file():
         return Path(data)
     path = Path(_expand(recipe.manifest, _variables(recipe, data), str(recipe.path)))
-    if not path.is_absolute():
-        from probekit.recipes.defaults import repo_root
-
-        path = repo_root() / path
-    return path
+    return path if path.is_absolute() else defaults.repo_root() / path
 
 
 def resolve_model(recipe: Recipe, entry: EncoderEntry) -> str:
     """The model reference to load: a hub id stays as written; variables and ``default:quickstart`` are resolved."""
     if entry.model == DEFAULT:
-        from probekit.recipes.defaults import DefaultsError
-        from probekit.recipes.defaults import resolve_model as default_model
-
-        try:
-            return str(default_model()[0])
-        except DefaultsError as exc:
-            raise RecipeError(recipe.path, [str(exc)]) from exc
+        return str(_quickstart_default(recipe, defaults.resolve_model))
     if "${" not in entry.model:
         return entry.model
     return _expand(entry.model, _variables(recipe, None), str(recipe.path))
@@ -405,14 +374,12 @@ def manifest_header(path: Path) -> list[str]:
         return next(csv.reader(fh, dialect=dialect), [])
 
 
-def validate_recipe(path: str | Path, data: str | Path | None = None, check_manifest: bool = True) -> Recipe:
+def validate_recipe(path: str | Path, data: str | Path | None = None) -> Recipe:
     """:func:`parse_recipe`, then, when the recipe's manifest can be found, check its header has every declared column.
 
     A manifest that cannot be resolved (private data, no ``--data``) is not an error here: the recipe documents it.
     """
     recipe = parse_recipe(path)
-    if not check_manifest:
-        return recipe
     try:
         manifest = resolve_manifest(recipe, data)
     except RecipeError:
@@ -454,18 +421,12 @@ def step_hash(settings: dict, fingerprints: list[str]) -> str:
     return stable_hash({"settings": settings, "caches": fingerprints})
 
 
-def _stamp_matches(folder: Path, digest: str, needed: str) -> bool:
-    stamp = folder / "recipe_step.json"
-    if not (folder / needed).is_file() or not stamp.is_file():
-        return False
+def _stamp_matches(folder: Path, digest: str) -> bool:
     try:
-        return json.loads(stamp.read_text()).get("hash") == digest
+        stamp = json.loads((folder / "recipe_step.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-
-
-def _write_stamp(folder: Path, digest: str, settings: dict) -> None:
-    (folder / "recipe_step.json").write_text(json.dumps({"hash": digest, "settings": settings}, indent=2, default=str) + "\n")
+    return (folder / "results.json").is_file() and stamp.get("hash") == digest
 
 
 def _extract_step(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, cache_path: Path, progress: bool,
@@ -539,7 +500,7 @@ def run_recipe(
             folder = out / kind / step.name
             settings = {"kind": kind, "step": asdict(step), "manifest": str(manifest), "manifest_sha256": labels_sha}
             digest = step_hash(settings, fingerprints)
-            if _stamp_matches(folder, digest, "results.json"):
+            if _stamp_matches(folder, digest):
                 report.steps.append(StepResult(kind, step.name, "skipped", folder))
                 say(f"{kind} {step.name}: finished ({folder}), skipped")
                 continue
@@ -547,13 +508,12 @@ def run_recipe(
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "recipe_step.json").unlink(missing_ok=True)  # the step is unfinished until its stamp is rewritten
             if kind == "probe":
-                result = run_probe(step.config(caches, manifest, folder))
-                detail = {"best": result.document.get("best", [])}
+                run_probe(step.config(caches, manifest, folder))
             else:
                 write_outputs(run_sweep(caches, replace(step.spec, manifest=str(manifest)), folder), folder)
-                detail = {}
-            _write_stamp(folder, digest, settings)
-            report.steps.append(StepResult(kind, step.name, "ran", folder, detail))
+            stamp = {"hash": digest, "settings": settings}
+            (folder / "recipe_step.json").write_text(json.dumps(stamp, indent=2, default=str) + "\n")
+            report.steps.append(StepResult(kind, step.name, "ran", folder))
     return report
 
 
@@ -571,9 +531,7 @@ def shipped_sweep_files(root: str | Path | None = None) -> list[Path]:
 
 
 def _shipped_toml(root: str | Path | None) -> list[Path]:
-    from probekit.recipes.defaults import repo_root
-
-    base = Path(root) if root else repo_root() / "recipes"
+    base = Path(root) if root else defaults.repo_root() / "recipes"
     return sorted(base.glob("**/*.toml"))
 
 
