@@ -24,7 +24,6 @@ build the files are byte-identical from run to run.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import shutil
@@ -33,11 +32,13 @@ import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
 from probekit.errors import ProbekitError
+from probekit.recipes.defaults import label_tags, write_quickstart_manifest
 
 #: Bumped whenever the plan or the rendering changes, so a stale corpus in ``cache/`` is never reused.
 DEMO_VERSION = 1
@@ -136,12 +137,7 @@ class Utterance:
     @property
     def tags(self) -> str:
         """The ``labels`` cell: the class, then the stand-in tags (see the module docstring)."""
-        tags = [self.label]
-        if self.label in SUBDUED:
-            tags.append("negative")
-        if self.label in RAISED:
-            tags.append("high_arousal")
-        return ";".join(tags)
+        return label_tags(self.label, SUBDUED, RAISED)
 
 
 def demo_plan(seed: int = 0) -> list[Utterance]:
@@ -224,8 +220,6 @@ def _espeak_paths() -> tuple[str, str]:
 
 def _espeak_version() -> str:
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
         return version("espeakng-loader")
     except PackageNotFoundError:
         return "missing"
@@ -305,12 +299,7 @@ def _render_corpus(seed: int, folder: str) -> None:
         rows.append({"id": u.id, "path": rel, "speaker": u.speaker, "label": u.label, "labels": u.tags})
     (out / "README.txt").write_text(DEMO_NOTICE + "\n\nMade by probekit.recipes.demo (seed "
                                     f"{seed}, version {DEMO_VERSION}); see that module's docstring.\n")
-    tmp = out / "manifest.csv.tmp"
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["id", "path", "speaker", "label", "labels"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "manifest.csv")
+    write_quickstart_manifest(rows, out / "manifest.csv")
 
 
 if __name__ == "__main__":
