@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from itertools import takewhile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from probekit.choices import DType, Pooling, Protocol, TaskKind, WhisperMode
 from probekit.errors import ProbekitError
@@ -25,18 +25,12 @@ from probekit.probe.store import stable_hash
 from probekit.probe.sweep import SweepSpec
 from probekit.probe.tasks import TaskSpec
 from probekit.recipes import defaults
-from probekit.recipes._typed import typed_fields
+from probekit.recipes._typed import check_keys, typed_fields
 from probekit.recipes.sweepfile import sweep_spec_from_table
 
 DEFAULT = "default:quickstart"
 REQUIRED_COLUMNS = ("id", "path", "speaker")
 VARIABLES = ("PROBEKIT_DATA", "PROBEKIT_MODELS", "PROBEKIT_SHARED")
-
-_TOP_KEYS = {"recipe", "data", "encoders", "extract", "probes", "sweeps"}
-_SECTION_KEYS = {
-    "recipe": {"name", "description"},
-    "data": {"manifest", "default_data", "columns", "vocabulary"},
-}  # [[encoders]], [extract] and the steps: their dataclasses' fields (typed_fields)
 
 
 class RecipeError(ProbekitError, ValueError):
@@ -142,17 +136,8 @@ def _commands(text: str) -> tuple[str, ...]:
     return tuple(line.lstrip("#").strip() for line in takewhile(lambda line: line.startswith("#"), text.splitlines()))
 
 
-def _check_keys(where: str, table: Any, allowed: set[str], problems: list[str]) -> dict:
-    if not isinstance(table, dict):
-        problems.append(f"{where} must be a table")
-        return {}
-    for key in sorted(set(table) - allowed):
-        problems.append(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(allowed))})")
-    return table
-
-
 def _probe_step(i: int, p: dict, columns: set[str], vocab: dict, problems: list[str]) -> ProbeStep | None:
-    where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if isinstance(p, dict) and "name" in p else "")
+    where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if "name" in p else "")
     before = len(problems)
     fields = typed_fields(ProbeStep, {**p, "name": p.get("name", f"probe{i + 1}")}, where, problems, skip=("params",))
     known = probe_names()
@@ -163,9 +148,9 @@ def _probe_step(i: int, p: dict, columns: set[str], vocab: dict, problems: list[
     for name in chosen:
         if name not in known:
             problems.append(f"{where}: unknown probe '{name}'; use one of {', '.join(known)}")
-    for key in ("folds", "jobs"):
-        if key in fields and fields[key] < (2 if key == "folds" else 1):
-            problems.append(f"{where}: {key} must be an integer >= {2 if key == 'folds' else 1}")
+    for key, low in (("folds", 2), ("jobs", 1)):
+        if fields.get(key, low) < low:
+            problems.append(f"{where}: {key} must be an integer >= {low}")
     params = p.get("params", {})
     pairs: list[tuple[str, object]] = []
     if not isinstance(params, dict):
@@ -204,21 +189,15 @@ def _check_target(where: str, t: dict, columns: set[str], vocab: dict, problems:
 
 
 def _sweep_step(i: int, s: dict, columns: set[str], vocab: dict, problems: list[str]) -> SweepStep | None:
-    where = f"[[sweeps]] #{i + 1}" + (f" ({s['name']})" if isinstance(s, dict) and "name" in s else "")
-    if not isinstance(s, dict):
-        problems.append(f"{where} must be a table")
-        return None
+    where = f"[[sweeps]] #{i + 1}" + (f" ({s['name']})" if "name" in s else "")
     _check_target(where, s, columns, vocab, problems)
     spec = sweep_spec_from_table({k: v for k, v in s.items() if k != "name"}, where, problems, extra=("name",))
     return SweepStep(str(s.get("name") or f"sweep{i + 1}"), spec) if spec is not None else None
 
 
 def parse_recipe(path: str | Path) -> Recipe:
-    """Load and check a recipe file; raise :class:`RecipeError` listing every problem at once.
-
-    Checks structure, names (tasks, probes, protocols, pooling, dtype, Whisper mode), grid parameter names per probe,
-    and that each column a step uses is among the declared ``[data] columns``.
-    """
+    """Load and check a recipe file (what is checked: docs/recipes.md); raise :class:`RecipeError` listing every
+    problem at once."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -231,14 +210,15 @@ def parse_recipe(path: str | Path) -> Recipe:
     commands = _commands(text)
     if not any("probekit run" in c for c in commands):
         problems.append("the first lines must be comments giving the exact command, e.g. '# probekit run " + str(path) + "'")
-    _check_keys("top level", data, _TOP_KEYS, problems)
+    check_keys("top level", data, {"recipe", "data", "encoders", "extract", "probes", "sweeps"}, problems)
+    # [recipe] and [data] are checked here; the other tables against their dataclasses' fields (typed_fields).
 
-    head = _check_keys("[recipe]", data.get("recipe", {}), _SECTION_KEYS["recipe"], problems)
+    head = check_keys("[recipe]", data.get("recipe", {}), {"name", "description"}, problems)
     for key in ("name", "description"):
         if not isinstance(head.get(key), str) or not head.get(key):
             problems.append(f"[recipe] {key} is required")
 
-    dat = _check_keys("[data]", data.get("data", {}), _SECTION_KEYS["data"], problems)
+    dat = check_keys("[data]", data.get("data", {}), {"manifest", "default_data", "columns", "vocabulary"}, problems)
     if not isinstance(dat.get("manifest"), str):
         problems.append("[data] manifest is required (a path, may use ${PROBEKIT_DATA})")
     for name in re.findall(r"\$\{([^}]*)\}", str(dat.get("manifest", "")) + str(dat.get("default_data", ""))):
@@ -284,7 +264,10 @@ def parse_recipe(path: str | Path) -> Recipe:
             problems.append(f"{kind} must be [[{kind}]] tables")
             continue
         for i, table in enumerate(raw):
-            name = table.get("name") if isinstance(table, dict) else None
+            if not isinstance(table, dict):
+                problems.append(f"[[{kind}]] #{i + 1} must be a table")
+                continue
+            name = table.get("name")
             if name in names_seen:
                 problems.append(f"[[{kind}]] #{i + 1}: name '{name}' is used twice (it names the output folder)")
             names_seen.add(name)
@@ -309,14 +292,10 @@ def _variables(recipe: Recipe, data: str | Path | None) -> dict[str, str | None]
     shared = os.environ.get("PROBEKIT_SHARED") or (str(defaults.shared_dir()) if defaults.shared_dir() else None)
     models = os.environ.get("PROBEKIT_MODELS") or (str(Path(shared) / "models") if shared else None)
     values: dict[str, str | None] = {"PROBEKIT_SHARED": shared, "PROBEKIT_MODELS": models}
-    if data is not None:
-        values["PROBEKIT_DATA"] = str(data)
-    elif os.environ.get("PROBEKIT_DATA"):
-        values["PROBEKIT_DATA"] = os.environ["PROBEKIT_DATA"]
-    elif recipe.default_data:
-        values["PROBEKIT_DATA"] = _expand(recipe.default_data, values, "[data] default_data")
-    else:
-        values["PROBEKIT_DATA"] = None
+    data = str(data) if data is not None else os.environ.get("PROBEKIT_DATA")
+    if not data and recipe.default_data:
+        data = _expand(recipe.default_data, values, "[data] default_data")
+    values["PROBEKIT_DATA"] = data or None
     return values
 
 
@@ -398,13 +377,14 @@ def validate_recipe(path: str | Path, data: str | Path | None = None) -> Recipe:
 
 @dataclass
 class StepResult:
-    """One step of a run: ``kind`` extract|probe|sweep, ``status`` ran|skipped, ``path`` its output."""
+    """One step of a run: ``kind`` extract|probe|sweep, ``status`` ran|skipped, ``path`` its output; ``skipped_rows``:
+    manifest rows an extraction could not encode."""
 
     kind: str
     name: str
     status: str
     path: Path
-    detail: dict = field(default_factory=dict)
+    skipped_rows: int = 0
 
 
 @dataclass
@@ -451,8 +431,7 @@ def _extract_step(manifest: Path, model: str, entry: EncoderEntry, extract: Extr
     result = extract_cache(manifest, spec, cache_path, pooling=str(extract.pooling), dtype=str(extract.dtype),
                            batch_seconds=float(extract.batch_seconds), progress=progress)
     # Bad rows are recorded in the cache; a recipe carries on like `probekit extract --skip-bad`.
-    detail = {"skipped_rows": len(result.skipped)} if result.skipped else {}
-    return StepResult("extract", name, "ran", cache_path, detail)
+    return StepResult("extract", name, "ran", cache_path, len(result.skipped))
 
 
 def run_recipe(
@@ -466,10 +445,8 @@ def run_recipe(
     """Run a recipe: extract every encoder's cache, then every probe and sweep step; skip what is finished.
 
     ``data``: a manifest file or data folder (``--data``); ``model``: replaces every ``[[encoders]]`` model (the
-    Quickstart's ``--model``); ``out``: output folder (default ``runs/<recipe name>``) holding ``cache/<model>.h5``,
-    ``probe/<step>/`` and ``sweep/<step>/``. A step is skipped only when what it would compute is what its folder
-    holds: caches by their identity, probe and sweep steps by a hash of their settings, the labelling manifest's
-    content and the fingerprints of the caches they read.
+    Quickstart's ``--model``); ``out``: output folder (default ``runs/<recipe name>``; its layout: docs/recipes.md).
+    A probe or sweep step is skipped only when its folder holds the stamp of the same :func:`step_hash`.
     """
     from probekit.cache import EmbeddingCache
     from probekit.extract._extract import model_slug
@@ -516,27 +493,3 @@ def run_recipe(
             report.steps.append(StepResult(kind, step.name, "ran", folder))
     return report
 
-
-def shipped_recipes(root: str | Path | None = None) -> list[Path]:
-    """Every ``recipes/**/*.toml`` of the checkout that is a recipe (has a ``[recipe]`` table).
-
-    The other TOML files there are sweep files for ``probekit sweep --file`` (see :func:`shipped_sweep_files`).
-    """
-    return [p for p in _shipped_toml(root) if _is_recipe(p)]
-
-
-def shipped_sweep_files(root: str | Path | None = None) -> list[Path]:
-    """Every ``recipes/**/*.toml`` without a ``[recipe]`` table: sweep files read by ``probekit.probe.sweep``."""
-    return [p for p in _shipped_toml(root) if not _is_recipe(p)]
-
-
-def _shipped_toml(root: str | Path | None) -> list[Path]:
-    base = Path(root) if root else defaults.repo_root() / "recipes"
-    return sorted(base.glob("**/*.toml"))
-
-
-def _is_recipe(path: Path) -> bool:
-    try:
-        return "recipe" in tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return True  # let parse_recipe report the broken file
