@@ -12,6 +12,7 @@ arguments would use the demo corpus, so that ``scripts/quickstart.sh`` can give 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -66,8 +67,6 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _ct2_package_dir() -> Path | None:
-    import importlib.util
-
     spec = importlib.util.find_spec(CT2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -154,11 +153,6 @@ def _real_data(data: str | Path | None) -> tuple[Path, str] | None:
     return None
 
 
-def quickstart_uses_demo(data: str | Path | None = None) -> bool:
-    """Whether :func:`resolve_manifest` with this ``data`` falls back to the synthetic demo corpus."""
-    return _real_data(data) is None
-
-
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -224,7 +218,7 @@ def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--data")
     known, _ = parser.parse_known_args(argv)
-    print("demo" if quickstart_uses_demo(known.data) else "data")
+    print("demo" if _real_data(known.data) is None else "data")
     return 0
 
 
