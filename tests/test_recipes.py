@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from probekit.cli import app
+from probekit.probe.probes import probe_params
 from probekit.recipes._recipes import (
     RecipeError,
     manifest_header,
     parse_recipe,
-    probe_names,
     resolve_manifest,
     step_hash,
     validate_recipe,
@@ -160,7 +160,7 @@ def test_unknown_probe_parameter_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as info:
         parse_recipe(_write(tmp_path, text))
     assert len(info.value.problems) == 1 and "no parameter 'not_a_param'" in info.value.problems[0]
-    assert "C" in probe_names()["logreg"]
+    assert "C" in probe_params("logreg")
 
 
 def test_a_step_that_is_not_a_table_is_named(tmp_path: Path) -> None:

@@ -121,14 +121,6 @@ class Recipe:
     commands: tuple[str, ...] = ()
 
 
-# ----------------------------------------------------------------------------- names known to the library
-
-
-def probe_names() -> dict[str, set[str]]:
-    """Probe name -> constructor parameter names, from the probe registry."""
-    return {name: set(probe_params(name)) for name in PROBES}
-
-
 # ----------------------------------------------------------------------------- loading and validation
 
 
@@ -140,7 +132,7 @@ def _probe_step(i: int, p: dict, columns: set[str], vocab: dict, problems: list[
     where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if "name" in p else "")
     before = len(problems)
     fields = typed_fields(ProbeStep, {**p, "name": p.get("name", f"probe{i + 1}")}, where, problems, skip=("params",))
-    known = probe_names()
+    known = {name: set(probe_params(name)) for name in PROBES}  # probe -> its constructor parameters
     _check_target(where, p, columns, vocab, problems)
     chosen = fields.get("probes", ("logreg",))
     if not chosen:
