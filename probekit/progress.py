@@ -13,7 +13,7 @@ from typing import Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
+from rich.progress import MofNCompleteColumn, Progress as RichProgress
 from rich.text import Text
 
 
@@ -39,16 +39,26 @@ class AudioRateColumn(ProgressColumn):
         return Text("  -- audio-s/s" if speed is None else f"{speed:7.1f} audio-s/s", style="progress.data.speed")
 
 
-class AudioProgress:
+class _RichBar:
+    """A rich progress display shown while the ``with`` block runs (rich makes every call a no-op when disabled)."""
+
+    def __enter__(self):
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+
+class AudioProgress(_RichBar):
     """Progress over ``total_seconds`` of audio; ``advance(seconds)`` after each batch.
 
     ``enabled=False`` makes every call a no-op, for libraries and tests. Messages (bad rows)
     go through :meth:`log` so they print above the bar instead of breaking it.
     """
 
-    def __init__(self, description: str, total_seconds: float, enabled: bool = True, console: Console | None = None):
+    def __init__(self, description: str, total_seconds: float, enabled: bool = True):
         self.enabled = enabled
-        self.console = console or make_console(stderr=True)
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -57,24 +67,16 @@ class AudioProgress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TimeElapsedColumn(),
-            console=self.console,
+            console=make_console(stderr=True),
             disable=not enabled,
             # Rate over the last minute, so resumed (instant) batches do not inflate it for long.
             speed_estimate_period=60.0,
         )
         self._task = self._progress.add_task(description, total=max(total_seconds, 1e-9))
 
-    def __enter__(self) -> AudioProgress:
-        self._progress.start()  # a no-op when disabled, as rich's own check makes it
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.stop()
-
     def skip(self, seconds: float) -> None:
         """Account for audio done earlier (resumed from the journal) without counting it as speed."""
-        task = self._progress.tasks[0]
-        task.completed += seconds
+        self._progress.tasks[0].completed += seconds
 
     def advance(self, seconds: float) -> None:
         self._progress.advance(self._task, seconds)
@@ -101,25 +103,16 @@ class NoProgress:
         pass
 
 
-class WorkProgress:
+class WorkProgress(_RichBar):
     """A rich bar over counted units of work (e.g. layers x probes x folds) with elapsed time and ETA."""
 
-    def __init__(self, description: str = "probing", console: Console | None = None, enabled: bool = True):
-        from rich.progress import MofNCompleteColumn
-
+    def __init__(self, description: str):
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TimeElapsedColumn(), console=console or make_console(stderr=True), disable=not enabled,
+            TimeElapsedColumn(), console=make_console(stderr=True),
         )
         self._description = description
         self._task = None
-
-    def __enter__(self) -> WorkProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.stop()
 
     def start(self, total: float) -> None:
         self._task = self._progress.add_task(self._description, total=total)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +12,26 @@ import pytest
 from typer.testing import CliRunner
 
 from probekit.cli import app
+from probekit.probe.probes import probe_params
 from probekit.recipes._recipes import (
     RecipeError,
     manifest_header,
     parse_recipe,
-    probe_names,
     resolve_manifest,
-    shipped_recipes,
-    shipped_sweep_files,
     step_hash,
     validate_recipe,
 )
 
-RECIPES = shipped_recipes()
+
+
+def _shipped(recipes: bool) -> list[Path]:
+    """The checkout's ``recipes/**/*.toml`` that are recipes (a ``[recipe]`` table), or the others: sweep files."""
+    paths = sorted((Path(__file__).parents[1] / "recipes").glob("**/*.toml"))
+    return [p for p in paths if ("recipe" in tomllib.loads(p.read_text(encoding="utf-8"))) == recipes]
+
+
+RECIPES = _shipped(recipes=True)
+SWEEP_FILES = _shipped(recipes=False)
 
 GOOD = """\
 # probekit run {path} --data {data}
@@ -90,7 +98,7 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
     assert recipe.encoders and (recipe.probes or recipe.sweeps)
 
 
-@pytest.mark.parametrize("path", shipped_sweep_files(), ids=[p.stem for p in shipped_sweep_files()])
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
 def test_every_shipped_sweep_file_loads(path: Path) -> None:
     from probekit.probe.sweep import candidate_params
     from probekit.recipes.sweepfile import load_sweep_file
@@ -152,7 +160,14 @@ def test_unknown_probe_parameter_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as info:
         parse_recipe(_write(tmp_path, text))
     assert len(info.value.problems) == 1 and "no parameter 'not_a_param'" in info.value.problems[0]
-    assert "C" in probe_names()["logreg"]
+    assert "C" in probe_params("logreg")
+
+
+def test_a_step_that_is_not_a_table_is_named(tmp_path: Path) -> None:
+    text = GOOD.split("[[probes]]")[0].replace("[recipe]", "probes = [1]\n\n[recipe]")
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(_write(tmp_path, text))
+    assert "[[probes]] #1 must be a table" in info.value.problems
 
 
 def test_missing_command_comment_is_refused(tmp_path: Path) -> None:

@@ -17,11 +17,6 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root() -> None:
-    """probekit: which speech encoder, and which layer of it, carries a caller's emotion."""
-
-
 @contextmanager
 def user_errors(interrupted: str | Callable[[], str] = "nothing was written") -> Iterator[None]:
     """Turn a :class:`ProbekitError` into one line on stderr and its exit status, and Ctrl-C into one line

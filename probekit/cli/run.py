@@ -30,8 +30,8 @@ def run(
         report = run_recipe(recipe, data=data, out=out, model=model, echo=typer.echo)
     for step in report.steps:
         typer.echo(f"{step.kind:<8} {step.name:<28} {step.status:<8} {step.path}")
-        if step.detail.get("skipped_rows"):
-            typer.echo(f"         {step.detail['skipped_rows']} unreadable or too-short row(s) left out; the cache lists them")
+        if step.skipped_rows:
+            typer.echo(f"         {step.skipped_rows} unreadable or too-short row(s) left out; the cache lists them")
     for step in report.steps:
         if step.kind != "probe":
             continue

@@ -59,10 +59,7 @@ def sweep(
         else:
             if "task" not in given or "target" not in given:
                 raise SweepError("--task and --target are required (or give a sweep file with --file)")
-            spec = SweepSpec(**given)
-        problems = spec.problems()
-        if problems:
-            raise SweepError("; ".join(problems))
+            spec = SweepSpec(**given)  # run_sweep checks it (spec.problems()) before any work
         run = loaded or SweepFile(spec)
         files = [str(c) for c in caches] if caches else list(run.caches)
         if not files:

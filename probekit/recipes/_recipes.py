@@ -1,27 +1,10 @@
 """Recipes: a study written down as plain TOML, checked without running, and run step by step.
 
-A recipe's first lines are comments giving the exact commands that run it. Its tables:
-
-``[recipe]`` ``name``, ``description``.
-``[data]`` ``manifest`` (a path; may use ``${PROBEKIT_DATA}``, ``${PROBEKIT_SHARED}``, ``${PROBEKIT_MODELS}``, or be
-``"default:quickstart"``), ``default_data`` (what ``${PROBEKIT_DATA}`` means when neither ``--data`` nor the
-environment variable is set), ``columns`` (the manifest columns the recipe documents), optional ``[data.vocabulary]``
-(label column -> known labels).
-``[[encoders]]`` ``model`` (hub id, folder, or ``"default:quickstart"``), ``revision``, ``whisper_mode``.
-``[extract]`` ``pooling``, ``dtype``, ``batch_seconds``.
-``[[probes]]`` ``name``, ``task``, ``target``, ``positive``, ``labels``, ``min_support``, ``probes``, ``layers``,
-``cv``, ``folds``, ``seed``, ``class_weight``, ``tune_thresholds``, ``bootstrap``, ``jobs`` (parallel folds),
-``[probes.params.<probe>]``.
-``[[sweeps]]`` ``name`` and the fields of ``probekit.probe.sweep.SweepSpec``, with ``[sweeps.grid]`` / ``[sweeps.range]``.
-
-``run_recipe`` runs extract -> probe -> sweep into one output folder and skips a step whose output is finished:
-a cache that opens with the same encoder, pooling and dtype; a probe or sweep folder whose ``recipe_step.json``
-holds the same step hash (the step's settings plus the fingerprints of the caches it reads).
+The schema (tables, keys, variables) is documented in docs/recipes.md; each table parses into a frozen dataclass
+below. ``run_recipe`` runs extract -> probe -> sweep into one output folder and skips a step whose output is finished.
 """
 
 from __future__ import annotations
-
-from probekit.errors import ProbekitError
 
 import csv
 import json
@@ -29,35 +12,31 @@ import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
+from itertools import takewhile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from probekit.choices import DType, Pooling, Protocol, TaskKind, WhisperMode
+from probekit.errors import ProbekitError
 from probekit.identity import file_sha256
 from probekit.probe.probes import PROBES, probe_params
 from probekit.probe.probing import ProbeConfig
 from probekit.probe.store import stable_hash
 from probekit.probe.sweep import SweepSpec
 from probekit.probe.tasks import TaskSpec
-from probekit.recipes._typed import typed_fields
+from probekit.recipes import defaults
+from probekit.recipes._typed import check_keys, typed_fields
 from probekit.recipes.sweepfile import sweep_spec_from_table
 
 DEFAULT = "default:quickstart"
 REQUIRED_COLUMNS = ("id", "path", "speaker")
 VARIABLES = ("PROBEKIT_DATA", "PROBEKIT_MODELS", "PROBEKIT_SHARED")
 
-_TOP_KEYS = {"recipe", "data", "encoders", "extract", "probes", "sweeps"}
-_SECTION_KEYS = {
-    "recipe": {"name", "description"},
-    "data": {"manifest", "default_data", "columns", "vocabulary"},
-}  # [[encoders]], [extract] and the steps: their dataclasses' fields (typed_fields)
-
 
 class RecipeError(ProbekitError, ValueError):
     """A recipe is invalid or cannot run; ``problems`` lists every issue found, each naming the key to fix."""
 
     def __init__(self, source: str | Path, problems: list[str]):
-        self.source = str(source)
         self.problems = list(problems)
         super().__init__(f"{source}:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -142,40 +121,18 @@ class Recipe:
     commands: tuple[str, ...] = ()
 
 
-# ----------------------------------------------------------------------------- names known to the library
-
-
-def probe_names() -> dict[str, set[str]]:
-    """Probe name -> constructor parameter names, from the probe registry."""
-    return {name: set(probe_params(name)) for name in PROBES}
-
-
 # ----------------------------------------------------------------------------- loading and validation
 
 
 def _commands(text: str) -> tuple[str, ...]:
-    lines = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("#").strip())
-    return tuple(lines)
-
-
-def _check_keys(where: str, table: Any, allowed: set[str], problems: list[str]) -> dict:
-    if not isinstance(table, dict):
-        problems.append(f"{where} must be a table")
-        return {}
-    for key in sorted(set(table) - allowed):
-        problems.append(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(allowed))})")
-    return table
+    return tuple(line.lstrip("#").strip() for line in takewhile(lambda line: line.startswith("#"), text.splitlines()))
 
 
 def _probe_step(i: int, p: dict, columns: set[str], vocab: dict, problems: list[str]) -> ProbeStep | None:
-    where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if isinstance(p, dict) and "name" in p else "")
+    where = f"[[probes]] #{i + 1}" + (f" ({p['name']})" if "name" in p else "")
     before = len(problems)
     fields = typed_fields(ProbeStep, {**p, "name": p.get("name", f"probe{i + 1}")}, where, problems, skip=("params",))
-    known = probe_names()
+    known = {name: set(probe_params(name)) for name in PROBES}  # probe -> its constructor parameters
     _check_target(where, p, columns, vocab, problems)
     chosen = fields.get("probes", ("logreg",))
     if not chosen:
@@ -183,9 +140,9 @@ def _probe_step(i: int, p: dict, columns: set[str], vocab: dict, problems: list[
     for name in chosen:
         if name not in known:
             problems.append(f"{where}: unknown probe '{name}'; use one of {', '.join(known)}")
-    for key in ("folds", "jobs"):
-        if key in fields and fields[key] < (2 if key == "folds" else 1):
-            problems.append(f"{where}: {key} must be an integer >= {2 if key == 'folds' else 1}")
+    for key, low in (("folds", 2), ("jobs", 1)):
+        if fields.get(key, low) < low:
+            problems.append(f"{where}: {key} must be an integer >= {low}")
     params = p.get("params", {})
     pairs: list[tuple[str, object]] = []
     if not isinstance(params, dict):
@@ -224,21 +181,15 @@ def _check_target(where: str, t: dict, columns: set[str], vocab: dict, problems:
 
 
 def _sweep_step(i: int, s: dict, columns: set[str], vocab: dict, problems: list[str]) -> SweepStep | None:
-    where = f"[[sweeps]] #{i + 1}" + (f" ({s['name']})" if isinstance(s, dict) and "name" in s else "")
-    if not isinstance(s, dict):
-        problems.append(f"{where} must be a table")
-        return None
+    where = f"[[sweeps]] #{i + 1}" + (f" ({s['name']})" if "name" in s else "")
     _check_target(where, s, columns, vocab, problems)
     spec = sweep_spec_from_table({k: v for k, v in s.items() if k != "name"}, where, problems, extra=("name",))
     return SweepStep(str(s.get("name") or f"sweep{i + 1}"), spec) if spec is not None else None
 
 
 def parse_recipe(path: str | Path) -> Recipe:
-    """Load and check a recipe file; raise :class:`RecipeError` listing every problem at once.
-
-    Checks structure, names (tasks, probes, protocols, pooling, dtype, Whisper mode), grid parameter names per probe,
-    and that each column a step uses is among the declared ``[data] columns``.
-    """
+    """Load and check a recipe file (what is checked: docs/recipes.md); raise :class:`RecipeError` listing every
+    problem at once."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -251,14 +202,15 @@ def parse_recipe(path: str | Path) -> Recipe:
     commands = _commands(text)
     if not any("probekit run" in c for c in commands):
         problems.append("the first lines must be comments giving the exact command, e.g. '# probekit run " + str(path) + "'")
-    _check_keys("top level", data, _TOP_KEYS, problems)
+    check_keys("top level", data, {"recipe", "data", "encoders", "extract", "probes", "sweeps"}, problems)
+    # [recipe] and [data] are checked here; the other tables against their dataclasses' fields (typed_fields).
 
-    head = _check_keys("[recipe]", data.get("recipe", {}), _SECTION_KEYS["recipe"], problems)
+    head = check_keys("[recipe]", data.get("recipe", {}), {"name", "description"}, problems)
     for key in ("name", "description"):
         if not isinstance(head.get(key), str) or not head.get(key):
             problems.append(f"[recipe] {key} is required")
 
-    dat = _check_keys("[data]", data.get("data", {}), _SECTION_KEYS["data"], problems)
+    dat = check_keys("[data]", data.get("data", {}), {"manifest", "default_data", "columns", "vocabulary"}, problems)
     if not isinstance(dat.get("manifest"), str):
         problems.append("[data] manifest is required (a path, may use ${PROBEKIT_DATA})")
     for name in re.findall(r"\$\{([^}]*)\}", str(dat.get("manifest", "")) + str(dat.get("default_data", ""))):
@@ -290,11 +242,10 @@ def parse_recipe(path: str | Path) -> Recipe:
         if "model" in fields and fields["model"]:
             encoders.append(EncoderEntry(**{**fields, "revision": fields.get("revision") or None}))
 
-    before = len(problems)
-    ex = typed_fields(ExtractEntry, data.get("extract", {}), "[extract]", problems)
-    if ex.get("batch_seconds", 1.0) <= 0:
+    # typed_fields keeps only well-typed values, so the entry can be built even when a problem was found.
+    extract = ExtractEntry(**typed_fields(ExtractEntry, data.get("extract", {}), "[extract]", problems))
+    if extract.batch_seconds <= 0:
         problems.append("[extract] batch_seconds must be a positive number")
-    extract = ExtractEntry(**ex) if len(problems) == before else ExtractEntry()
 
     probes: list[ProbeStep] = []
     sweeps: list[SweepStep] = []
@@ -305,7 +256,10 @@ def parse_recipe(path: str | Path) -> Recipe:
             problems.append(f"{kind} must be [[{kind}]] tables")
             continue
         for i, table in enumerate(raw):
-            name = table.get("name") if isinstance(table, dict) else None
+            if not isinstance(table, dict):
+                problems.append(f"[[{kind}]] #{i + 1} must be a table")
+                continue
+            name = table.get("name")
             if name in names_seen:
                 problems.append(f"[[{kind}]] #{i + 1}: name '{name}' is used twice (it names the output folder)")
             names_seen.add(name)
@@ -327,19 +281,13 @@ def parse_recipe(path: str | Path) -> Recipe:
 
 
 def _variables(recipe: Recipe, data: str | Path | None) -> dict[str, str | None]:
-    from probekit.recipes.defaults import shared_dir
-
-    shared = os.environ.get("PROBEKIT_SHARED") or (str(shared_dir()) if shared_dir() else None)
+    shared = os.environ.get("PROBEKIT_SHARED") or (str(defaults.shared_dir()) if defaults.shared_dir() else None)
     models = os.environ.get("PROBEKIT_MODELS") or (str(Path(shared) / "models") if shared else None)
     values: dict[str, str | None] = {"PROBEKIT_SHARED": shared, "PROBEKIT_MODELS": models}
-    if data is not None:
-        values["PROBEKIT_DATA"] = str(data)
-    elif os.environ.get("PROBEKIT_DATA"):
-        values["PROBEKIT_DATA"] = os.environ["PROBEKIT_DATA"]
-    elif recipe.default_data:
-        values["PROBEKIT_DATA"] = _expand(recipe.default_data, values, "[data] default_data")
-    else:
-        values["PROBEKIT_DATA"] = None
+    data = str(data) if data is not None else os.environ.get("PROBEKIT_DATA")
+    if not data and recipe.default_data:
+        data = _expand(recipe.default_data, values, "[data] default_data")
+    values["PROBEKIT_DATA"] = data or None
     return values
 
 
@@ -360,36 +308,28 @@ def _expand(template: str, values: dict[str, str | None], what: str) -> str:
     return re.sub(r"\$\{([^}]*)\}", sub, template)
 
 
+def _quickstart_default(recipe: Recipe, resolve: Callable[..., tuple[Path, str]], *args) -> Path:
+    """``default:quickstart`` resolved by :mod:`probekit.recipes.defaults`; its error names this recipe."""
+    try:
+        return resolve(*args)[0]
+    except defaults.DefaultsError as exc:
+        raise RecipeError(recipe.path, [str(exc)]) from exc
+
+
 def resolve_manifest(recipe: Recipe, data: str | Path | None = None) -> Path:
     """The manifest the recipe runs on. ``data`` (the ``--data`` flag) may be a manifest file or a data folder."""
     if recipe.manifest == DEFAULT:
-        from probekit.recipes.defaults import DefaultsError
-        from probekit.recipes.defaults import resolve_manifest as default_manifest
-
-        try:
-            return default_manifest(data)[0]
-        except DefaultsError as exc:
-            raise RecipeError(recipe.path, [str(exc)]) from exc
+        return _quickstart_default(recipe, defaults.resolve_manifest, data)
     if data is not None and Path(data).is_file():
         return Path(data)
     path = Path(_expand(recipe.manifest, _variables(recipe, data), str(recipe.path)))
-    if not path.is_absolute():
-        from probekit.recipes.defaults import repo_root
-
-        path = repo_root() / path
-    return path
+    return path if path.is_absolute() else defaults.repo_root() / path
 
 
 def resolve_model(recipe: Recipe, entry: EncoderEntry) -> str:
     """The model reference to load: a hub id stays as written; variables and ``default:quickstart`` are resolved."""
     if entry.model == DEFAULT:
-        from probekit.recipes.defaults import DefaultsError
-        from probekit.recipes.defaults import resolve_model as default_model
-
-        try:
-            return str(default_model()[0])
-        except DefaultsError as exc:
-            raise RecipeError(recipe.path, [str(exc)]) from exc
+        return str(_quickstart_default(recipe, defaults.resolve_model))
     if "${" not in entry.model:
         return entry.model
     return _expand(entry.model, _variables(recipe, None), str(recipe.path))
@@ -405,14 +345,12 @@ def manifest_header(path: Path) -> list[str]:
         return next(csv.reader(fh, dialect=dialect), [])
 
 
-def validate_recipe(path: str | Path, data: str | Path | None = None, check_manifest: bool = True) -> Recipe:
+def validate_recipe(path: str | Path, data: str | Path | None = None) -> Recipe:
     """:func:`parse_recipe`, then, when the recipe's manifest can be found, check its header has every declared column.
 
     A manifest that cannot be resolved (private data, no ``--data``) is not an error here: the recipe documents it.
     """
     recipe = parse_recipe(path)
-    if not check_manifest:
-        return recipe
     try:
         manifest = resolve_manifest(recipe, data)
     except RecipeError:
@@ -431,13 +369,14 @@ def validate_recipe(path: str | Path, data: str | Path | None = None, check_mani
 
 @dataclass
 class StepResult:
-    """One step of a run: ``kind`` extract|probe|sweep, ``status`` ran|skipped, ``path`` its output."""
+    """One step of a run: ``kind`` extract|probe|sweep, ``status`` ran|skipped, ``path`` its output; ``skipped_rows``:
+    manifest rows an extraction could not encode."""
 
     kind: str
     name: str
     status: str
     path: Path
-    detail: dict = field(default_factory=dict)
+    skipped_rows: int = 0
 
 
 @dataclass
@@ -454,18 +393,12 @@ def step_hash(settings: dict, fingerprints: list[str]) -> str:
     return stable_hash({"settings": settings, "caches": fingerprints})
 
 
-def _stamp_matches(folder: Path, digest: str, needed: str) -> bool:
-    stamp = folder / "recipe_step.json"
-    if not (folder / needed).is_file() or not stamp.is_file():
-        return False
+def _stamp_matches(folder: Path, digest: str) -> bool:
     try:
-        return json.loads(stamp.read_text()).get("hash") == digest
+        stamp = json.loads((folder / "recipe_step.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-
-
-def _write_stamp(folder: Path, digest: str, settings: dict) -> None:
-    (folder / "recipe_step.json").write_text(json.dumps({"hash": digest, "settings": settings}, indent=2, default=str) + "\n")
+    return (folder / "results.json").is_file() and stamp.get("hash") == digest
 
 
 def _extract_step(manifest: Path, model: str, entry: EncoderEntry, extract: ExtractEntry, cache_path: Path, progress: bool,
@@ -490,8 +423,7 @@ def _extract_step(manifest: Path, model: str, entry: EncoderEntry, extract: Extr
     result = extract_cache(manifest, spec, cache_path, pooling=str(extract.pooling), dtype=str(extract.dtype),
                            batch_seconds=float(extract.batch_seconds), progress=progress)
     # Bad rows are recorded in the cache; a recipe carries on like `probekit extract --skip-bad`.
-    detail = {"skipped_rows": len(result.skipped)} if result.skipped else {}
-    return StepResult("extract", name, "ran", cache_path, detail)
+    return StepResult("extract", name, "ran", cache_path, len(result.skipped))
 
 
 def run_recipe(
@@ -505,10 +437,8 @@ def run_recipe(
     """Run a recipe: extract every encoder's cache, then every probe and sweep step; skip what is finished.
 
     ``data``: a manifest file or data folder (``--data``); ``model``: replaces every ``[[encoders]]`` model (the
-    Quickstart's ``--model``); ``out``: output folder (default ``runs/<recipe name>``) holding ``cache/<model>.h5``,
-    ``probe/<step>/`` and ``sweep/<step>/``. A step is skipped only when what it would compute is what its folder
-    holds: caches by their identity, probe and sweep steps by a hash of their settings, the labelling manifest's
-    content and the fingerprints of the caches they read.
+    Quickstart's ``--model``); ``out``: output folder (default ``runs/<recipe name>``; its layout: docs/recipes.md).
+    A probe or sweep step is skipped only when its folder holds the stamp of the same :func:`step_hash`.
     """
     from probekit.cache import EmbeddingCache
     from probekit.extract._extract import model_slug
@@ -539,7 +469,7 @@ def run_recipe(
             folder = out / kind / step.name
             settings = {"kind": kind, "step": asdict(step), "manifest": str(manifest), "manifest_sha256": labels_sha}
             digest = step_hash(settings, fingerprints)
-            if _stamp_matches(folder, digest, "results.json"):
+            if _stamp_matches(folder, digest):
                 report.steps.append(StepResult(kind, step.name, "skipped", folder))
                 say(f"{kind} {step.name}: finished ({folder}), skipped")
                 continue
@@ -547,38 +477,11 @@ def run_recipe(
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "recipe_step.json").unlink(missing_ok=True)  # the step is unfinished until its stamp is rewritten
             if kind == "probe":
-                result = run_probe(step.config(caches, manifest, folder))
-                detail = {"best": result.document.get("best", [])}
+                run_probe(step.config(caches, manifest, folder))
             else:
                 write_outputs(run_sweep(caches, replace(step.spec, manifest=str(manifest)), folder), folder)
-                detail = {}
-            _write_stamp(folder, digest, settings)
-            report.steps.append(StepResult(kind, step.name, "ran", folder, detail))
+            stamp = {"hash": digest, "settings": settings}
+            (folder / "recipe_step.json").write_text(json.dumps(stamp, indent=2, default=str) + "\n")
+            report.steps.append(StepResult(kind, step.name, "ran", folder))
     return report
 
-
-def shipped_recipes(root: str | Path | None = None) -> list[Path]:
-    """Every ``recipes/**/*.toml`` of the checkout that is a recipe (has a ``[recipe]`` table).
-
-    The other TOML files there are sweep files for ``probekit sweep --file`` (see :func:`shipped_sweep_files`).
-    """
-    return [p for p in _shipped_toml(root) if _is_recipe(p)]
-
-
-def shipped_sweep_files(root: str | Path | None = None) -> list[Path]:
-    """Every ``recipes/**/*.toml`` without a ``[recipe]`` table: sweep files read by ``probekit.probe.sweep``."""
-    return [p for p in _shipped_toml(root) if not _is_recipe(p)]
-
-
-def _shipped_toml(root: str | Path | None) -> list[Path]:
-    from probekit.recipes.defaults import repo_root
-
-    base = Path(root) if root else repo_root() / "recipes"
-    return sorted(base.glob("**/*.toml"))
-
-
-def _is_recipe(path: Path) -> bool:
-    try:
-        return "recipe" in tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return True  # let parse_recipe report the broken file

