@@ -163,6 +163,14 @@ def test_unknown_probe_parameter_is_refused(tmp_path: Path) -> None:
     assert "C" in probe_params("logreg")
 
 
+def test_unnamed_steps_take_their_position_as_name(tmp_path: Path) -> None:
+    """Two unnamed [[probes]] steps are probe1 and probe2, not two steps both called None."""
+    step = GOOD.split("[[probes]]")[1].split("[[sweeps]]")[0].replace('name = "bin"\n', "")
+    text = GOOD.split("[[probes]]")[0] + "[[probes]]" + step + "[[probes]]" + step
+    recipe = parse_recipe(_write(tmp_path, text))
+    assert [p.name for p in recipe.probes] == ["probe1", "probe2"]
+
+
 def test_a_step_that_is_not_a_table_is_named(tmp_path: Path) -> None:
     text = GOOD.split("[[probes]]")[0].replace("[recipe]", "probes = [1]\n\n[recipe]")
     with pytest.raises(RecipeError) as info:

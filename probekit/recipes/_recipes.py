@@ -259,7 +259,8 @@ def parse_recipe(path: str | Path) -> Recipe:
             if not isinstance(table, dict):
                 problems.append(f"[[{kind}]] #{i + 1} must be a table")
                 continue
-            name = table.get("name")
+            # An unnamed step is named by its kind and position, as its builder names it.
+            name = table.get("name") or f"{kind[:-1]}{i + 1}"
             if name in names_seen:
                 problems.append(f"[[{kind}]] #{i + 1}: name '{name}' is used twice (it names the output folder)")
             names_seen.add(name)
