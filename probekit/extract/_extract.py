@@ -678,12 +678,7 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
                               np.stack([journal.load(i).pooled[k] for _, i, k in chunk]),
                               np.array([journal.load(i).durations[k] for _, i, k in chunk]))
         if plan.reuse:
-            pairs = sorted((k, r) for r, k in plan.reuse.items())
-            for lo in range(0, len(pairs), step):
-                chunk = pairs[lo : lo + step]
-                src = np.array([k for k, _ in chunk])
-                block = np.stack([prev.read_layer(layer, dtype=None, rows=src) for layer in range(layers)], axis=1)
-                writer.write_rows(np.array([position[r] for _, r in chunk]), block, np.array([durations[r] for _, r in chunk]))
+            writer.copy_rows(prev, list(plan.reuse.values()), [position[r] for r in plan.reuse])
         metadata = {name: [values[r] for r in kept] for name, values in man.columns().items()}
         skipped = tuple(_entry(man, r, all_bad[r], checked[r].audio.fingerprint) for r in sorted(all_bad))
         if enc is not None:
