@@ -29,7 +29,7 @@ import numpy as np
 from probekit.extract.audio import AudioError, FileHeader, SegmentInfo, load_segment, locate_segment, read_header, resampled_length
 from probekit.extract.batching import Item, length_groups, plan_batches, plan_digest
 from probekit.choices import DType
-from probekit.cache import CacheError, CacheWriter, EmbeddingCache, merge_shards
+from probekit.cache import AUDIO_FIELDS, CacheError, CacheWriter, EmbeddingCache, merge_shards
 from probekit.extract.heap import retained_heap
 from probekit.extract.journal import BatchRecord, Journal, RunLock
 from probekit.extract.pooling import check_pooling
@@ -335,7 +335,7 @@ def extract_cache(
         journal.open()
         try:
             return _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
-                        shard, progress, on_batch, on_bad, workers, profile, t0)
+                        progress, on_batch, on_bad, workers, profile, t0)
         except KeyboardInterrupt:
             kept = len(journal.done())
             raise ExtractInterrupted(
@@ -392,7 +392,7 @@ def _incremental(man: Manifest, rows: Sequence[int], checked: dict[int, _Checked
     return plan
 
 
-def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds, shard,
+def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
          progress, on_batch, on_bad, workers, profile, t0) -> ExtractResult:
     """The locked part of :func:`extract_cache` once the plan is known: encode, journal, write."""
     enc = None
@@ -414,7 +414,7 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
 
     total = sum(it.length for it in items) / sample_rate
     done = {i for i in journal.done() if i < len(batches) and journal.readable(i)}
-    label = f"{model_slug(expected.model)}{' shard ' + expected.shard if shard else ''}"
+    label = f"{model_slug(expected.model)}{' shard ' + expected.shard if expected.shard else ''}"
     todo = [i for i in range(len(batches)) if i not in done]
     clock = _StageClock(enc)
     # Only where batches repeat one shape: there a kept block is reused whole. With varying shapes
@@ -551,11 +551,10 @@ def _load(spec: Any, loader: Callable[[Any], EncoderLike] | None) -> EncoderLike
     return loader(spec)
 
 
-def _report(on_bad, man: Manifest, row: int, reason: str, bar: AudioProgress | None = None) -> None:
+def _report(on_bad, man: Manifest, row: int, reason: str, bar: AudioProgress) -> None:
     seg = man.segments[row]
     entry = {"id": seg.id, "line": seg.line, "reason": reason}
-    if bar is not None:
-        bar.log(f"{man.source}: line {seg.line}, id {seg.id}: skipped: {reason}")
+    bar.log(f"{man.source}: line {seg.line}, id {seg.id}: skipped: {reason}")
     if on_bad is not None:
         on_bad(entry)
 
@@ -630,17 +629,15 @@ def _entry(man: Manifest, row: int, reason: str, fingerprint: str = "") -> dict:
 def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expected, pooling, dtype, batch_seconds):
     """The new cache, rows in manifest order: reused rows copied from ``prev`` in their stored
     dtype (bit for bit), computed rows from the journal; written to a temporary file and renamed."""
-    computed: set[int] = set()
     all_bad = dict(plan.bad)
     durations: dict[int, float] = {r: float(prev.durations[k]) for r, k in plan.reuse.items()}
     for index in range(n_batches):
         rec = journal.load(index)
         for k, r in enumerate(rec.rows.tolist()):
-            computed.add(r)
             durations[r] = float(rec.durations[k])
         for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
             all_bad[r] = reason
-    kept = sorted(set(computed) | set(plan.reuse))
+    kept = sorted(durations)  # reused and computed rows
     position = {r: p for p, r in enumerate(kept)}
     if enc is not None:
         from probekit.extract.pooling import pooled_dim  # torch-backed module; the encoder already loaded it
@@ -693,13 +690,8 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
             batch_seconds=float(batch_seconds),
             run_spec=json.dumps(expected.to_spec(), sort_keys=True),
         )
-        audio = {
-            "path": [os.path.abspath(man.segments[r].path) for r in kept],
-            "size": [checked[r].audio.size for r in kept],
-            "mtime_ns": [checked[r].audio.mtime_ns for r in kept],
-            "file_sha256": [checked[r].audio.file_sha256 for r in kept],
-            "fingerprint": [checked[r].audio.fingerprint for r in kept],
-        }
+        audio = {name: [getattr(checked[r].audio, name) for r in kept] for name in AUDIO_FIELDS if name != "path"}
+        audio["path"] = [os.path.abspath(man.segments[r].path) for r in kept]
         writer.finalize(metadata, attrs, skipped, audio=audio)
     except BaseException:
         writer.abort()
