@@ -327,11 +327,9 @@ def extract_cache(
             return _result_from_cache(prev, expected, t0)
         journal = Journal(out, {**expected.to_spec(), "journal_version": JOURNAL_VERSION,
                                 "base_cache": prev.fingerprint if prev is not None else ""})
-        stored = journal.stored_spec()
-        if stored is not None and "batch_seconds" in stored and stored["batch_seconds"] != batch_seconds:
-            # The plan must not change under a resumed run: keep the journal's batch size.
-            batch_seconds = float(stored["batch_seconds"])
-        journal.spec["batch_seconds"] = float(batch_seconds)
+        # The plan must not change under a resumed run: keep the journal's batch size.
+        batch_seconds = float((journal.stored_spec() or {}).get("batch_seconds", batch_seconds))
+        journal.spec["batch_seconds"] = batch_seconds
         journal.open()
         try:
             return _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
