@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from probekit.extract.audio import AudioError, FileHeader, SegmentInfo, load_segment, locate_segment, read_header, resampled_length
-from probekit.extract.batching import Item, length_groups, plan_batches, plan_digest
+from probekit.extract.batching import Item, plan_batches, plan_digest
 from probekit.choices import DType
 from probekit.cache import AUDIO_FIELDS, CacheError, CacheWriter, EmbeddingCache, merge_shards
 from probekit.extract.heap import retained_heap
@@ -613,7 +613,8 @@ def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
 def _encode(enc: EncoderLike, waves: list[np.ndarray], pooling: str) -> np.ndarray:
     """``(len(waves), layers, dim)`` float32. Encoders that cannot mask padding only ever see
     equal-length inputs together: decoded lengths can differ from the header-based plan."""
-    groups = [list(range(len(waves)))] if enc.pads_safely else length_groups([len(w) for w in waves])
+    n = np.array([len(w) for w in waves])
+    groups = [np.arange(len(n))] if enc.pads_safely else [np.flatnonzero(n == k) for k in np.unique(n)]
     parts = [np.asarray(enc.encode([waves[i] for i in g], pooling=pooling), dtype=np.float32) for g in groups]
     # Rows come out group by group; the inverse permutation puts them back in input order.
     return np.concatenate(parts)[np.argsort(np.concatenate(groups))]

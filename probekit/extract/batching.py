@@ -67,15 +67,6 @@ def plan_batches(
     return batches
 
 
-def length_groups(lengths: Sequence[int]) -> list[list[int]]:
-    """Indices of ``lengths`` grouped by equal length, shortest first: the batches an encoder
-    that cannot mask padding must see."""
-    groups: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        groups.setdefault(int(n), []).append(i)
-    return [groups[n] for n in sorted(groups)]
-
-
 def plan_digest(batches: Sequence[Sequence[Item]]) -> str:
     """Hash of a plan (ids and lengths, batch by batch): a resumed run must find the same one."""
     h = hashlib.sha256()

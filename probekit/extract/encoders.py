@@ -31,7 +31,6 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
 from probekit.choices import Device, WhisperMode
-from probekit.extract.batching import length_groups
 from probekit.extract.pooling import check_pooling, pool_hidden, pooled_dim
 from probekit.identity import json_sha256, update_with_file
 
@@ -250,7 +249,6 @@ class Encoder:
         n_samples >= ``min_samples``. Returns (len(waves), num_hidden_states, pooled_dim) float32,
         pooled_dim = hidden_size (mean) or 2 * hidden_size (mean+std, mean first).
         """
-        check_pooling(pooling)
         waves = [np.asarray(w, dtype=np.float32) for w in waves]
         for i, wave in enumerate(waves):
             if wave.ndim != 1:
@@ -293,7 +291,8 @@ class Encoder:
 
     def _encode_wav2vec2(self, batch: torch.Tensor, lengths: list[int], pooling: str) -> torch.Tensor:
         # Equal lengths need no padding, so group norm sees exactly what it sees solo.
-        groups = [list(range(len(lengths)))] if self.pads_safely else length_groups(lengths)
+        n = np.asarray(lengths)
+        groups = [np.arange(len(n))] if self.pads_safely else [np.flatnonzero(n == k) for k in np.unique(n)]
         out = torch.empty(len(lengths), self.num_hidden_states, pooled_dim(self.hidden_size, pooling), device=self.device)
         for group in groups:
             rows = torch.tensor(group, device=self.device)
