@@ -7,8 +7,7 @@
   temporary name and renamed, so a file in the folder is complete unless the machine lost power
   (then :meth:`Journal.readable` finds it damaged and it is recomputed). ``spec.json``
   records what the run computes; a rerun with another model, revision or pooling is refused
-  rather than mixed in. The journal also holds finished batches in memory, up to a byte budget,
-  so that writing the cache at the end reads back from disk only what it could not hold.
+  rather than mixed in.
 """
 
 from __future__ import annotations
