@@ -70,8 +70,7 @@ def writer_pid(path: str | Path) -> str | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return None  # closing the descriptor drops the probe's own shared lock
     finally:
         os.close(fd)
 

@@ -220,8 +220,7 @@ class Encoder:
             self._samples_per_frame = int(feature_extractor.hop_length) * int(model.conv1.stride[0] * model.conv2.stride[0])
             self._window_samples = int(feature_extractor.n_samples)
         else:
-            self._convs = list(zip(config.conv_kernel, config.conv_stride))
-            self.min_samples = receptive_field(self._convs)
+            self.min_samples = receptive_field(list(zip(config.conv_kernel, config.conv_stride)))
             # Group norm in the first conv normalises over time, padding included; no mask helps.
             # Data2VecAudio's positional embedding is a stack of convolutions that lets padding
             # leak into the last valid frames (only its input is zeroed), so it is unsafe too.
