@@ -70,8 +70,7 @@ def writer_pid(path: str | Path) -> str | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return None  # closing the descriptor drops the probe's own shared lock
     finally:
         os.close(fd)
 
@@ -123,6 +122,16 @@ class CacheWriter:
             emb[layer, rows, :] = pooled[:, layer, :].astype(emb.dtype)
         self._file["durations"][rows] = durations
         self._written[rows] = True
+
+    def copy_rows(self, cache: EmbeddingCache, src: Sequence[int], dst: Sequence[int]) -> None:
+        """Copy rows ``src`` of ``cache`` (vectors in their stored dtype, bit for bit, and durations) to
+        positions ``dst``, a block of 64 MiB of float32 vectors at a time."""
+        pairs = sorted(zip((int(r) for r in src), (int(r) for r in dst)))
+        step = max(1, 2**24 // max(1, cache.num_layers * cache.dim))
+        for lo in range(0, len(pairs), step):
+            rows = np.array([s for s, _ in pairs[lo : lo + step]])
+            block = np.stack([cache.read_layer(layer, dtype=None, rows=rows) for layer in range(cache.num_layers)], axis=1)
+            self.write_rows(np.array([d for _, d in pairs[lo : lo + step]]), block, cache.durations[rows])
 
     def finalize(
         self,
@@ -327,17 +336,10 @@ def merge_shards(
     ids = [i for i in ids if i in where]
     cols = sorted(set().union(*(c.metadata.keys() for c in caches)))
     metadata = {k: [caches[where[i][0]].metadata.get(k, np.array([""] * len(caches[where[i][0]])))[where[i][1]] for i in ids] for k in cols}
-    durations = np.array([caches[where[i][0]].durations[where[i][1]] for i in ids], dtype=np.float32)
     w = CacheWriter(out, ids, ref.num_layers, ref.dim, dtype=str(ref.dtype))
     for ci, c in enumerate(caches):
-        sel = np.array([k for k, i in enumerate(ids) if where[i][0] == ci], dtype=np.int64)
-        if not len(sel):
-            continue
-        src = np.array([where[ids[k]][1] for k in sel])
-        order_src = np.argsort(src)
-        sel, src = sel[order_src], src[order_src]
-        block = np.stack([c.read_layer(layer, dtype=None, rows=src) for layer in range(c.num_layers)], axis=1)
-        w.write_rows(sel, block, durations[sel])
+        sel = [k for k, i in enumerate(ids) if where[i][0] == ci]
+        w.copy_rows(c, [where[ids[k]][1] for k in sel], sel)
     attrs = {k: v for k, v in ref.attrs.items() if k not in ("fingerprint", "schema_version", "probekit_version", "shard", "created")}
     attrs["shard"] = f"merged from {len(caches)} shard(s)"
     attrs.update(extra_attrs or {})

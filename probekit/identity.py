@@ -11,7 +11,7 @@ A cache can be reused, extended or merged only with work of the same identity:
 :class:`CacheIdentity` is built from a finished cache (:meth:`CacheIdentity.from_cache`, or
 :meth:`~CacheIdentity.from_attrs`) or from what a run would use (:meth:`CacheIdentity.expected`,
 which loads no model); :meth:`~CacheIdentity.differences` lists how two identities differ, in
-words. Only the cache module reads files; this one hashes audio and compares.
+words. Only the cache module reads cache files; this one hashes audio and compares.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +110,9 @@ class CacheIdentity:
         if not isinstance(spec, dict) or "model" not in spec:
             return None
         known = {f.name for f in fields(cls)} - {"rows"}
-        values = {k: spec[k] for k in known if k in spec}
+        values = {k: str(spec[k]) for k in known if k in spec}
         values["feature_version"] = int(spec.get("feature_version", 1))
-        return cls(**{k: (v if k == "feature_version" else str(v)) for k, v in values.items()}, rows=dict(rows or {}))
+        return cls(**values, rows=dict(rows or {}))
 
     @classmethod
     def from_cache(cls, cache: Any) -> CacheIdentity | None:
@@ -120,9 +120,6 @@ class CacheIdentity:
         audio = getattr(cache, "audio", None) or {}
         rows = dict(zip(map(str, cache.ids), map(str, audio.get("fingerprint", ())))) if audio else {}
         return cls.from_attrs(cache.attrs, rows)
-
-    def with_rows(self, rows: Mapping[str, str]) -> CacheIdentity:
-        return replace(self, rows=dict(rows))
 
     def to_spec(self) -> dict:
         """The JSON-able settings and manifest fingerprint (stored as the cache's ``run_spec``)."""

@@ -256,9 +256,7 @@ def read_manifest(path: str | Path, check_files: bool = True, require_speaker: b
         if not raw_path:
             problems.append((line, "empty path"))
         else:
-            audio = Path(raw_path)
-            if not audio.is_absolute():
-                audio = base / audio
+            audio = base / raw_path  # an absolute path replaces base
             if check_files and not audio.is_file():
                 problems.append((line, f"audio file not found: {audio}"))
         times: dict[str, float | None] = {}

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,7 @@ def test_identity_api(week, tmp_path):
     grown = CacheIdentity.expected(FakeSpec(whisper_mode=""), "mean+std", "float16", read_manifest(full))
     diff = stored.differences(grown)
     assert diff[0].startswith("pooling: 'mean' here, 'mean+std' there") and "manifest audio" in diff[1]
-    assert stored.with_rows({**stored.rows, "c00": "x"}).differences(stored) == ["1 row(s) audio changed: c00"]
+    assert replace(stored, rows={**stored.rows, "c00": "x"}).differences(stored) == ["1 row(s) audio changed: c00"]
     # No h5py, no transformers: the lead's `probekit run` calls it before anything heavy.
     code = "import sys, probekit.identity; sys.exit(bool({'h5py', 'transformers', 'torch'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT))).returncode == 0

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,9 +29,9 @@ import numpy as np
 from probekit.extract.audio import AudioError, FileHeader, SegmentInfo, load_segment, locate_segment, read_header, resampled_length
 from probekit.extract.batching import Item, plan_batches, plan_digest
 from probekit.choices import DType
-from probekit.cache import CacheError, CacheWriter, EmbeddingCache, merge_shards
+from probekit.cache import AUDIO_FIELDS, CacheError, CacheWriter, EmbeddingCache, merge_shards
 from probekit.extract.heap import retained_heap
-from probekit.extract.journal import BatchRecord, Journal, JournalMismatch, RunLock
+from probekit.extract.journal import BatchRecord, Journal, RunLock
 from probekit.extract.pooling import check_pooling
 from probekit.identity import CacheIdentity, RowAudio, file_audio, known_files, segment_audio
 from probekit.manifest import Manifest, read_manifest
@@ -38,7 +39,6 @@ from probekit.progress import AudioProgress
 
 DEFAULT_BATCH_SECONDS = 120.0
 # Bumped when the journal or plan format changes: an old journal is then refused, not misread.
-# 2: batches are bounded by what the encoder processes (padded Whisper: whole windows).
 JOURNAL_VERSION = 2
 # Wall-clock stages of an extraction, in the order the profile prints them.
 STAGES = ("decode", "features", "forward", "pooling", "writing", "other")
@@ -153,11 +153,6 @@ def default_cache_path(manifest: str | Path, model: str, out_dir: str | Path | N
 # --------------------------------------------------------------------------- the run
 
 
-def _request(encoder: Any, pooling: str, dtype: str, manifest: Manifest, shard: tuple[int, int] | None) -> CacheIdentity:
-    """What the cache must have been computed with to be reused: known before any model loads."""
-    return CacheIdentity.expected(encoder, pooling, dtype, manifest, shard)
-
-
 def _previous(out: Path, expected: CacheIdentity) -> EmbeddingCache | None:
     """The finished cache at ``out`` if its settings match ``expected``; raises if it was made
     differently (a cache never mixes runs). Its rows may differ: that is incremental work."""
@@ -188,7 +183,7 @@ def cache_differences(out: str | Path, manifest: str | Path | Manifest, encoder:
     if not out.is_file():
         return None
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_files=False)
-    expected = _request(encoder, pooling, dtype, man, None)
+    expected = CacheIdentity.expected(encoder, pooling, dtype, man)
     try:
         stored = CacheIdentity.from_cache(EmbeddingCache(out))
     except CacheError:
@@ -196,11 +191,6 @@ def cache_differences(out: str | Path, manifest: str | Path | Manifest, encoder:
     if stored is None:
         return [f"{out} is not a cache written by `probekit extract`"]
     return [d.replace(" here, ", " in the cache, wanted ").replace(" there", "") for d in stored.differences(expected)]
-
-
-def _shard_segments(manifest: Manifest, shard: tuple[int, int] | None) -> list[int]:
-    rows = range(len(manifest.segments))
-    return list(rows) if shard is None else [r for r in rows if r % shard[1] == shard[0]]
 
 
 class BadRows(ExtractError):
@@ -322,11 +312,11 @@ def extract_cache(
         raise ValueError(f"workers must be at least 1, not {workers}")
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_files=False)
     out = Path(out)
-    expected = _request(encoder, pooling, dtype, man, shard)
+    expected = CacheIdentity.expected(encoder, pooling, dtype, man, shard)
 
     with RunLock(out):
         prev = _previous(out, expected)
-        rows = _shard_segments(man, shard)
+        rows = [r for r in range(len(man.segments)) if shard is None or r % shard[1] == shard[0]]
         known = known_files(prev.audio["path"], prev.audio) if prev is not None and prev.audio else {}
         checked = _prepass(man, rows, known, workers)
         early_bad = [r for r in rows if checked[r].reason]
@@ -337,15 +327,13 @@ def extract_cache(
             return _result_from_cache(prev, expected, t0)
         journal = Journal(out, {**expected.to_spec(), "journal_version": JOURNAL_VERSION,
                                 "base_cache": prev.fingerprint if prev is not None else ""})
-        stored = journal.stored_spec()
-        if stored is not None and "batch_seconds" in stored and stored["batch_seconds"] != batch_seconds:
-            # The plan must not change under a resumed run: keep the journal's batch size.
-            batch_seconds = float(stored["batch_seconds"])
-        journal.spec["batch_seconds"] = float(batch_seconds)
+        # The plan must not change under a resumed run: keep the journal's batch size.
+        batch_seconds = float((journal.stored_spec() or {}).get("batch_seconds", batch_seconds))
+        journal.spec["batch_seconds"] = batch_seconds
         journal.open()
         try:
             return _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
-                        shard, progress, on_batch, on_bad, workers, profile, t0)
+                        progress, on_batch, on_bad, workers, profile, t0)
         except KeyboardInterrupt:
             kept = len(journal.done())
             raise ExtractInterrupted(
@@ -402,7 +390,7 @@ def _incremental(man: Manifest, rows: Sequence[int], checked: dict[int, _Checked
     return plan
 
 
-def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds, shard,
+def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
          progress, on_batch, on_bad, workers, profile, t0) -> ExtractResult:
     """The locked part of :func:`extract_cache` once the plan is known: encode, journal, write."""
     enc = None
@@ -420,16 +408,15 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
         length = resampled_length(info.num_frames, info.sample_rate, sample_rate)
         items.append(Item(row=r, id=man.segments[r].id, length=length, cost=None if input_samples is None else int(input_samples(length))))
     batches = plan_batches(items, sample_rate, batch_seconds, pads_safely=bool(getattr(enc, "pads_safely", True)))
-    _check_plan(journal, plan_digest(batches))
+    journal.check_plan(plan_digest(batches))
 
     total = sum(it.length for it in items) / sample_rate
     done = {i for i in journal.done() if i < len(batches) and journal.readable(i)}
-    computed = resumed = 0
-    label = f"{model_slug(expected.model)}{' shard ' + expected.shard if shard else ''}"
+    label = f"{model_slug(expected.model)}{' shard ' + expected.shard if expected.shard else ''}"
     todo = [i for i in range(len(batches)) if i not in done]
     clock = _StageClock(enc)
     # Only where batches repeat one shape: there a kept block is reused whole. With varying shapes
-    # (wav2vec2, fast Whisper) kept blocks fragment the heap (peak memory 914 -> 1,377 MiB in one run).
+    # (wav2vec2, fast Whisper) kept blocks fragment the heap and raise peak memory (docs/extract.md).
     keep_heap = bool(todo) and getattr(enc, "fixed_windows", False) and str(getattr(enc, "device", "cpu")).startswith("cpu")
     with (AudioProgress(label, total, enabled=progress and bool(batches)) as bar, ThreadPoolExecutor(workers) as pool,
           retained_heap(keep_heap)):
@@ -439,19 +426,16 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
             rec = journal.load(index)
             for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
                 _report(on_bad, man, r, reason, bar)
-            resumed += 1
             bar.skip(sum(it.length for it in batches[index]) / sample_rate)
-        if todo:
-            for index, decoded in _decoded_ahead(pool, enc, man, batches, todo, 2 * workers, clock):
-                rec = _encode_batch(enc, decoded, pooling)
-                with clock.stage("writing"):
-                    journal.save(index, rec)
-                for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
-                    _report(on_bad, man, r, reason, bar)
-                computed += 1
-                bar.advance(sum(it.length for it in batches[index]) / sample_rate)
-                if on_batch is not None:
-                    on_batch(index)
+        for index, decoded in _decoded_ahead(pool, enc, man, batches, todo, 2 * workers, clock):
+            rec = _encode_batch(enc, decoded, pooling)
+            with clock.stage("writing"):
+                journal.save(index, rec)
+            for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
+                _report(on_bad, man, r, reason, bar)
+            bar.advance(sum(it.length for it in batches[index]) / sample_rate)
+            if on_batch is not None:
+                on_batch(index)
 
     with clock.stage("writing"):
         n, layers, dim, audio_seconds, skipped = _write_cache(
@@ -460,8 +444,8 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
     wall = time.perf_counter() - t0
     return ExtractResult(
         path=out, model=expected.model, n_segments=n, num_layers=layers, dim=dim, audio_seconds=audio_seconds,
-        wall_seconds=wall, skipped=skipped, batches_computed=computed,
-        batches_resumed=resumed, up_to_date=False, shard=expected.shard,
+        wall_seconds=wall, skipped=skipped, batches_computed=len(todo),
+        batches_resumed=len(done), up_to_date=False, shard=expected.shard,
         timings=clock.split(wall), peak_rss=peak_rss(),
         rows_reused=len(plan.reuse), rows_added=plan.added, rows_retried=plan.retried, rows_changed=plan.changed,
     )
@@ -508,18 +492,13 @@ class _StageClock:
         self.seconds = {name: 0.0 for name in STAGES}
         self.decode_threads = 0.0
 
-    class _Span:
-        def __init__(self, clock: _StageClock, name: str):
-            self.clock, self.name = clock, name
-
-        def __enter__(self):
-            self.t0 = time.perf_counter()
-
-        def __exit__(self, *exc):
-            self.clock.seconds[self.name] += time.perf_counter() - self.t0
-
-    def stage(self, name: str) -> _StageClock._Span:
-        return self._Span(self, name)
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
 
     def split(self, wall: float) -> dict:
         now = dict(getattr(self._enc, "timings", {}) or {})
@@ -536,7 +515,8 @@ def _decoded_ahead(pool: ThreadPoolExecutor, enc: EncoderLike, man: Manifest, ba
     """Batches ``todo`` decoded by the pool's workers, in order, at most ``depth`` ahead of the
     encoder (a bounded queue: memory stays at ``depth`` decoded batches). A crash still loses
     at most the batch being encoded: decoded batches are only ever recomputed."""
-    pin = _pins(enc)
+    # Pinned host batches pay off only for a CUDA encoder that takes padded batches.
+    pin = hasattr(enc, "encode_padded") and getattr(getattr(enc, "device", None), "type", "") == "cuda"
     pending: deque = deque()
     upcoming = iter(todo)
 
@@ -561,12 +541,6 @@ def _decoded_ahead(pool: ThreadPoolExecutor, enc: EncoderLike, man: Manifest, ba
             future.cancel()
 
 
-def _pins(enc: EncoderLike) -> bool:
-    """Pinned host batches pay off only for a CUDA encoder that takes padded batches."""
-    device = getattr(enc, "device", None)
-    return hasattr(enc, "encode_padded") and getattr(device, "type", "") == "cuda"
-
-
 def _load(spec: Any, loader: Callable[[Any], EncoderLike] | None) -> EncoderLike:
     if loader is None:
         from probekit.extract.encoders import load_encoder  # heavy: torch and transformers
@@ -575,27 +549,12 @@ def _load(spec: Any, loader: Callable[[Any], EncoderLike] | None) -> EncoderLike
     return loader(spec)
 
 
-def _report(on_bad, man: Manifest, row: int, reason: str, bar: AudioProgress | None = None) -> None:
+def _report(on_bad, man: Manifest, row: int, reason: str, bar: AudioProgress) -> None:
     seg = man.segments[row]
     entry = {"id": seg.id, "line": seg.line, "reason": reason}
-    if bar is not None:
-        bar.log(f"{man.source}: line {seg.line}, id {seg.id}: skipped: {reason}")
+    bar.log(f"{man.source}: line {seg.line}, id {seg.id}: skipped: {reason}")
     if on_bad is not None:
         on_bad(entry)
-
-
-def _check_plan(journal: Journal, digest: str) -> None:
-    path = journal.dir / "plan.sha256"
-    if path.is_file():
-        if path.read_text().strip() != digest:
-            raise JournalMismatch(
-                f"{journal.dir}: the batch plan differs from the interrupted run's (audio files changed "
-                f"length since?); delete {journal.dir} to start over"
-            )
-        return
-    from probekit.extract.journal import _atomic_write_bytes
-
-    _atomic_write_bytes(path, (digest + "\n").encode())
 
 
 @dataclass(frozen=True)
@@ -610,7 +569,6 @@ class _Decoded:
     rows: list[int]
     bad_rows: list[int]
     reasons: list[str]
-    sample_rate: int
     seconds: float
 
 
@@ -633,7 +591,7 @@ def _decode_batch(enc: EncoderLike, man: Manifest, batch: Sequence[Item], pin: b
 
         padded, lengths = pad_waves(waves, pin=pin)
         waves = []
-    return _Decoded(waves, padded, lengths, good, bad_rows, reasons, int(enc.sample_rate), time.perf_counter() - t0)
+    return _Decoded(waves, padded, lengths, good, bad_rows, reasons, time.perf_counter() - t0)
 
 
 def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
@@ -646,7 +604,7 @@ def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
     return BatchRecord(
         rows=np.array(d.rows, dtype=np.int64),
         pooled=pooled,
-        durations=np.array([n / d.sample_rate for n in d.lengths], dtype=np.float32),
+        durations=np.array([n / int(enc.sample_rate) for n in d.lengths], dtype=np.float32),
         bad_rows=np.array(d.bad_rows, dtype=np.int64),
         bad_reasons=tuple(d.reasons),
     )
@@ -655,18 +613,11 @@ def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
 def _encode(enc: EncoderLike, waves: list[np.ndarray], pooling: str) -> np.ndarray:
     """``(len(waves), layers, dim)`` float32. Encoders that cannot mask padding only ever see
     equal-length inputs together: decoded lengths can differ from the header-based plan."""
-    if enc.pads_safely or len({len(w) for w in waves}) == 1:
-        return np.asarray(enc.encode(waves, pooling=pooling), dtype=np.float32)
-    out: list[np.ndarray | None] = [None] * len(waves)
-    groups: dict[int, list[int]] = {}
-    for i, w in enumerate(waves):
-        groups.setdefault(len(w), []).append(i)
-    for length in sorted(groups):
-        idx = groups[length]
-        res = np.asarray(enc.encode([waves[i] for i in idx], pooling=pooling), dtype=np.float32)
-        for k, i in enumerate(idx):
-            out[i] = res[k]
-    return np.stack(out)  # type: ignore[arg-type]
+    n = np.array([len(w) for w in waves])
+    groups = [np.arange(len(n))] if enc.pads_safely else [np.flatnonzero(n == k) for k in np.unique(n)]
+    parts = [np.asarray(enc.encode([waves[i] for i in g], pooling=pooling), dtype=np.float32) for g in groups]
+    # Rows come out group by group; the inverse permutation puts them back in input order.
+    return np.concatenate(parts)[np.argsort(np.concatenate(groups))]
 
 
 def _entry(man: Manifest, row: int, reason: str, fingerprint: str = "") -> dict:
@@ -677,17 +628,15 @@ def _entry(man: Manifest, row: int, reason: str, fingerprint: str = "") -> dict:
 def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expected, pooling, dtype, batch_seconds):
     """The new cache, rows in manifest order: reused rows copied from ``prev`` in their stored
     dtype (bit for bit), computed rows from the journal; written to a temporary file and renamed."""
-    computed: dict[int, tuple[int, int]] = {}
     all_bad = dict(plan.bad)
     durations: dict[int, float] = {r: float(prev.durations[k]) for r, k in plan.reuse.items()}
     for index in range(n_batches):
         rec = journal.load(index)
         for k, r in enumerate(rec.rows.tolist()):
-            computed[r] = (index, k)
             durations[r] = float(rec.durations[k])
         for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
             all_bad[r] = reason
-    kept = sorted(set(computed) | set(plan.reuse))
+    kept = sorted(durations)  # reused and computed rows
     position = {r: p for p, r in enumerate(kept)}
     if enc is not None:
         from probekit.extract.pooling import pooled_dim  # torch-backed module; the encoder already loaded it
@@ -725,14 +674,8 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
                               np.stack([journal.load(i).pooled[k] for _, i, k in chunk]),
                               np.array([journal.load(i).durations[k] for _, i, k in chunk]))
         if plan.reuse:
-            pairs = sorted((k, r) for r, k in plan.reuse.items())
-            for lo in range(0, len(pairs), step):
-                chunk = pairs[lo : lo + step]
-                src = np.array([k for k, _ in chunk])
-                block = np.stack([prev.read_layer(layer, dtype=None, rows=src) for layer in range(layers)], axis=1)
-                writer.write_rows(np.array([position[r] for _, r in chunk]), block, np.array([durations[r] for _, r in chunk]))
-        cols = man.columns()
-        metadata = {name: [values[r] for r in kept] for name, values in cols.items()}
+            writer.copy_rows(prev, list(plan.reuse.values()), [position[r] for r in plan.reuse])
+        metadata = {name: [values[r] for r in kept] for name, values in man.columns().items()}
         skipped = tuple(_entry(man, r, all_bad[r], checked[r].audio.fingerprint) for r in sorted(all_bad))
         if enc is not None:
             attrs = {str(k): str(v) for k, v in dict(enc.identity).items()}
@@ -746,13 +689,8 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
             batch_seconds=float(batch_seconds),
             run_spec=json.dumps(expected.to_spec(), sort_keys=True),
         )
-        audio = {
-            "path": [os.path.abspath(man.segments[r].path) for r in kept],
-            "size": [checked[r].audio.size for r in kept],
-            "mtime_ns": [checked[r].audio.mtime_ns for r in kept],
-            "file_sha256": [checked[r].audio.file_sha256 for r in kept],
-            "fingerprint": [checked[r].audio.fingerprint for r in kept],
-        }
+        audio = {name: [getattr(checked[r].audio, name) for r in kept] for name in AUDIO_FIELDS if name != "path"}
+        audio["path"] = [os.path.abspath(man.segments[r].path) for r in kept]
         writer.finalize(metadata, attrs, skipped, audio=audio)
     except BaseException:
         writer.abort()

@@ -43,10 +43,6 @@ class SegmentInfo:
     num_frames: int
     channels: int = 1
 
-    @property
-    def seconds(self) -> float:
-        return self.num_frames / self.sample_rate
-
 
 def resampled_length(num_frames: int, source_rate: int, target_rate: int) -> int:
     """Samples soxr returns for ``num_frames`` at ``source_rate`` resampled to ``target_rate``."""
@@ -158,7 +154,6 @@ def load_segment(
     end: float | None = None,
     sample_rate: int = 16000,
     min_samples: int = 0,
-    silence_peak: float = SILENCE_PEAK,
     channel: int | None = None,
 ) -> np.ndarray:
     """Decode ``[start, end)`` seconds of ``path`` as mono float32 at ``sample_rate`` Hz: ``(n_samples,)``.
@@ -183,8 +178,8 @@ def load_segment(
     if not np.isfinite(wave).all():
         raise AudioError("corrupt audio: samples are not finite numbers")
     peak = float(np.abs(wave).max())
-    if peak < silence_peak:
-        raise AudioError(f"silent: peak amplitude {peak:.1e} is below {silence_peak:.0e}")
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"silent: peak amplitude {peak:.1e} is below {SILENCE_PEAK:.0e}")
     if seg.sample_rate != sample_rate:
         wave = soxr.resample(wave, seg.sample_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     if len(wave) < min_samples:

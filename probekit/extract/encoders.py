@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
 from probekit.choices import Device, WhisperMode
-from probekit.extract.pooling import check_pooling, pool_hidden
+from probekit.extract.pooling import check_pooling, pool_hidden, pooled_dim
 from probekit.identity import json_sha256, update_with_file
 
 
@@ -75,16 +75,9 @@ class EncoderSpec:
 # helpers
 
 
-def frames_for(n_samples: int, conv_layers: list[tuple[int, int]]) -> int:
-    """Frames a stack of unpadded 1-D convolutions, given as (kernel, stride), yields for n_samples."""
-    n = n_samples
-    for kernel, stride in conv_layers:
-        n = (n - kernel) // stride + 1 if n >= kernel else 0
-    return max(n, 0)
-
-
 def receptive_field(conv_layers: list[tuple[int, int]]) -> int:
-    """Shortest input (samples) for which :func:`frames_for` gives one frame."""
+    """Shortest input (samples) for which a stack of unpadded 1-D convolutions, given as
+    (kernel, stride), yields one frame."""
     n = 1
     for kernel, stride in reversed(conv_layers):
         n = (n - 1) * stride + kernel
@@ -160,10 +153,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def check_reachable(spec: EncoderSpec) -> None:
     """Fail at once, naming the real problem, for a model that cannot load: a local-looking path
     that is no folder, or a hub id that is not in the local Hugging Face cache while the hub is
@@ -178,7 +167,7 @@ def check_reachable(spec: EncoderSpec) -> None:
     cached = try_to_load_from_cache(model, "config.json", revision=spec.revision)
     if isinstance(cached, str):
         return
-    if _offline():
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise EncoderError(f"{model}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; download it on a "
                            "machine with network (or unset HF_HUB_OFFLINE), or pass a local folder")
     if not _hub_reachable():
@@ -231,8 +220,7 @@ class Encoder:
             self._samples_per_frame = int(feature_extractor.hop_length) * int(model.conv1.stride[0] * model.conv2.stride[0])
             self._window_samples = int(feature_extractor.n_samples)
         else:
-            self._convs = list(zip(config.conv_kernel, config.conv_stride))
-            self.min_samples = receptive_field(self._convs)
+            self.min_samples = receptive_field(list(zip(config.conv_kernel, config.conv_stride)))
             # Group norm in the first conv normalises over time, padding included; no mask helps.
             # Data2VecAudio's positional embedding is a stack of convolutions that lets padding
             # leak into the last valid frames (only its input is zeroed), so it is unsafe too.
@@ -260,7 +248,6 @@ class Encoder:
         n_samples >= ``min_samples``. Returns (len(waves), num_hidden_states, pooled_dim) float32,
         pooled_dim = hidden_size (mean) or 2 * hidden_size (mean+std, mean first).
         """
-        check_pooling(pooling)
         waves = [np.asarray(w, dtype=np.float32) for w in waves]
         for i, wave in enumerate(waves):
             if wave.ndim != 1:
@@ -280,9 +267,8 @@ class Encoder:
         for i, n in enumerate(lengths):
             if n < self.min_samples:
                 raise ValueError(f"wave {i} has {n} samples, fewer than the encoder's receptive field of {self.min_samples}")
-        dim = self.hidden_size * (2 if pooling == "mean+std" else 1)
         if not lengths:
-            return np.zeros((0, self.num_hidden_states, dim), dtype=np.float32)
+            return np.zeros((0, self.num_hidden_states, pooled_dim(self.hidden_size, pooling)), dtype=np.float32)
         batch = batch[:, : max(lengths)].to(self.device, torch.float32, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             if self.family == "whisper":
@@ -303,16 +289,10 @@ class Encoder:
         return int(self.model._get_feat_extract_output_lengths(torch.tensor(n_samples)).item())
 
     def _encode_wav2vec2(self, batch: torch.Tensor, lengths: list[int], pooling: str) -> torch.Tensor:
-        if self.pads_safely:
-            groups = [list(range(len(lengths)))]
-        else:
-            # Equal lengths need no padding, so group norm sees exactly what it sees solo.
-            by_length: dict[int, list[int]] = {}
-            for i, n in enumerate(lengths):
-                by_length.setdefault(n, []).append(i)
-            groups = list(by_length.values())
-        dim = self.hidden_size * (2 if pooling == "mean+std" else 1)
-        out = torch.empty(len(lengths), self.num_hidden_states, dim, device=self.device)
+        # Equal lengths need no padding, so group norm sees exactly what it sees solo.
+        n = np.asarray(lengths)
+        groups = [np.arange(len(n))] if self.pads_safely else [np.flatnonzero(n == k) for k in np.unique(n)]
+        out = torch.empty(len(lengths), self.num_hidden_states, pooled_dim(self.hidden_size, pooling), device=self.device)
         for group in groups:
             rows = torch.tensor(group, device=self.device)
             out[rows] = self._forward_wav2vec2(batch[rows, : max(lengths[i] for i in group)], [lengths[i] for i in group], pooling)
@@ -410,10 +390,9 @@ class Encoder:
     def _host_stage(self) -> Iterator[None]:
         """Features and pooling on a CPU run on one torch thread, the forward pass on all of them.
 
-        Their operations are small (about a millisecond per batch): split over threads, each waits
-        at a barrier for every thread, and one descheduled thread (a decoding worker, another
-        process) stalls it for a time slice. Measured on 2 cores, this made the host side several
-        times slower between real forward passes (docs/extract.md, "Host side on CPU").
+        Their operations are small: split over threads, each waits at a barrier for every thread,
+        and one descheduled thread (a decoding worker, another process) stalls it for a time slice
+        (docs/extract.md, "Host side on CPU").
         """
         threads = torch.get_num_threads()
         if self.device.type != "cpu" or threads == 1:

@@ -7,8 +7,7 @@
   temporary name and renamed, so a file in the folder is complete unless the machine lost power
   (then :meth:`Journal.readable` finds it damaged and it is recomputed). ``spec.json``
   records what the run computes; a rerun with another model, revision or pooling is refused
-  rather than mixed in. The journal also holds finished batches in memory, up to a byte budget,
-  so that writing the cache at the end reads back from disk only what it could not hold.
+  rather than mixed in.
 """
 
 from __future__ import annotations
@@ -119,9 +118,6 @@ class Journal:
         self._held: dict[int, BatchRecord] = {}
         self._held_bytes = 0
 
-    def exists(self) -> bool:
-        return (self.dir / "spec.json").is_file()
-
     def stored_spec(self) -> dict | None:
         try:
             return json.loads((self.dir / "spec.json").read_text())
@@ -146,6 +142,18 @@ class Journal:
         _atomic_write_bytes(self.dir / "spec.json", json.dumps(self.spec, sort_keys=True, indent=1).encode())
         _fsync_dir(self.dir.parent)
 
+    def check_plan(self, digest: str) -> None:
+        """Record the batch plan's digest, or check it against the one recorded: a resumed run
+        must find the plan of the run it resumes."""
+        path = self.dir / "plan.sha256"
+        if not path.is_file():
+            _atomic_write_bytes(path, (digest + "\n").encode())
+        elif path.read_text().strip() != digest:
+            raise JournalMismatch(
+                f"{self.dir}: the batch plan differs from the interrupted run's (audio files changed "
+                f"length since?); delete {self.dir} to start over"
+            )
+
     def _file(self, index: int) -> Path:
         return self.dir / f"batch-{index:06d}.npz"
 
@@ -168,25 +176,20 @@ class Journal:
         """
         import io
 
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            rows=np.asarray(record.rows, dtype=np.int64),
-            pooled=np.asarray(record.pooled, dtype=np.float32),
-            durations=np.asarray(record.durations, dtype=np.float32),
-            bad_rows=np.asarray(record.bad_rows, dtype=np.int64),
-            bad_reasons=np.array(record.bad_reasons, dtype=np.str_).reshape(-1),
-        )
-        _atomic_write_bytes(self._file(index), buf.getvalue(), sync=False)
         # Copies, not views: an encoder may hand back one buffer it overwrites each batch, and the held
         # batches must stay what the journal file says.
-        self._hold(index, BatchRecord(
+        held = BatchRecord(
             rows=np.array(record.rows, dtype=np.int64),
             pooled=np.array(record.pooled, dtype=np.float32),
             durations=np.array(record.durations, dtype=np.float32),
-            bad_rows=np.asarray(record.bad_rows, dtype=np.int64),
+            bad_rows=np.array(record.bad_rows, dtype=np.int64),
             bad_reasons=tuple(str(r) for r in record.bad_reasons),
-        ))
+        )
+        buf = io.BytesIO()
+        np.savez(buf, rows=held.rows, pooled=held.pooled, durations=held.durations, bad_rows=held.bad_rows,
+                 bad_reasons=np.array(held.bad_reasons, dtype=np.str_).reshape(-1))
+        _atomic_write_bytes(self._file(index), buf.getvalue(), sync=False)
+        self._hold(index, held)
 
     def readable(self, index: int) -> bool:
         """Whether batch ``index``'s file loads whole (zip CRCs checked); a damaged one is deleted."""
