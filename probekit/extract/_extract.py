@@ -331,9 +331,9 @@ def extract_cache(
         batch_seconds = float((journal.stored_spec() or {}).get("batch_seconds", batch_seconds))
         journal.spec["batch_seconds"] = batch_seconds
         journal.open()
+        run = _Run(man, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds)
         try:
-            return _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
-                        progress, on_batch, on_bad, workers, profile, t0)
+            return _run(run, encoder, loader, progress, on_batch, on_bad, workers, profile, t0)
         except KeyboardInterrupt:
             kept = len(journal.done())
             raise ExtractInterrupted(
@@ -390,9 +390,38 @@ def _incremental(man: Manifest, rows: Sequence[int], checked: dict[int, _Checked
     return plan
 
 
-def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pooling, dtype, batch_seconds,
-         progress, on_batch, on_bad, workers, profile, t0) -> ExtractResult:
-    """The locked part of :func:`extract_cache` once the plan is known: encode, journal, write."""
+@dataclass(frozen=True)
+class _Run:
+    """What the locked part of :func:`extract_cache` works from once the plan is known."""
+
+    man: Manifest
+    out: Path
+    journal: Journal
+    plan: _Plan
+    checked: dict[int, _Checked]
+    prev: EmbeddingCache | None
+    expected: CacheIdentity
+    pooling: str
+    dtype: str
+    batch_seconds: float
+
+
+@dataclass(frozen=True)
+class _Written:
+    """The cache :func:`_write_cache` wrote: its shape, audio seconds and skipped rows (id, line, reason)."""
+
+    n_segments: int
+    num_layers: int
+    dim: int
+    audio_seconds: float
+    skipped: tuple[dict, ...]
+
+
+def _run(run: _Run, encoder: Any, loader: Callable[[Any], EncoderLike] | None, progress: bool,
+         on_batch: Callable[[int], None] | None, on_bad: Callable[[dict], None] | None, workers: int,
+         profile: bool, t0: float) -> ExtractResult:
+    """Encode the plan's rows into the journal, then write the cache."""
+    man, journal, plan, prev, expected = run.man, run.journal, run.plan, run.prev, run.expected
     enc = None
     # With nothing to compute, only a first cache needs the model (for its shape and identity).
     if plan.todo or prev is None:
@@ -404,10 +433,10 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
     sample_rate = int(enc.sample_rate) if enc is not None else 16000
     input_samples = getattr(enc, "input_samples", None)
     for r in plan.todo:
-        info = checked[r].info
+        info = run.checked[r].info
         length = resampled_length(info.num_frames, info.sample_rate, sample_rate)
         items.append(Item(row=r, id=man.segments[r].id, length=length, cost=None if input_samples is None else int(input_samples(length))))
-    batches = plan_batches(items, sample_rate, batch_seconds, pads_safely=bool(getattr(enc, "pads_safely", True)))
+    batches = plan_batches(items, sample_rate, run.batch_seconds, pads_safely=bool(getattr(enc, "pads_safely", True)))
     journal.check_plan(plan_digest(batches))
 
     total = sum(it.length for it in items) / sample_rate
@@ -428,7 +457,7 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
                 _report(on_bad, man, r, reason, bar)
             bar.skip(sum(it.length for it in batches[index]) / sample_rate)
         for index, decoded in _decoded_ahead(pool, enc, man, batches, todo, 2 * workers, clock):
-            rec = _encode_batch(enc, decoded, pooling)
+            rec = _encode_batch(enc, decoded, run.pooling)
             with clock.stage("writing"):
                 journal.save(index, rec)
             for r, reason in zip(rec.bad_rows.tolist(), rec.bad_reasons):
@@ -438,13 +467,13 @@ def _run(man, encoder, loader, out, journal, plan, checked, prev, expected, pool
                 on_batch(index)
 
     with clock.stage("writing"):
-        n, layers, dim, audio_seconds, skipped = _write_cache(
-            out, man, enc, journal, len(batches), plan, checked, prev, expected, pooling, dtype, batch_seconds)
+        written = _write_cache(run, enc, len(batches))
         journal.remove()
     wall = time.perf_counter() - t0
     return ExtractResult(
-        path=out, model=expected.model, n_segments=n, num_layers=layers, dim=dim, audio_seconds=audio_seconds,
-        wall_seconds=wall, skipped=skipped, batches_computed=len(todo),
+        path=run.out, model=expected.model, n_segments=written.n_segments, num_layers=written.num_layers,
+        dim=written.dim, audio_seconds=written.audio_seconds, wall_seconds=wall, skipped=written.skipped,
+        batches_computed=len(todo),
         batches_resumed=len(done), up_to_date=False, shard=expected.shard,
         timings=clock.split(wall), peak_rss=peak_rss(),
         rows_reused=len(plan.reuse), rows_added=plan.added, rows_retried=plan.retried, rows_changed=plan.changed,
@@ -625,9 +654,11 @@ def _entry(man: Manifest, row: int, reason: str, fingerprint: str = "") -> dict:
     return {"id": seg.id, "line": seg.line, "reason": reason, "fingerprint": fingerprint}
 
 
-def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expected, pooling, dtype, batch_seconds):
+def _write_cache(run: _Run, enc: EncoderLike | None, n_batches: int) -> _Written:
     """The new cache, rows in manifest order: reused rows copied from ``prev`` in their stored
-    dtype (bit for bit), computed rows from the journal; written to a temporary file and renamed."""
+    dtype (bit for bit), computed rows from the journal's ``n_batches`` batches; written to a
+    temporary file and renamed. ``enc`` is ``None`` when nothing was computed."""
+    man, journal, plan, checked, prev, pooling = run.man, run.journal, run.plan, run.checked, run.prev, run.pooling
     all_bad = dict(plan.bad)
     durations: dict[int, float] = {r: float(prev.durations[k]) for r, k in plan.reuse.items()}
     for index in range(n_batches):
@@ -646,7 +677,7 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
         layers, dim = prev.num_layers, prev.dim
     if prev is not None and (prev.num_layers, prev.dim) != (layers, dim):
         raise ExtractError(f"{prev.path} has {prev.num_layers} layers x {prev.dim} dims but the encoder gives ({layers}, {dim})")
-    writer = CacheWriter(out, [man.segments[r].id for r in kept], layers, dim, dtype=dtype)
+    writer = CacheWriter(run.out, [man.segments[r].id for r in kept], layers, dim, dtype=run.dtype)
     # Rows per block written at once: 64 MiB of float32 vectors.
     step = max(1, 2**24 // max(1, layers * dim))
     try:
@@ -684,10 +715,10 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
         attrs.update(
             pooling=pooling,
             manifest=str(man.source),
-            manifest_fingerprint=expected.manifest_fingerprint,
-            shard=expected.shard,
-            batch_seconds=float(batch_seconds),
-            run_spec=json.dumps(expected.to_spec(), sort_keys=True),
+            manifest_fingerprint=run.expected.manifest_fingerprint,
+            shard=run.expected.shard,
+            batch_seconds=float(run.batch_seconds),
+            run_spec=json.dumps(run.expected.to_spec(), sort_keys=True),
         )
         audio = {name: [getattr(checked[r].audio, name) for r in kept] for name in AUDIO_FIELDS if name != "path"}
         audio["path"] = [os.path.abspath(man.segments[r].path) for r in kept]
@@ -695,8 +726,8 @@ def _write_cache(out, man, enc, journal, n_batches, plan, checked, prev, expecte
     except BaseException:
         writer.abort()
         raise
-    audio_seconds = float(sum(durations[r] for r in kept))
-    return len(kept), layers, dim, audio_seconds, tuple({k: e[k] for k in ("id", "line", "reason")} for e in skipped)
+    return _Written(len(kept), layers, dim, float(sum(durations[r] for r in kept)),
+                    tuple({k: e[k] for k in ("id", "line", "reason")} for e in skipped))
 
 
 def _result_from_cache(cache: EmbeddingCache, expected: CacheIdentity, t0: float) -> ExtractResult:
