@@ -637,12 +637,7 @@ def run_sweep(
     problems = spec.problems()
     if problems:
         raise SweepError("; ".join(problems))
-    params_list = candidate_params(spec)
-    for p in params_list:  # fail now, not inside a worker an hour in
-        try:
-            make_probe(spec.probe, **p)
-        except ProbeInputError as exc:
-            raise SweepError(str(exc)) from exc
+    params_list = candidate_params(spec)  # every name a parameter of the probe: problems() said so
     opened = [EmbeddingCache(p) for p in caches]
     works = [_cache_work(c, name, spec) for c, name in zip(opened, encoder_names(opened))]
     for w in works[1:]:
