@@ -316,8 +316,7 @@ def fit_batched(
     train_masks: ``(n, F)`` bool, column f = training rows of fold f (standardised with their own stats).
     group_fold: ``(G,)`` fold index per group; group_C: ``(G,)`` inverse regularisation strength.
     tol: stop a problem when its largest gradient entry (of the objective divided by ``C * n_train``)
-    is below ``tol``. scikit-learn's default 1e-4 often stops rare labels far from the optimum; 1e-5
-    lands within a fraction of an F1 point of the exact solution.
+    is below ``tol`` (why 1e-5 and not scikit-learn's 1e-4: docs/sweep.md).
     precond: ``(Q (d, d), evals (d,))`` from :func:`preconditioner` on the whole layer, shared by
     several calls on row subsets of it (it shapes only the path, not the solution); computed
     here from the training rows when None.

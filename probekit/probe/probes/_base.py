@@ -1,6 +1,6 @@
-"""Shared machinery of every probe: standardise on the training rows, then classify.
-
-Multi-label targets (a 2-D ``{0,1}`` indicator) are fitted one-vs-rest: one binary classifier per label.
+"""Shared machinery of the probes: ``predict`` and the class check of every probe, and the exact probes'
+pipeline: standardise on the training rows, then classify (multi-label targets, a 2-D ``{0,1}``
+indicator, one-vs-rest: one binary classifier per label).
 """
 
 from __future__ import annotations
