@@ -24,12 +24,9 @@ class BackendError(ProbekitError, RuntimeError):
 def _init_worker() -> None:
     # Several worker processes on one machine: one BLAS/torch thread each, or they fight for cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch.set_num_threads(1)
 
 
 def run_jobs(

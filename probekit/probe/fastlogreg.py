@@ -6,14 +6,11 @@ Here one layer's matrix ``X`` ``(n, d)`` is held once in float32 and every probl
 (training fold x C x label) is a column of a ``(d, P)`` weight matrix, so each iteration is two
 matrix-matrix products shared by all problems.
 
-* Folds are row masks over the same ``X``; each fold is standardised with its own training mean
-  and standard deviation through a change of variables (``w / sd`` and an intercept shift), so no
-  standardised copy per fold is ever made.
-* Each problem keeps its own L-BFGS history and its own step length (a safeguarded 1-D Newton
-  search along the direction, which needs no extra matrix product); converged problems drop out.
-* Same objective as scikit-learn: ``C * sum_i logloss_i + ||w||^2 / 2`` on standardised
-  features, no penalty on the intercept. Internally it is divided by ``C * n_train`` (so tolerances
-  match scikit-learn's ``lbfgs``, whose gradient tolerance is on the same scaled objective).
+Folds are row masks over the same ``X``, each standardised with its own training mean and standard
+deviation through a change of variables (``w / sd`` and an intercept shift), so no standardised copy
+per fold is made. Same objective as scikit-learn: ``C * sum_i logloss_i + ||w||^2 / 2`` on standardised
+features, no penalty on the intercept, divided internally by ``C * n_train`` (so tolerances match
+scikit-learn's ``lbfgs``). docs/sweep.md describes the solver's choices and their measurements.
 """
 
 from __future__ import annotations
@@ -24,6 +21,8 @@ import numpy as np
 import torch
 from scipy.special import expit, softmax  # expit: no overflow warning for large negative scores
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
+HISTORY = 10  # L-BFGS curvature pairs kept per problem
 
 __all__ = ["PathFit", "MultinomialFit", "fit_batched", "fit_multinomial", "decision_batched", "preconditioner", "to_float32", "FastLogReg"]
 
@@ -77,12 +76,8 @@ def _fold_stats(X: torch.Tensor, M: torch.Tensor, block: int = 4096) -> tuple[to
 
 
 def _x_v(X: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """``X @ V`` ``(n, P)`` for ``X`` ``(n, d)`` and ``V`` ``(d, P)``, both float32.
-
-    Through numpy's BLAS (OpenBLAS in the numpy wheels), sharing memory with the tensors (``V`` is
-    copied only if not contiguous): for this tall-times-narrow
-    shape it ran 10-20% faster than torch's MKL kernel on one core, at every width we solve at.
-    """
+    """``X @ V`` ``(n, P)`` for ``X`` ``(n, d)`` and ``V`` ``(d, P)``, both float32, through numpy's BLAS
+    (sharing memory with the tensors): faster than torch's kernel for this tall-times-narrow shape."""
     return torch.from_numpy(X.numpy() @ V.contiguous().numpy())
 
 
@@ -95,20 +90,19 @@ def _xt_r(X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     return (R.T @ X).T
 
 
-def preconditioner(X: torch.Tensor, used: torch.Tensor, rows_per_dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def preconditioner(X: torch.Tensor, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvectors ``(d, d)`` and eigenvalues ``(d,)`` of the correlation matrix of ``X``'s rows.
 
     used: ``(n,)`` bool, the rows to estimate it from: in a single fit the training rows (rows no
     problem trains on should not shape it); a sweep passes every row some fold trains on and
     shares the result across outer folds, so an outer fold's test rows (features only, never
-    labels) can shape the path of its problems, never their solution. Only a preconditioner (it changes the speed, never the
-    solution), so one matrix per layer serves every fold, estimated on an evenly spaced subsample
-    of at most ``rows_per_dim * d`` of those rows. Fewer rows underestimate the small eigenvalues
-    and the iterations grow fast: at d = 1024 we measured 13 iterations with 4096 rows, 24 with
-    2048 and no convergence with 1024; 8192 rows gave 10, all 20,630 rows 9.
+    labels) can shape the path of its problems, never their solution. It changes the speed, never the
+    solution, so one matrix per layer serves every fold, estimated on an evenly spaced subsample of at
+    most ``8 * d`` of those rows. Fewer rows underestimate the small eigenvalues and the iterations
+    grow fast (at d = 1024: 10 iterations with 8192 rows, 13 with 4096, none converged with 1024).
     """
     pick = used.nonzero().squeeze(1)
-    max_rows = rows_per_dim * X.shape[1]
+    max_rows = 8 * X.shape[1]
     if pick.numel() > max_rows:
         pick = pick[torch.linspace(0, pick.numel() - 1, max_rows).long()]
     rows = X[pick]
@@ -236,7 +230,7 @@ def _step_length(X, cols: _Columns, Z, W, D) -> tuple[torch.Tensor, torch.Tensor
     return torch.where(p1 >= 0, inside, beyond), dZ
 
 
-def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, balanced=False):
+def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, Q, evals, balanced=False):
     """L-BFGS over ``P`` independent problems (columns).
 
     X ``(n, d)`` float32; Y ``(n, k)`` and M ``(n, F)`` 0/1 float32; fold, label ``(P,)`` indices into
@@ -290,7 +284,7 @@ def _solve_chunk(X, Y, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, ev
         sy = (step * yv).sum(0)
         rho = torch.where(sy > 1e-20, 1.0 / sy.clamp_min(1e-20), torch.zeros_like(sy))
         hist.append((step, yv, rho))
-        if len(hist) > history:
+        if len(hist) > HISTORY:
             hist.pop(0)
         n_iter[idx[~done]] += 1
         finished = (g_new.abs().amax(0) <= tol) & ~done
@@ -312,8 +306,6 @@ def fit_batched(
     *,
     tol: float = 1e-5,
     max_iter: int = 1000,
-    history: int = 10,
-    max_problems: int | None = None,
     precond: tuple[torch.Tensor, torch.Tensor] | None = None,
     balanced: bool = False,
 ) -> PathFit:
@@ -324,14 +316,11 @@ def fit_batched(
     train_masks: ``(n, F)`` bool, column f = training rows of fold f (standardised with their own stats).
     group_fold: ``(G,)`` fold index per group; group_C: ``(G,)`` inverse regularisation strength.
     tol: stop a problem when its largest gradient entry (of the objective divided by ``C * n_train``)
-    is below ``tol``. scikit-learn's default 1e-4 often stops rare labels far from the optimum; 1e-5
-    lands within a fraction of an F1 point of the exact solution.
+    is below ``tol`` (why 1e-5 and not scikit-learn's 1e-4: docs/sweep.md).
     precond: ``(Q (d, d), evals (d,))`` from :func:`preconditioner` on the whole layer, shared by
     several calls on row subsets of it (it shapes only the path, not the solution); computed
     here from the training rows when None.
     balanced: ``class_weight="balanced"`` per problem (see :func:`_solve_chunk`).
-    max_problems: cap on columns solved together (memory ~ ``10 * 4 * n * max_problems`` bytes);
-    default keeps that under about 600 MB.
     """
     Xt = to_float32(X)
     n, d = Xt.shape
@@ -343,9 +332,8 @@ def fit_batched(
     G = len(group_fold)
     mu, sd = _fold_stats(Xt, M)
     Q, evals = precond if precond is not None else preconditioner(Xt, M.amax(1) > 0)
-    if max_problems is None:
-        max_problems = max(k, int(600e6 // (40 * n)))
-    per = max(1, max_problems // k)
+    # Columns solved together: about 10 * 4 * n bytes each, kept under about 600 MB.
+    per = max(1, max(k, int(600e6 // (40 * n))) // k)
     coef = np.zeros((G, k, d), dtype=np.float32)
     icpt = np.zeros((G, k), dtype=np.float32)
     iters = np.zeros((G, k), dtype=np.int64)
@@ -362,7 +350,7 @@ def fit_batched(
             fold = torch.as_tensor(np.repeat(group_fold[gi], k))
             label = torch.as_tensor(np.tile(np.arange(k), len(gi)))
             Cs = torch.as_tensor(np.repeat(group_C[gi], k), dtype=torch.float32)
-            V, c, it, cv = _solve_chunk(Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, history, Q, evals, balanced=balanced)
+            V, c, it, cv = _solve_chunk(Xt, Yt, M, fold, label, Cs, mu, sd, tol, max_iter, Q, evals, balanced=balanced)
             coef[gi] = V.T.reshape(len(gi), k, d).numpy()
             icpt[gi] = c.reshape(len(gi), k).numpy()
             iters[gi] = it.reshape(len(gi), k).numpy()
@@ -462,15 +450,13 @@ def _proba(mode: str, s: np.ndarray) -> np.ndarray:
 class FastLogReg(ClassifierMixin, BaseEstimator):
     """The fast ``logreg`` probe (also ``logreg-fast``): scikit-learn's L2 logistic regression, batched.
 
-    Same objective as :class:`probekit.probe.probes.LogRegProbe` (standardised features, ``C``,
-    unpenalised intercept, ``class_weight``), solved in float32 straight from a float16 cache:
-    binary and multi-label (one-vs-rest per column) by :func:`fit_batched`, multi-class by the
-    multinomial :func:`fit_multinomial`, as scikit-learn does. ``tol``: largest gradient entry of
-    the objective divided by ``C * n_train`` at the stop (scikit-learn's lbfgs stops at 1e-4).
+    Same objective as :class:`probekit.probe.probes.LogRegProbe`, solved in float32 straight from a
+    float16 cache: binary and multi-label (one-vs-rest per column) by :func:`fit_batched`, multi-class by
+    the multinomial :func:`fit_multinomial`, as scikit-learn does. ``tol``: as in :func:`fit_batched`.
 
-    ``fit(X (n, d), y (n,) or (n, k), groups=None)``; ``predict_proba`` gives ``(n, n_classes)`` or
-    ``(n, k)``. ``fold_proba(X, y, folds)`` solves every fold (and label) of a layer as one problem.
-    ``groups`` is accepted for the probe contract and unused (no inner split is needed).
+    ``fit(X (n, d), y (n,) or (n, k), groups=None)`` (``groups`` unused: no inner split is needed);
+    ``predict_proba`` gives ``(n, n_classes)`` or ``(n, k)``. ``fold_proba(X, y, folds)`` solves every
+    fold (and label) of a layer as one problem.
     """
 
     def __init__(self, C: float = 1.0, class_weight: str | None = None, max_iter: int = 1000, tol: float = 1e-5, seed: int = 0):
@@ -487,7 +473,6 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
 
     def _solve(self, X, y: np.ndarray, masks: np.ndarray) -> tuple[str, object]:
         """Solve the folds given as training masks ``(n, F)``: ``(mode, PathFit | MultinomialFit)``."""
-        n = len(y)
         if y.ndim == 2:
             mode, Y = "multilabel", y.astype(np.float32)
         elif int(y.max()) <= 1:
@@ -557,17 +542,17 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
         out, reports = [], []
         n_classes = int(y.max()) + 1 if y.ndim == 1 else 0
         for f, (tr, te) in enumerate(folds):
+            Xte = Xt[torch.from_numpy(np.asarray(te, dtype=np.int64))].numpy()
             if mode == "multiclass" and len(np.unique(y[tr])) == 2:
                 # Two classes present: scikit-learn (and fit) solve a binary problem, whose penalty
                 # differs from a two-class multinomial; this rare fold is fitted on its own.
                 est = clone(self).fit(Xt[torch.from_numpy(np.asarray(tr, dtype=np.int64))].numpy(), y[tr])
                 full = np.zeros((len(te), n_classes))
-                full[:, est.classes_] = est.predict_proba(Xt[torch.from_numpy(np.asarray(te, dtype=np.int64))].numpy())
+                full[:, est.classes_] = est.predict_proba(Xte)
                 out.append(full)
                 reports.append(est.report_)
                 continue
             reports.append(self._report(mode, fit, f))
-            Xte = Xt[torch.from_numpy(np.asarray(te, dtype=np.int64))].numpy()
             s = Xte @ fit.coef[f].T + fit.intercept[f]
             out.append(_proba(mode, s[:, 0] if mode == "binary" else s).astype(np.float64))
         self.fold_reports_ = reports

@@ -136,10 +136,6 @@ def choose_target(ds: Dataset, target: str | None) -> str:
     return next(iter(ds.columns))
 
 
-def label_sets(values: np.ndarray) -> list[list[str]]:
-    return [split_labels(v) for v in values]
-
-
 def label_order(sets: list[list[str]]) -> list[str]:
     """Labels by descending count, ties by name: the order of every table and axis."""
     counts = Counter(lab for s in sets for lab in s)
@@ -193,7 +189,7 @@ def _markdown(s: dict, labels: list[str], matrix: np.ndarray, files: dict[str, P
         [[r["label"], r["segments"], f"{100 * r['share']:.1f}%", r["speakers"], f"{r['mean_duration']:.2f}"] for r in s["labels"]],
     )
     out += ["", "## Speakers", ""]
-    show = labels if len(labels) <= 12 else labels[:12]
+    show = labels[:12]
     out += _md_table(
         ["speaker", "segments", "duration (s)"] + show,
         [[r["speaker"], r["segments"], f"{r['duration']:.1f}"] + [r["labels"].get(lab, 0) for lab in show] for r in s["speakers_table"]],
@@ -230,7 +226,7 @@ def dataset_stats(config: StatsConfig) -> StatsReport:
         raise StatsError(f"unknown --cv '{config.cv}': use one of {', '.join(Protocol.names())}")
     ds = load_dataset(config.path)
     target = choose_target(ds, config.target)
-    sets = label_sets(ds.columns[target])
+    sets = [split_labels(v) for v in ds.columns[target]]
     present = np.array([len(s) > 0 for s in sets])
     if not present.any():
         raise StatsError(f"column '{target}' of {ds.source} is empty on every row")

@@ -63,26 +63,18 @@ class ResultStore:
         self._fh = None
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        pos = 0
-        lineno = 0
-        while pos < len(data):
-            end = data.find(b"\n", pos)
-            lineno += 1
-            if end < 0:  # no newline: a write cut short by a crash
-                self.torn = True
-                break
-            line = data[pos:end]
+        *complete, tail = self.path.read_bytes().split(b"\n")
+        self.torn = bool(tail)  # no newline at the end: a write cut short by a crash
+        for lineno, line in enumerate(complete, 1):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                if data.find(b"\n", end + 1) < 0 and end + 1 >= len(data):
+                if lineno == len(complete) and not tail:
                     self.torn = True
                     break
                 raise StoreError(f"{self.path}: line {lineno} is not valid JSON ({exc}); the store is damaged in the middle, not just at the end") from exc
             self.records[self._key(rec)] = rec
-            pos = end + 1
-        self._good_bytes = pos
+            self._good_bytes += len(line) + 1
 
     @staticmethod
     def _key(rec: Mapping) -> tuple:

@@ -68,7 +68,6 @@ __all__ = [
     "run_sweep",
     "sweep_document",
     "write_outputs",
-    "HEADLINE",
 ]
 
 OUTER_TEST = -1
@@ -160,18 +159,9 @@ class SweepSpec:
         ``definition`` versions how labels and folds are derived from these fields (2: labels from
         :func:`probekit.probe.tasks.build_targets`, folds from :func:`probekit.probe.splits.make_folds`), so a
         store written under another derivation is refused rather than mixed."""
-        return {
-            "definition": 2,
-            "task": self.task,
-            "target": self.target,
-            "positive": self.positive,
-            "labels": list(self.labels) if self.labels else None,
-            "min_support": self.min_support,
-            "cv": self.cv,
-            "outer_folds": self.outer_folds,
-            "inner_folds": self.inner_folds,
-            "seed": self.seed,
-        }
+        fields = ("task", "target", "positive", "min_support", "cv", "outer_folds", "inner_folds", "seed")
+        labels = list(self.labels) if self.labels else None
+        return {"definition": 2, **{name: getattr(self, name) for name in fields}, "labels": labels}
 
 
 def parse_range(items: Sequence[str]) -> tuple[tuple[str, float, float, str], ...]:
@@ -196,9 +186,7 @@ def parse_range(items: Sequence[str]) -> tuple[tuple[str, float, float, str], ..
 def candidate_params(spec: SweepSpec) -> list[dict]:
     """The parameter sets to try, in a fixed order (ties in selection go to the earlier one)."""
     grid = [dict(zip([n for n, _ in spec.grid], combo)) for combo in itertools.product(*[v for _, v in spec.grid])]
-    if spec.trials > 0:
-        if not spec.ranges:
-            raise SweepError("--trials needs at least one --range NAME=LOW:HIGH[:log]")
+    if spec.trials > 0:  # with ranges: SweepSpec.problems, checked before, says so
         rng = np.random.default_rng(spec.seed)
         fixed = grid or [{}]
         out = []
@@ -272,13 +260,10 @@ def fold_rows(table: np.ndarray, fold: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cell_metrics(kind: str, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """The scalar metrics of one cell, with the same names and definitions as ``probekit probe``;
-    shapes as in :func:`probekit.probe.metrics.compute_metrics`. Lists (confusion matrix, per-label
-    scores) are left out: a record's ``scores`` hold one number per metric.
-
+    """The scalar metrics of one cell, named and defined as ``probekit probe`` does (shapes as in
+    :func:`probekit.probe.metrics.compute_metrics`; a record's ``scores`` hold one number per metric).
     Computed by the vectorised metrics (:func:`probekit.probe.metrics.resampled_point`, tested equal to
-    scikit-learn's) rather than ``compute_metrics``: scikit-learn's input checks cost about 40 ms per
-    cell, which at 5,000 segments was more than the batched fit of the cell itself.
+    scikit-learn's): scikit-learn's input checks cost about 40 ms per cell, more than a batched fit's share.
     """
     return resampled_point(kind, y_true, y_pred, y_score, np.zeros(len(y_true), dtype=np.int8), classes)
 
@@ -342,11 +327,10 @@ def _generic_cells(X: np.ndarray, job: LayerJob) -> list[tuple]:
 def _fast_cells(X: torch.Tensor, job: LayerJob) -> list[tuple]:
     """All cells of the job as batched solves: groups = (fold, C). ``X``: ``(n, d)`` float32.
 
-    When each outer fold brings enough problems (cells x labels) to keep the products wide, the
-    cells of outer fold k (its inner folds and itself) are solved on outer fold k's training rows
-    only: no problem of theirs trains on the outer test rows, so carrying them through every
-    product and elementwise pass was a fifth of the work for nothing. Narrow jobs (e.g. binary)
-    stay one solve, where width matters more. One preconditioner serves all of the layer's solves.
+    When each outer fold brings enough problems (cells x labels) to keep the products wide, the cells of
+    outer fold k (its inner folds and itself) are solved on outer fold k's training rows only (none of them
+    trains on its test rows); narrow jobs (e.g. binary) stay one solve, where width matters more. One
+    preconditioner serves all of the layer's solves.
     """
     for params, _ in job.cells:
         extra = set(params) - {"C"}
@@ -416,18 +400,11 @@ def run_layer_job(job: LayerJob) -> list[tuple]:
 
 @dataclass
 class SweepResult:
-    """What a sweep found.
-
-    ``rows``: one row per (cache, layer) in the :mod:`probekit.results` schema (``encoder``,
-    ``layer``, ``probe``, ``n_folds``, ``metrics`` (:func:`outer_summary`) and ``confusion_matrix`` /
-    ``per_label`` from the out-of-fold predictions), plus the sweep columns ``best_params`` (most often selected),
-    ``fold_params`` (selected per outer fold), ``inner_score`` (mean over outer folds of the
-    selected candidate's mean inner score) and ``n_candidates``.
-    ``caches``: the document's cache entries; ``classes``: the task's classes (the same for every cache).
-    ``computed`` / ``reused``: cells computed in this run / found in the store.
-    ``oof``: per (encoder, probe) the out-of-fold predictions at each outer fold's selected parameters
-    (see :func:`_refit`), from which the rows' pooled values, intervals and tied sets come.
-    """
+    """What a sweep found: ``rows``, one per (cache, layer) in the :mod:`probekit.results` schema plus the
+    sweep columns (docs/sweep.md; ``inner_score``: mean over outer folds of the selected candidate's mean
+    inner score); the document's ``caches`` and ``classes`` (the same for every cache); the cells
+    ``computed`` in this run and ``reused`` from the store; ``oof``, per (encoder, probe) the out-of-fold
+    predictions at each outer fold's selected parameters (:func:`_refit`)."""
 
     rows: list[dict]
     headline: str
@@ -445,19 +422,10 @@ class SweepResult:
         return best_rows(self.rows, self.headline, "mean")
 
 
-def _finite_mean(values) -> float:
-    """Mean over the defined values (e.g. ROC-AUC is undefined on a one-class test speaker); NaN if none."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if len(v) else float("nan")
-
-
 def outer_summary(kind: str, outer: Sequence[Mapping], core: Mapping) -> dict:
-    """``metrics`` of one layer's results row, per metric the stat keys of :data:`probekit.results.STAT_KEYS`:
-    ``mean``/``std`` over the scores of ``outer``, the store records of its outer cells at the selected
-    parameters (one per outer fold; ddof=0, defined folds only), the nested CV's scores that rank the layers;
-    ``value`` (pooled) and ``ci_low``/``ci_high`` from ``core``, the row :func:`_refit` makes of the
-    out-of-fold predictions, as ``probe`` computes them."""
+    """``metrics`` of one layer's results row: ``mean``/``std`` over ``outer``, the store records of the outer
+    cells at the selected parameters (the nested CV's scores, which rank the layers); ``value`` and
+    ``ci_low``/``ci_high`` from ``core``, the row :func:`_refit` makes of the out-of-fold predictions."""
     metrics = {}
     for name in SCALAR_METRICS[kind]:
         mean, std = fold_mean_std([rec["scores"][name] for rec in outer])
@@ -536,8 +504,8 @@ def _run_phase(run: _Run, work: _CacheWork, wanted: dict[int, list[tuple[dict, s
         missing = tuple(cell for cell, k in keyed if not store.has(k))
         run.found({k for _, k in keyed if store.has(k)}, f"{prepared.encoder} layer {layer}")
         if missing:
-            rows = prepared.rows
-            jobs.append(LayerJob(work.path, layer, spec.task, spec.probe, rows, work.y, prepared.targets.classes, work.table, missing, prepared.groups))
+            jobs.append(LayerJob(work.path, layer, spec.task, spec.probe, prepared.rows, work.y,
+                                 prepared.targets.classes, work.table, missing, prepared.groups))
     for i, results in run_jobs(run_layer_job, jobs, backend=run.backend, n_jobs=run.n_jobs, scheduler=run.scheduler):
         _record(run, work, jobs[i].layer, results)
 
@@ -559,14 +527,15 @@ def _record(run: _Run, work: _CacheWork, layer: int, results: list[tuple]) -> No
 def _select(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[dict[int, list[dict]], dict[int, list[float]]]:
     """Per layer and outer fold, the candidate with the best mean inner score (inner cells only; ties and
     all-undefined: the first candidate), and that score."""
-    metric, K, n_inner = run.spec.headline(), work.table.shape[0], work.n_inner
+    metric, probe, K, n_inner = run.spec.headline(), run.spec.probe, work.table.shape[0], work.n_inner
     chosen: dict[int, list[dict]] = {}
     inner_best: dict[int, list[float]] = {}
     for la in work.layers:
         chosen[la], inner_best[la] = [], []
         for k in range(K):
-            means = [_finite_mean([run.store.get(work.key(run.spec.probe, la, p, f"o{k}/i{j}"))["scores"][metric] for j in range(n_inner[k])])
-                     for p in params_list]
+            scores = [[run.store.get(work.key(probe, la, p, f"o{k}/i{j}"))["scores"][metric] for j in range(n_inner[k])]
+                      for p in params_list]
+            means = [fold_mean_std(v)[0] for v in scores]
             b = int(np.argmax(np.nan_to_num(means, nan=-np.inf)))
             chosen[la].append(params_list[b])
             inner_best[la].append(float(means[b]))
@@ -614,11 +583,8 @@ def _outer_cells_from(run: _Run, work: _CacheWork, chosen: dict[int, list[dict]]
 
 
 def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[list[dict], OOFPredictions]:
-    """All of one cache's cells, then its results rows (one per layer) and out-of-fold predictions.
-
-    A row's ``mean``/``std`` are over the stored outer cells (the nested CV's scores, which rank the
-    layers); its pooled ``value``, ``ci_low``/``ci_high`` and ``confusion_matrix``/``per_label`` come
-    from the out-of-fold predictions of :func:`_refit`, as ``probe`` computes them."""
+    """All of one cache's cells, then its results rows (one per layer; :func:`outer_summary`) and
+    out-of-fold predictions."""
     spec, K = run.spec, work.table.shape[0]
     # Phase 1: inner cells of every outer fold, for every candidate. logreg-fast also solves every
     # candidate's outer cells in the same batch: a second pass over the layer for the few chosen ones
@@ -648,7 +614,8 @@ def _sweep_cache(run: _Run, work: _CacheWork, params_list: list[dict]) -> tuple[
         best = next(p for p in chosen[la] if params_key(p) == counts.most_common(1)[0][0])
         rows.append({
             "encoder": work.prepared.encoder, "layer": la, "probe": spec.probe, "n_folds": K, "metrics": metrics, **extras,
-            "best_params": best, "fold_params": chosen[la], "inner_score": _finite_mean(inner_best[la]), "n_candidates": len(params_list),
+            "best_params": best, "fold_params": chosen[la], "inner_score": fold_mean_std(inner_best[la])[0],
+            "n_candidates": len(params_list),
         })
     return rows, oof
 
@@ -670,12 +637,7 @@ def run_sweep(
     problems = spec.problems()
     if problems:
         raise SweepError("; ".join(problems))
-    params_list = candidate_params(spec)
-    for p in params_list:  # fail now, not inside a worker an hour in
-        try:
-            make_probe(spec.probe, **p)
-        except ProbeInputError as exc:
-            raise SweepError(str(exc)) from exc
+    params_list = candidate_params(spec)  # every name a parameter of the probe: problems() said so
     opened = [EmbeddingCache(p) for p in caches]
     works = [_cache_work(c, name, spec) for c, name in zip(opened, encoder_names(opened))]
     for w in works[1:]:
@@ -709,19 +671,10 @@ def run_sweep(
 
 
 def sweep_document(result: SweepResult) -> dict:
-    """The sweep's ``results.json``: the :mod:`probekit.results` schema that ``probe`` writes
-    (:func:`probekit.probe.evaluate.results_document`), its rows extended with the sweep columns (see
-    :class:`SweepResult`), plus a top-level ``sweep`` block: ``cells_computed``, ``cells_reused``,
-    ``store`` (the results.jsonl path), ``candidates`` (the parameter sets tried, in selection order)
-    and the nested-CV protocol (``cv``, ``outer_folds``, ``inner_folds``).
-
-    ``headline.aggregate`` is ``"mean"``: a sweep ranks layers by the mean over outer folds (its layer
-    curve), so ``best[].value`` is that mean. ``config`` is the :class:`SweepSpec` plus the cache paths.
-    As in ``probe``, the out-of-fold predictions (``result.oof``) add the tied sets and encoder
-    comparison (:func:`probekit.probe.compare.annotate_results`: rows' ``tied_with_best``/``p_vs_best``,
-    ``best[].tied``/``comparison``) and calibration (:func:`probekit.probe.calibration.annotate_calibration`),
-    from ``spec.bootstrap`` speaker resamples seeded by ``seeds.bootstrap_seed`` (``None`` when 0).
-    """
+    """The sweep's ``results.json`` (described in docs/sweep.md): ``probe``'s document
+    (:func:`probekit.probe.evaluate.results_document`) of the sweep's rows, ranked by the mean over outer
+    folds (``headline.aggregate`` ``"mean"``), plus a top-level ``sweep`` block; the tied sets, encoder
+    comparison and calibration come from the out-of-fold predictions, as in ``probe``."""
     spec = result.spec
     config = {**asdict(spec), "caches": [c["path"] for c in result.caches]}
     block = {

@@ -50,11 +50,8 @@ def probe_params(name: str, exact: bool = False) -> dict[str, object]:
 
 
 def accepts(fn, name: str) -> bool:
-    """Whether callable ``fn`` takes a parameter ``name`` (False where its signature cannot be read)."""
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    """Whether callable ``fn`` takes a parameter ``name``."""
+    return name in inspect.signature(fn).parameters
 
 
 def fit_probe(est, X, y, groups):

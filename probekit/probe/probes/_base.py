@@ -1,6 +1,6 @@
-"""Shared machinery of every probe: standardise on the training rows, then classify.
-
-Multi-label targets (a 2-D ``{0,1}`` indicator) are fitted one-vs-rest: one binary classifier per label.
+"""Shared machinery of the probes: ``predict`` and the class check of every probe, and the exact probes'
+pipeline: standardise on the training rows, then classify (multi-label targets, a 2-D ``{0,1}``
+indicator, one-vs-rest: one binary classifier per label).
 """
 
 from __future__ import annotations
@@ -15,7 +15,26 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 
-class ScaledProbe(ClassifierMixin, BaseEstimator):
+def local_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(present, y_local)``: the class indices present in a 1-D ``y`` and ``y`` renumbered 0..c-1."""
+    present, local = np.unique(y, return_inverse=True)
+    if len(present) < 2:
+        raise ValueError(f"the training rows hold a single class ({present[0]}); a probe needs two or more")
+    return present, local
+
+
+class Probe(ClassifierMixin, BaseEstimator):
+    """Base of the probes whose ``fit`` sets ``classes_`` and ``multilabel_``: ``predict`` is the most
+    probable class, or every label of probability 0.5 or more."""
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        if self.multilabel_:
+            return (proba >= 0.5).astype(np.int64)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class ScaledProbe(Probe):
     """Base: subclasses implement ``_classifier()`` returning an unfitted sklearn classifier.
 
     ``fit(X (n, d), y (n,) or (n, k))``; ``predict_proba`` gives ``(n, n_classes)`` for 1-D targets and
@@ -27,24 +46,15 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
     # Classifiers that fit a {0,1} indicator matrix in one model; the rest go one-vs-rest.
     _native_multilabel = False
 
-    def _classifier(self):  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def _fit_one(self, X, y):
+        pipe = make_pipeline(StandardScaler(), self._classifier())
+        kw = {}
+        if self.class_weight == "balanced" and not self._native_class_weight:
+            kw = {f"{pipe.steps[-1][0]}__sample_weight": compute_sample_weight("balanced", y)}
         with warnings.catch_warnings():
             # An unconverged probe is still a valid measurement at its iteration budget; the budget is a parameter.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return self._fit_pipeline(X, y)
-
-    def _fit_pipeline(self, X, y):
-        clf = self._classifier()
-        pipe = make_pipeline(StandardScaler(), clf)
-        if getattr(self, "class_weight", None) == "balanced" and not self._native_class_weight:
-            name = pipe.steps[-1][0]
-            pipe.fit(X, y, **{f"{name}__sample_weight": compute_sample_weight("balanced", y)})
-        else:
-            pipe.fit(X, y)
-        return pipe
+            return pipe.fit(X, y, **kw)
 
     def fit(self, X, y, groups=None):
         """``groups`` (speakers) is accepted for the probe contract; the exact probes do not use it."""
@@ -65,9 +75,7 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
                     self.estimators_.append(self._fit_one(X, col))
             self.classes_ = np.arange(y.shape[1])
         else:
-            self.classes_ = np.unique(y)
-            if len(self.classes_) < 2:
-                raise ValueError(f"the training rows hold a single class ({self.classes_[0]}); a probe needs two or more")
+            self.classes_ = local_classes(y)[0]
             self.estimator_ = self._fit_one(X, y)
         self.n_features_in_ = X.shape[1]
         return self
@@ -82,9 +90,3 @@ class ScaledProbe(ClassifierMixin, BaseEstimator):
                 out[:, j] = est if isinstance(est, float) else est.predict_proba(X)[:, 1]
             return out
         return self.estimator_.predict_proba(X)
-
-    def predict(self, X):
-        proba = self.predict_proba(X)
-        if self.multilabel_:
-            return (proba >= 0.5).astype(np.int64)
-        return self.classes_[np.argmax(proba, axis=1)]

@@ -14,8 +14,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_sample_weight
+
+from probekit.probe.probes._base import Probe, local_classes
 
 # PCA covariances come from at most this many evenly spaced training rows: 8192 rows estimate the top
 # few hundred axes of a 1024-dim layer well, and cost a quarter of the 20,630-row product.
@@ -39,11 +40,6 @@ def shared_projections() -> Iterator[None]:
         yield
     finally:
         _SOLVED.reset(token)
-
-
-def as_folds(folds) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[(train_idx, test_idx), ...]`` as int64 arrays."""
-    return [(np.asarray(tr, dtype=np.int64), np.asarray(te, dtype=np.int64)) for tr, te in folds]
 
 
 def inner_split(n: int, groups, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -80,21 +76,6 @@ def sample_weight(y: np.ndarray, class_weight) -> np.ndarray | None:
     if class_weight != "balanced":
         raise ValueError(f"class_weight must be None or 'balanced', not {class_weight!r}")
     return compute_sample_weight("balanced", y).astype(np.float32)
-
-
-def local_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(present, y_local)``: the class indices present in a 1-D ``y`` and ``y`` renumbered 0..c-1."""
-    present, local = np.unique(y, return_inverse=True)
-    if len(present) < 2:
-        raise ValueError(f"the training rows hold a single class ({present[0]}); a probe needs two or more")
-    return present, local
-
-
-def spread_columns(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(n, n_classes)``: ``proba``'s columns (over ``present``) placed at their class index, zeros elsewhere."""
-    out = np.zeros((len(proba), n_classes), dtype=np.float64)
-    out[:, present] = proba
-    return out
 
 
 @dataclass(frozen=True)
@@ -188,30 +169,41 @@ def fit_projection(X, dims: int | None) -> Projection:
     return Projection(weight.astype(np.float32), offset.astype(np.float32), explained)
 
 
-class FastProbe(ClassifierMixin, BaseEstimator):
+class FastProbe(Probe):
     """Base of the fast probes: one code path fits one training part, for ``fit`` and for every fold of
-    ``fold_proba``, so the two agree; subclasses batch inside ``_fit_parts``.
+    ``fold_proba``, so the two agree; subclasses batch inside ``_fit_fast``.
 
     Subclasses set ``_exact`` (the reference probe class, used whole on training parts of fewer than
     ``fast_min_rows`` rows, where it is cheap and the shortcuts have too few rows to be safe) and
-    implement ``_fit_parts(X, y, trains, groups) -> [(model, report), ...]``; a model is the fitted
-    reference probe or the fast path's fitted state, and its ``predict_proba`` gives columns over the
-    part's present classes, or ``(n, k)`` for multi-label. ``model_`` holds it after ``fit``.
+    ``_exact_solver`` (what it runs, for the reports), and implement ``_fit_fast(X, y, trains, groups) ->
+    [(model, report), ...]`` for the other parts; a model is the fitted reference probe or the fast path's
+    fitted state, and its ``predict_proba`` gives columns over the part's present classes, or ``(n, k)``
+    for multi-label. ``model_`` holds it after ``fit``.
     """
 
     _exact: type | None = None
+    _exact_solver = ""
 
     def _exact_probe(self):
         """The reference probe with this probe's shared parameters (see :attr:`_exact`)."""
         names = self._exact._get_param_names()
         return self._exact(**{k: v for k, v in self.get_params().items() if k in names})
 
-    def _fit_parts(self, X, y, trains, groups):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @staticmethod
-    def _proba(model, X) -> np.ndarray:
-        return model.predict_proba(X)
+    def _fit_parts(self, X, y, trains, groups) -> list[tuple]:
+        """``(model, report)`` per training part (row positions ``trains[i]``); ``groups``: ``(n,)`` or None."""
+        g = None if groups is None else np.asarray(groups)
+        out: list = [None] * len(trains)
+        fast = []
+        for i, tr in enumerate(trains):
+            if len(tr) >= self.fast_min_rows:
+                fast.append(i)
+                continue
+            report = {"solver": f"{self._exact_solver}, exact reference ({self._exact.__name__})",
+                      "reason": f"{len(tr)} training rows < fast_min_rows={self.fast_min_rows}"}
+            out[i] = (self._exact_probe().fit(X[tr], y[tr]), report)
+        for i, fitted in zip(fast, self._fit_fast(X, y, [trains[i] for i in fast], g)):
+            out[i] = fitted
+        return out
 
     def fit(self, X, y, groups=None):
         """Fit on ``X`` ``(n, d)`` (float16/float32), ``y`` ``(n,)`` or ``(n, k)``; ``groups``: ``(n,)`` speakers
@@ -225,24 +217,22 @@ class FastProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        return self._proba(self.model_, X)
-
-    def predict(self, X):
-        proba = self.predict_proba(X)
-        if self.multilabel_:
-            return (proba >= 0.5).astype(np.int64)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self.model_.predict_proba(X)
 
     def fold_proba(self, X, y, folds, groups=None) -> list[np.ndarray]:
         """Per fold, what ``clone(self).fit(X[train], y[train], groups[train]).predict_proba(X[test])`` gives,
         with columns over every class index ``0..y.max()`` for 1-D ``y`` (0 for a class absent from the
         training part). Sets ``fold_reports_`` (one dict per fold)."""
         y = np.asarray(y)
-        folds = as_folds(folds)
+        folds = [(np.asarray(tr, dtype=np.int64), np.asarray(te, dtype=np.int64)) for tr, te in folds]
         fitted = self._fit_parts(X, y, [tr for tr, _ in folds], groups)
         out = []
         for (tr, te), (model, _rep) in zip(folds, fitted):
-            p = self._proba(model, X[te])
-            out.append(p if y.ndim == 2 else spread_columns(p, np.unique(y[tr]), int(y.max()) + 1))
+            p = model.predict_proba(X[te])
+            if y.ndim == 1:  # columns over the part's present classes -> every class index (0 if absent)
+                full = np.zeros((len(te), int(y.max()) + 1))
+                full[:, np.unique(y[tr])] = p
+                p = full
+            out.append(p)
         self.fold_reports_ = [rep for _m, rep in fitted]
         return out

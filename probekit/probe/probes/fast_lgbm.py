@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, local_classes, sample_weight
+from probekit.probe.probes._base import local_classes
+from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, sample_weight
 from probekit.probe.probes.lgbm import LGBMProbe, LGBMTreeParams
 from probekit.probe.tasks import ProbeInputError
 
@@ -26,14 +27,13 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
     out for early stopping with ``patience`` rounds; LightGBM's binned dataset is built once and every
     label of a multi-label target trains on it (one-vs-rest; a label constant in the part predicts its
     rate). Tree parameters mean what they mean in :class:`LGBMProbe`; the round budget is
-    ``n_estimators`` for every ``budget_rows`` fitting rows begun (100 rounds up to 32,768 rows, 200 up
-    to 65,536, ...): more rows make more rounds worth having, and early stopping still picks the
-    rounds within it. Parts of fewer than ``fast_min_rows`` rows use :class:`LGBMProbe` itself. ``report_`` /
-    ``fold_reports_`` say which path ran, the features and the share each tree saw, and the rounds early
-    stopping chose per label.
+    ``n_estimators`` for every ``budget_rows`` fitting rows begun: more rows make more rounds worth
+    having, and early stopping still picks the rounds within it. Parts of fewer than ``fast_min_rows``
+    rows use :class:`LGBMProbe` itself.
     """
 
     _exact = LGBMProbe
+    _exact_solver = "lightgbm"
 
     def __init__(
         self,
@@ -93,14 +93,10 @@ class FastLGBMProbe(LGBMTreeParams, FastProbe):
     def _tree_share(self, n_features: int) -> float:
         return float(min(self.colsample_bytree, max(1, int(self.tree_features)) / n_features))
 
-    def _fit_parts(self, X, y, trains, groups):
-        g = None if groups is None else np.asarray(groups)
-        return [self._fit_one(X[tr], y[tr], None if g is None else g[tr]) for tr in trains]
+    def _fit_fast(self, X, y, trains, groups):
+        return [self._fit_one(X[tr], y[tr], None if groups is None else groups[tr]) for tr in trains]
 
     def _fit_one(self, X, y, groups):
-        if len(y) < self.fast_min_rows:
-            est = self._exact_probe().fit(X, y)
-            return est, {"solver": "lightgbm, exact reference (LGBMProbe)", "reason": f"{len(y)} training rows < fast_min_rows={self.fast_min_rows}"}
         import lightgbm as lgb
 
         X = np.asarray(X, dtype=np.float32)  # one float32 copy of the part serves the PCA and the features

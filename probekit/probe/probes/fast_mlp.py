@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
-from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, local_classes, sample_weight
+from probekit.probe.probes._base import local_classes
+from probekit.probe.probes._fast import FastProbe, Projection, fit_projection, inner_split, sample_weight
 from probekit.probe.probes.mlp import MLPParams, MLPProbe
 
 _ADAM_BETAS = (0.9, 0.999)
@@ -68,9 +70,7 @@ class FittedMLP:
         s = np.maximum(Z @ self.W1 + self.b1, 0.0) @ self.W2 + self.b2
         if self.multilabel:
             return (1.0 / (1.0 + np.exp(-s))).astype(np.float64)
-        s = s - s.max(1, keepdims=True)
-        e = np.exp(s)
-        return (e / e.sum(1, keepdims=True)).astype(np.float64)
+        return softmax(s, axis=1).astype(np.float64)
 
 
 class FastMLPProbe(MLPParams, FastProbe):
@@ -87,6 +87,7 @@ class FastMLPProbe(MLPParams, FastProbe):
     """
 
     _exact = MLPProbe
+    _exact_solver = "sklearn MLPClassifier"
 
     def __init__(
         self,
@@ -125,29 +126,18 @@ class FastMLPProbe(MLPParams, FastProbe):
             n_out = len(present)
         return proj, _Part(proj.transform(X), t, w, fit, val, n_out, how)
 
-    def _fit_parts(self, X, y, trains, groups):
-        g = None if groups is None else np.asarray(groups)
-        out: list = [None] * len(trains)
-        fast, parts = [], []
-        for i, tr in enumerate(trains):
-            Xp, yp, gp = X[tr], y[tr], None if g is None else g[tr]
-            if len(tr) < self.fast_min_rows:
-                est = self._exact_probe().fit(Xp, yp)
-                out[i] = (est, {"solver": "sklearn MLPClassifier, exact reference (MLPProbe)",
-                                           "reason": f"{len(tr)} training rows < fast_min_rows={self.fast_min_rows}"})
-            else:
-                fast.append(i)
-                parts.append(self._prepare(Xp, yp, gp))
-        if parts:
-            nets, reports = self._train([p for _, p in parts], y.ndim == 2)
-            for i, (proj, part), net, rep in zip(fast, parts, nets, reports):
-                out[i] = (FittedMLP(proj, *net, y.ndim == 2), {
-                    "solver": "torch-adam batched MLP", "pca_dims": proj.dims, "pca_explained_variance": round(proj.explained, 4),
-                    "hidden": int(self.hidden), "batch_size": int(self.batch_size), **rep,
-                    "early_stopping": f"patience {self.patience} on {part.split}" if len(part.val) else part.split,
-                    "gave_up": "features beyond the PCA axes, the held-out rows (not refitted), full-batch lbfgs",
-                })
-        return out
+    def _fit_fast(self, X, y, trains, groups):
+        parts = [self._prepare(X[tr], y[tr], None if groups is None else groups[tr]) for tr in trains]
+        if not parts:
+            return []
+        nets, reports = self._train([p for _, p in parts], y.ndim == 2)
+        return [(FittedMLP(proj, *net, y.ndim == 2), {
+            "solver": "torch-adam batched MLP", "pca_dims": proj.dims,
+            "pca_explained_variance": round(proj.explained, 4), "hidden": int(self.hidden),
+            "batch_size": int(self.batch_size), **rep,
+            "early_stopping": f"patience {self.patience} on {part.split}" if len(part.val) else part.split,
+            "gave_up": "features beyond the PCA axes, the held-out rows (not refitted), full-batch lbfgs",
+        }) for (proj, part), net, rep in zip(parts, nets, reports)]
 
     def _train(self, parts: list[_Part], multilabel: bool):
         """Train one network per part, all as one batched network. Returns per part ``(W1, b1, W2, b2)``

@@ -13,19 +13,21 @@ Trained full-batch with L-BFGS in float64 on the CPU from zero weights, so a fit
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+import torch
+from scipy.special import softmax
 from sklearn.utils.class_weight import compute_sample_weight
 
+from probekit.probe.probes._base import Probe, local_classes
 
-class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
+
+class LayerWeightsProbe(Probe):
     """Softmax layer weights + linear head over all hidden states.
 
     ``alpha``: L2 penalty on the head's weights (per row, as in a mean loss); ``max_iter``: L-BFGS
     iterations; ``class_weight``: ``None`` or ``"balanced"`` (sample weights in the loss); ``n_jobs``:
     torch threads during the fit (one is fastest at probe sizes: a 535 x 5 x 384 fit took 1.7 s on one
-    thread and 19 s on two busy cores); ``seed``:
-    fixes torch's generator (the fit starts from zeros and uses no randomness, the seed is kept for
-    the common probe interface).
+    thread, 19 s on two busy cores); ``seed``: fixes torch's generator (the fit starts from zeros and uses
+    no randomness, the seed is kept for the common probe interface).
 
     ``fit(X (n, L, d), y)`` with ``y`` ``(n,)`` classes or ``(n, k)`` {0,1} labels; ``predict_proba``
     gives ``(n, n_classes)`` (softmax) or ``(n, k)`` (sigmoid per label) like every probe.
@@ -46,16 +48,14 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
         return (X - self.mean_) / self.scale_
 
     def fit(self, X, y):
-        import torch
-
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.n_jobs)))
         try:
-            return self._fit(torch, X, y)
+            return self._fit(X, y)
         finally:
             torch.set_num_threads(threads)
 
-    def _fit(self, torch, X, y):
+    def _fit(self, X, y):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 3:
             raise ValueError(f"the layer-weighted probe needs X of shape (n, layers, dim), got {X.shape}")
@@ -66,9 +66,7 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
             target = torch.as_tensor(y, dtype=torch.float64)
             weights = np.ones(len(y))
         else:
-            self.classes_, codes = np.unique(y, return_inverse=True)
-            if len(self.classes_) < 2:
-                raise ValueError(f"the training rows hold a single class ({self.classes_[0]}); a probe needs two or more")
+            self.classes_, codes = local_classes(y)
             target = torch.as_tensor(codes, dtype=torch.long)
             weights = compute_sample_weight("balanced", y) if self.class_weight == "balanced" else np.ones(len(y))
         self.mean_ = X.mean(0)
@@ -115,12 +113,4 @@ class LayerWeightsProbe(ClassifierMixin, BaseEstimator):
         out = self.decision_function(X)
         if self.multilabel_:
             return 1.0 / (1.0 + np.exp(-out))
-        out = out - out.max(1, keepdims=True)
-        e = np.exp(out)
-        return e / e.sum(1, keepdims=True)
-
-    def predict(self, X) -> np.ndarray:
-        proba = self.predict_proba(X)
-        if self.multilabel_:
-            return (proba >= 0.5).astype(np.int64)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return softmax(out, axis=1)
