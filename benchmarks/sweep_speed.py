@@ -115,27 +115,26 @@ def make_cache(path: Path, n: int, layers: int, dim: int = 1024, n_labels: int =
 
 
 def _setup(path: str, task: str):
-    """The sweep's own targets and nested fold table for ``task`` on the cache at ``path``."""
+    """The rows, targets and nested fold table of ``task`` on the cache at ``path``, built by the
+    function ``run_sweep`` builds them with, so both sides of the comparison see the sweep's folds."""
     from probekit.cache import EmbeddingCache
-    from probekit.probe.sweep import SweepSpec, fold_table, sweep_targets
+    from probekit.probe.sweep import SweepSpec, _cache_work
 
     cache = EmbeddingCache(path)
     spec = SweepSpec(**TASKS[task], grid=(("C", CS),), outer_folds=5, inner_folds=3)
-    targets = sweep_targets(spec, cache.metadata)
-    used = np.flatnonzero(targets.mask)
-    y = targets.y.astype(np.uint8)
-    table = fold_table(spec, np.asarray(cache.metadata["speaker"])[used], y)
+    work = _cache_work(cache, Path(path).stem, spec)
+    table = work.table
     folds = [f"o{k}" for k in range(table.shape[0])] + [f"o{k}/i{j}" for k in range(table.shape[0]) for j in range(int(table[k].max()) + 1)]
-    return cache, spec, targets, used, y, table, folds
+    return cache, spec, work.prepared, work.y, table, folds
 
 
 def probekit_layer(path: str, task: str, layer: int) -> dict:
     """Child process: all 80 cells of one layer through the sweep's worker; time, scores, peak RSS."""
     from probekit.probe.sweep import LayerJob, run_layer_job
 
-    cache, spec, targets, used, y, table, folds = _setup(path, task)
+    cache, spec, prepared, y, table, folds = _setup(path, task)
     cells = tuple(({"C": C}, f) for f in folds for C in CS)
-    job = LayerJob(path, layer, spec.task, "logreg-fast", used, y, targets.classes, table, cells)
+    job = LayerJob(path, layer, spec.task, "logreg-fast", prepared.rows, y, prepared.targets.classes, table, cells, prepared.groups)
     t0 = time.perf_counter()
     out = run_layer_job(job)
     seconds = time.perf_counter() - t0
@@ -153,8 +152,9 @@ def loop_cells(path: str, task: str, layer: int, reference: bool = False) -> dic
 
     from probekit.probe.sweep import fold_rows, indicator
 
-    cache, spec, targets, used, y, table, _ = _setup(path, task)
-    X = cache.read_layer(layer, dtype=np.float64)[used]  # the plain approach: one float64 copy
+    cache, spec, prepared, y, table, _ = _setup(path, task)
+    targets = prepared.targets
+    X = cache.read_layer(layer, dtype=np.float64)[prepared.rows]  # the plain approach: one float64 copy
     Y = indicator(targets)
     per_cell, scores, exact = {}, {}, {}
     for fold in LOOP_FOLDS:
@@ -204,14 +204,15 @@ def in_child(fn, *args):
         return pool.apply(fn, args)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the comparison; returns the per-(size, task) rows of the printed table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "probekit_bench"), help="where the synthetic caches go (reused)")
     ap.add_argument("--sizes", default="5000,20630,80000")
     ap.add_argument("--tasks", default="binary,11-label")
     ap.add_argument("--reference-max-n", type=int, default=5000, help="sizes up to this also get the exact-optimum reference")
     ap.add_argument("--sweep-task", default="binary", help="task of the whole 25-layer sweep ('none' to skip)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     print(f"# sweep_speed: threads OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} cpus; C grid {list(CS)}", flush=True)
@@ -254,6 +255,7 @@ def main() -> None:
               f"{res['cells']} cells over {res['layers']} layers in {res['seconds']:.0f} s, peak RSS {res['rss_mb']:.0f} MB (child process); "
               f"best layer {res['best_layer']} at {res['best']:.4f} with {res['best_params']}.")
     sys.stdout.flush()
+    return rows
 
 
 if __name__ == "__main__":
