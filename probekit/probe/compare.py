@@ -1,29 +1,16 @@
 """Which layers are as good as the best one? Paired speaker-bootstrap tests on out-of-fold predictions.
 
-For one (encoder, probe), every layer was scored on the same out-of-fold rows, so layers can be
-compared *paired*: each bootstrap resample draws speakers with replacement (the draws of
-:func:`probekit.probe.metrics.speaker_resamples`, the ones the confidence intervals use) and
-computes the metric of the best layer and of the other layer on the same resampled rows. The
-difference's distribution gives a two-sided p-value,
-``p = min(1, 2 * min(#{d <= 0}, #{d >= 0}) / B)`` (the smallest level at which the percentile
-interval of ``d = best - other`` excludes 0), with the one-draw floor ``1 / (B + 1)`` so a
-p-value is never exactly 0. The L-1 comparisons with the best layer are corrected for multiple
-comparisons with Holm's step-down method; a layer is *tied with the best* when its Holm-adjusted
-p-value is at least ``level`` (default 0.05): the data do not tell it apart from the best.
+Every layer of one (encoder, probe) was scored on the same out-of-fold rows, so each resample of
+speakers (:func:`probekit.probe.metrics.speaker_resamples`, the confidence intervals' draws) scores the
+best and another layer on the same rows. ``d = best - other`` gives the two-sided p-value
+``p = min(1, 2 * min(#{d <= 0}, #{d >= 0}) / B)`` (the smallest level at which d's percentile interval
+excludes 0), floored at ``1 / (B + 1)``; Holm's step-down method corrects the L-1 comparisons, and a
+layer whose adjusted p-value is at least ``level`` is *tied with the best*. Speakers, not rows, are
+resampled because rows of one speaker are not independent; docs/probe.md#tied-layers says more.
 
-Why no exact test: rows of one speaker are not independent (same voice, same session), so a
-row-level exact test such as McNemar's on accuracy would overstate the evidence. Speakers are
-the unit that generalises, so the bootstrap resamples them for every metric.
-
-The best layer is picked on the same data it is then compared on, which favours it a little: the
-tied set is, if anything, on the small side. Read a tied set as "these layers are all plausible
-best choices", not as "the others are certainly worse".
-
-Entry points return plain dicts, which the results document stores:
-
-* :func:`tied_layers` — one (encoder, probe): ``{best_layer, tied, per_layer, ...}``;
-* :func:`compare_encoders` — several encoders' best layers on their common rows;
-* :func:`annotate_results` — adds both to a results document, given its out-of-fold files.
+Entry points return plain dicts, which the results document stores: :func:`tied_layers` (one
+(encoder, probe)), :func:`compare_encoders` (several encoders' best layers on their common rows) and
+:func:`annotate_results` (both, added to a results document from its out-of-fold files).
 """
 
 from __future__ import annotations
