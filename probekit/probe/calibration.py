@@ -237,10 +237,8 @@ def fit_inner(
     scores = inner_scores(probe, X, y, groups, kind, n_inner, seed)
     cal = None
     if calibrate is not None:
-        yk = y.reshape(len(y), -1)
-        cal = ProbabilityCalibrator(calibrate).fit(np.full(yk.shape, np.nan) if scores is None else scores, yk)
-        if scores is not None:
-            scores = cal.transform(scores)
+        cal = ProbabilityCalibrator(calibrate).fit(scores, y.reshape(len(y), -1))
+        scores = cal.transform(scores)
     return cal, (thresholds_from_scores(y, scores) if tune else None)
 
 
