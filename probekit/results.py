@@ -98,8 +98,7 @@ def validate_results(doc: dict) -> None:
         raise ResultsSchemaError(problems)
     kind = doc["task"].get("kind")
     if kind not in SCALAR_METRICS:
-        problems.append(f"task.kind {kind!r} is unknown")
-        raise ResultsSchemaError(problems)
+        raise ResultsSchemaError([f"task.kind {kind!r} is unknown"])
     if doc["headline"].get("metric") not in SCALAR_METRICS[kind]:
         problems.append(f"headline.metric {doc['headline'].get('metric')!r} is not a {kind} metric")
     for i, row in enumerate(doc["rows"]):
