@@ -142,10 +142,7 @@ def tied_layers(
 
 def _common_rows(oofs: list[OOFPredictions]) -> list[np.ndarray]:
     """For each oof, positions of the rows tested in all of them, in one shared id order."""
-    common = None
-    for o in oofs:
-        ids = set(o.ids[o.tested].tolist())
-        common = ids if common is None else common & ids
+    common = set.intersection(*(set(o.ids[o.tested].tolist()) for o in oofs))
     if not common:
         raise CompareError("the out-of-fold files share no tested rows: " + ", ".join(f"{o.encoder}/{o.probe}" for o in oofs))
     order = np.array(sorted(common))

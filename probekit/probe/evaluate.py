@@ -82,9 +82,7 @@ def encoder_names(caches: Sequence[EmbeddingCache]) -> list[str]:
         for i in group:
             tags = [str(caches[i].attrs.get(k, "")) or "-" for k in keys]
             names[i] = f"{name} [{', '.join(tags)}]" if tags else name
-    if len(set(names)) < len(names):
-        names = [f"{n} ({Path(c.path).stem})" if names.count(n) > 1 else n for n, c in zip(names, caches)]
-    return names
+    return [f"{n} ({Path(c.path).stem})" if names.count(n) > 1 else n for n, c in zip(names, caches)]
 
 
 # ----------------------------------------------------------------------------------- preparing
