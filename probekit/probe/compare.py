@@ -75,29 +75,24 @@ def _paired(entries: list[tuple[OOFPredictions, int, np.ndarray]], metric: str, 
         best = int(np.argmax(ranked))  # ties: the first (lowest layer), as the results' best does
     boot = np.stack([_entry_values(o, layer, r, metric, inv, W) for o, layer, r in entries])  # (E, B)
     diff = sign * (boot[best][None, :] - boot)  # > 0: the best is better
-    others = [e for e in range(len(entries)) if e != best]
-    raw = np.array([bootstrap_p(diff[e]) for e in others])
-    finite = np.isfinite(raw)
-    adjusted = np.full(len(raw), np.nan)
-    adjusted[finite] = holm(raw[finite])
+    is_best = np.arange(len(entries)) == best
+    p = np.array([1.0 if is_best[e] else bootstrap_p(diff[e]) for e in range(len(entries))])
+    adjusted = np.where(is_best, 1.0, np.nan)
+    corrected = ~is_best & np.isfinite(p)
+    adjusted[corrected] = holm(p[corrected])
     out = []
     for e in range(len(entries)):
         d = diff[e][np.isfinite(diff[e])]
         lo, hi = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))) if len(d) else (float("nan"), float("nan"))
-        if e == best:
-            p = p_adj = 1.0
-        else:
-            j = others.index(e)
-            p, p_adj = float(raw[j]), float(adjusted[j])
         out.append(
             {
                 "value": float(point[e]),
                 "diff": float(sign * (point[best] - point[e])),
                 "diff_ci": [lo, hi],
-                "p": p,
-                "p_adjusted": p_adj,
+                "p": float(p[e]),
+                "p_adjusted": float(adjusted[e]),
                 # An undefined p-value (metric undefined in every resample) cannot separate it from the best.
-                "tied": bool(e == best or not np.isfinite(p_adj) or p_adj >= level),
+                "tied": bool(e == best or not np.isfinite(adjusted[e]) or adjusted[e] >= level),
             }
         )
     return best, point, out
@@ -186,12 +181,9 @@ def compare_encoders(
 def annotate_results(doc: dict, oofs: list[OOFPredictions], *, level: float = 0.05, n_boot: int | None = None, seed: int | None = None) -> dict:
     """A copy of results document ``doc`` with the tied sets filled in from its out-of-fold files.
 
-    Adds to each row ``tied_with_best`` (bool) and ``p_vs_best`` (Holm-adjusted p-value; 1.0 at the
-    best layer) and ``diff_vs_best``; to each ``best`` entry ``tied`` (layers, ascending) and
-    ``comparison`` ``{method, correction, level, n_boot}``; and, when two or more encoders share a
-    probe, a top-level ``encoder_comparison`` list (one :func:`compare_encoders` dict per probe, at
-    each encoder's best layer). Rows without an out-of-fold file, and layer-weighted rows
-    (layer -1, which have a layer of their own to compare), are left as they are.
+    Adds the schema's optional ``rows[].tied_with_best``, ``p_vs_best``, ``diff_vs_best``, ``best[].tied``,
+    ``comparison`` and ``encoder_comparison`` (:mod:`probekit.results`). Rows without an out-of-fold file,
+    and layer-weighted rows (layer -1, which have a layer of their own to compare), are left as they are.
     ``n_boot``/``seed`` default to the document's ``config.bootstrap`` and ``seeds.bootstrap_seed``;
     with ``n_boot`` 0 nothing is added.
     """

@@ -1,10 +1,7 @@
 """Layer-wise probing: for each cache, layer and probe, cross-validate and score.
 
 ``run_probe(ProbeConfig) -> ProbeResults`` is the one entry point the CLI, recipes and the Python API
-call. Data flow: cache (+ the current manifest's labels) -> :func:`probekit.probe.evaluate.prepare`
--> per layer and probe, :func:`~probekit.probe.evaluate.evaluate_layer` ->
-:func:`~probekit.probe.evaluate.layer_row` -> results document -> output folder (results, report,
-plots and the out-of-fold predictions of :mod:`probekit.oof`).
+call; it runs the steps of :mod:`probekit.probe.evaluate` and writes the output folder.
 
 ``jobs > 1`` spreads (layer, probes) units over worker processes; each worker reads only its unit's
 layer from the HDF5 file, so the cache is never copied per worker, and computes the unit's results rows.
