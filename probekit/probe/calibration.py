@@ -172,8 +172,7 @@ class ProbabilityCalibrator(BaseEstimator):
             if self.method == "temperature":
                 out[:, j] = 1.0 / (1.0 + np.exp(-_logit(P[:, j]) / self.temperature_[j]))
             else:
-                xs, ys = self.knots_[j]
-                out[:, j] = np.interp(P[:, j], xs, ys)
+                out[:, j] = np.interp(P[:, j], *self.knots_[j])
         out[np.isnan(P)] = np.nan
         return out[:, 0] if proba.ndim == 1 else out
 

@@ -165,9 +165,8 @@ def label_source(cache: EmbeddingCache, manifest: str | Path | Manifest | None) 
 
 def _metadata(cache: EmbeddingCache, man: Manifest | None) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Row-aligned metadata columns, the rows present in the label source, and the ids it lacks."""
-    n = len(cache)
     if man is None:
-        return {k: np.asarray(v, dtype=object) for k, v in cache.metadata.items()}, np.ones(n, dtype=bool), []
+        return {k: np.asarray(v, dtype=object) for k, v in cache.metadata.items()}, np.ones(len(cache), dtype=bool), []
     index = {sid: i for i, sid in enumerate(man.ids)}
     pos = np.array([index.get(i, -1) for i in cache.ids], dtype=np.int64)
     present = pos >= 0
