@@ -76,17 +76,12 @@ class OOFPredictions:
         return p[:, 0] if self.kind == "binary" else p
 
 
-def oof_filename(encoder: str, probe: str) -> str:
-    """``<encoder>__<probe>.npz`` with anything but letters, digits, ``.``, ``-`` and ``_`` replaced."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{encoder}__{probe}")
-    return f"{safe}.npz"
-
-
 def save_oof(folder: str | Path, oof: OOFPredictions) -> Path:
-    """Write ``oof`` as ``folder/<encoder>__<probe>.npz``; returns the path."""
+    """Write ``oof`` as ``folder/<encoder>__<probe>.npz`` (anything but letters, digits, ``.``, ``-`` and
+    ``_`` in the name replaced by ``_``); returns the path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / oof_filename(oof.encoder, oof.probe)
+    path = folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", f"{oof.encoder}__{oof.probe}") + ".npz")
     np.savez_compressed(
         path,
         format=np.array(FORMAT),
@@ -131,9 +126,4 @@ def load_oof(path: str | Path) -> OOFPredictions:
     return oof
 
 
-def load_oof_folder(results_folder: str | Path) -> list[OOFPredictions]:
-    """Every out-of-fold file of a results folder (``<folder>/oof/*.npz``), sorted by file name."""
-    return [load_oof(p) for p in sorted((Path(results_folder) / "oof").glob("*.npz"))]
-
-
-__all__ = ["ALL_LAYERS", "OOFError", "OOFPredictions", "load_oof", "load_oof_folder", "oof_filename", "save_oof"]
+__all__ = ["ALL_LAYERS", "OOFError", "OOFPredictions", "load_oof", "save_oof"]

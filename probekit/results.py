@@ -38,13 +38,8 @@ Optional fields (absent from older documents; readers must not require them):
 ``value`` is pooled over all out-of-fold predictions; ``mean``/``std`` (ddof=0) are over folds; ``ci_low``/
 ``ci_high`` bound a 95% bootstrap interval resampling speakers. Undefined numbers are ``null``.
 
-``probekit sweep`` writes the same document (:func:`probekit.probe.sweep.sweep_document`): folds are the
-outer folds of its nested CV; ``config`` is its SweepSpec plus the cache paths; each row adds
-``best_params``, ``fold_params``, ``inner_score`` and ``n_candidates``; a top-level ``sweep`` block
-holds cells computed/reused, the store path, the candidates and the nested-CV protocol. Its
-``mean``/``std`` are over the outer cells at the selected parameters; ``value``, ``ci_low``/``ci_high``,
-``confusion_matrix``, ``per_label``, the tied sets and ``calibration`` come from out-of-fold
-predictions refitted at each outer fold's selected parameters (written to ``oof/`` as ``probe`` does).
+``probekit sweep`` writes the same document (:func:`probekit.probe.sweep.sweep_document`) with the
+additions docs/sweep.md lists (``best_params``, ``fold_params``, ``inner_score``, ``n_candidates``, ``sweep``).
 """
 
 from __future__ import annotations
@@ -103,8 +98,7 @@ def validate_results(doc: dict) -> None:
         raise ResultsSchemaError(problems)
     kind = doc["task"].get("kind")
     if kind not in SCALAR_METRICS:
-        problems.append(f"task.kind {kind!r} is unknown")
-        raise ResultsSchemaError(problems)
+        raise ResultsSchemaError([f"task.kind {kind!r} is unknown"])
     if doc["headline"].get("metric") not in SCALAR_METRICS[kind]:
         problems.append(f"headline.metric {doc['headline'].get('metric')!r} is not a {kind} metric")
     for i, row in enumerate(doc["rows"]):

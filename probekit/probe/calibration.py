@@ -1,26 +1,13 @@
 """Calibrated probabilities: expected calibration error, reliability bins, and a calibrator fitted on inner folds.
 
-A hotline's analysts read a probe's probabilities on a timeline, so "0.8 negative" should be
-negative about 80% of the time. This module measures that and, optionally, corrects it.
-
-Measuring (binary and multilabel; each label of a multilabel task is a binary problem):
-:func:`reliability` puts the predicted probabilities in ``n_bins`` equal-width bins on [0, 1] and
-compares each bin's mean prediction with its observed rate; the expected calibration error is
-the count-weighted mean gap, ``ECE = sum_b n_b / n * |mean_pred_b - observed_b|``. A multilabel
-ECE pools every (row, label) pair; ``per_label`` gives each label's own.
-
-Correcting: :class:`ProbabilityCalibrator` maps a positive-class probability to a calibrated one,
-one map per label, with state made of plain numbers (JSON in an export's ``config.json``, no
-pickle):
-
-* ``temperature``: ``q = sigmoid(logit(p) / T)``, ``T`` fitted by maximum likelihood; it keeps the
-  order of the scores (ROC-AUC unchanged) and moves only their confidence;
-* ``isotonic``: a non-decreasing map, linear between the fitted knots and flat outside them,
-  which can also correct a bias but ties scores that fall on one plateau.
-
-:func:`fit_inner` fits one on the out-of-fold scores of inner speaker folds of a
-training part (:func:`probekit.probe.thresholds.inner_scores`, the ones tuned thresholds use):
-the outer test fold, and so the reported numbers, never see it.
+Binary and multilabel tasks (each label is a binary problem); docs/probe.md#calibration says why and
+how to read them. :func:`reliability` bins probabilities in ``n_bins`` equal-width bins on [0, 1]:
+``ECE = sum_b n_b / n * |mean_pred_b - observed_b|``, a multilabel ECE pooling every (row, label) pair.
+:class:`ProbabilityCalibrator` maps a positive-class probability to a calibrated one, one map per label
+(``temperature``: ``q = sigmoid(logit(p) / T)``, order-preserving; ``isotonic``: non-decreasing, linear
+between knots, flat outside), its state plain numbers (JSON in an export's ``config.json``, no pickle).
+:func:`fit_inner` fits it on the inner speaker folds of a training part
+(:func:`probekit.probe.thresholds.inner_scores`), so the outer test fold never shapes it.
 """
 
 from __future__ import annotations
@@ -185,8 +172,7 @@ class ProbabilityCalibrator(BaseEstimator):
             if self.method == "temperature":
                 out[:, j] = 1.0 / (1.0 + np.exp(-_logit(P[:, j]) / self.temperature_[j]))
             else:
-                xs, ys = self.knots_[j]
-                out[:, j] = np.interp(P[:, j], xs, ys)
+                out[:, j] = np.interp(P[:, j], *self.knots_[j])
         out[np.isnan(P)] = np.nan
         return out[:, 0] if proba.ndim == 1 else out
 
@@ -250,10 +236,8 @@ def fit_inner(
     scores = inner_scores(probe, X, y, groups, kind, n_inner, seed)
     cal = None
     if calibrate is not None:
-        yk = y.reshape(len(y), -1)
-        cal = ProbabilityCalibrator(calibrate).fit(np.full(yk.shape, np.nan) if scores is None else scores, yk)
-        if scores is not None:
-            scores = cal.transform(scores)
+        cal = ProbabilityCalibrator(calibrate).fit(scores, y.reshape(len(y), -1))
+        scores = cal.transform(scores)
     return cal, (thresholds_from_scores(y, scores) if tune else None)
 
 

@@ -1,29 +1,16 @@
 """Which layers are as good as the best one? Paired speaker-bootstrap tests on out-of-fold predictions.
 
-For one (encoder, probe), every layer was scored on the same out-of-fold rows, so layers can be
-compared *paired*: each bootstrap resample draws speakers with replacement (the draws of
-:func:`probekit.probe.metrics.speaker_resamples`, the ones the confidence intervals use) and
-computes the metric of the best layer and of the other layer on the same resampled rows. The
-difference's distribution gives a two-sided p-value,
-``p = min(1, 2 * min(#{d <= 0}, #{d >= 0}) / B)`` (the smallest level at which the percentile
-interval of ``d = best - other`` excludes 0), with the one-draw floor ``1 / (B + 1)`` so a
-p-value is never exactly 0. The L-1 comparisons with the best layer are corrected for multiple
-comparisons with Holm's step-down method; a layer is *tied with the best* when its Holm-adjusted
-p-value is at least ``level`` (default 0.05): the data do not tell it apart from the best.
+Every layer of one (encoder, probe) was scored on the same out-of-fold rows, so each resample of
+speakers (:func:`probekit.probe.metrics.speaker_resamples`, the confidence intervals' draws) scores the
+best and another layer on the same rows. ``d = best - other`` gives the two-sided p-value
+``p = min(1, 2 * min(#{d <= 0}, #{d >= 0}) / B)`` (the smallest level at which d's percentile interval
+excludes 0), floored at ``1 / (B + 1)``; Holm's step-down method corrects the L-1 comparisons, and a
+layer whose adjusted p-value is at least ``level`` is *tied with the best*. Speakers, not rows, are
+resampled because rows of one speaker are not independent; docs/probe.md#tied-layers says more.
 
-Why no exact test: rows of one speaker are not independent (same voice, same session), so a
-row-level exact test such as McNemar's on accuracy would overstate the evidence. Speakers are
-the unit that generalises, so the bootstrap resamples them for every metric.
-
-The best layer is picked on the same data it is then compared on, which favours it a little: the
-tied set is, if anything, on the small side. Read a tied set as "these layers are all plausible
-best choices", not as "the others are certainly worse".
-
-Entry points return plain dicts, which the results document stores:
-
-* :func:`tied_layers` — one (encoder, probe): ``{best_layer, tied, per_layer, ...}``;
-* :func:`compare_encoders` — several encoders' best layers on their common rows;
-* :func:`annotate_results` — adds both to a results document, given its out-of-fold files.
+Entry points return plain dicts, which the results document stores: :func:`tied_layers` (one
+(encoder, probe)), :func:`compare_encoders` (several encoders' best layers on their common rows) and
+:func:`annotate_results` (both, added to a results document from its out-of-fold files).
 """
 
 from __future__ import annotations
@@ -88,29 +75,24 @@ def _paired(entries: list[tuple[OOFPredictions, int, np.ndarray]], metric: str, 
         best = int(np.argmax(ranked))  # ties: the first (lowest layer), as the results' best does
     boot = np.stack([_entry_values(o, layer, r, metric, inv, W) for o, layer, r in entries])  # (E, B)
     diff = sign * (boot[best][None, :] - boot)  # > 0: the best is better
-    others = [e for e in range(len(entries)) if e != best]
-    raw = np.array([bootstrap_p(diff[e]) for e in others])
-    finite = np.isfinite(raw)
-    adjusted = np.full(len(raw), np.nan)
-    adjusted[finite] = holm(raw[finite])
+    is_best = np.arange(len(entries)) == best
+    p = np.array([1.0 if is_best[e] else bootstrap_p(diff[e]) for e in range(len(entries))])
+    adjusted = np.where(is_best, 1.0, np.nan)
+    corrected = ~is_best & np.isfinite(p)
+    adjusted[corrected] = holm(p[corrected])
     out = []
     for e in range(len(entries)):
         d = diff[e][np.isfinite(diff[e])]
         lo, hi = (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))) if len(d) else (float("nan"), float("nan"))
-        if e == best:
-            p = p_adj = 1.0
-        else:
-            j = others.index(e)
-            p, p_adj = float(raw[j]), float(adjusted[j])
         out.append(
             {
                 "value": float(point[e]),
                 "diff": float(sign * (point[best] - point[e])),
                 "diff_ci": [lo, hi],
-                "p": p,
-                "p_adjusted": p_adj,
+                "p": float(p[e]),
+                "p_adjusted": float(adjusted[e]),
                 # An undefined p-value (metric undefined in every resample) cannot separate it from the best.
-                "tied": bool(e == best or not np.isfinite(p_adj) or p_adj >= level),
+                "tied": bool(e == best or not np.isfinite(adjusted[e]) or adjusted[e] >= level),
             }
         )
     return best, point, out
@@ -155,10 +137,7 @@ def tied_layers(
 
 def _common_rows(oofs: list[OOFPredictions]) -> list[np.ndarray]:
     """For each oof, positions of the rows tested in all of them, in one shared id order."""
-    common = None
-    for o in oofs:
-        ids = set(o.ids[o.tested].tolist())
-        common = ids if common is None else common & ids
+    common = set.intersection(*(set(o.ids[o.tested].tolist()) for o in oofs))
     if not common:
         raise CompareError("the out-of-fold files share no tested rows: " + ", ".join(f"{o.encoder}/{o.probe}" for o in oofs))
     order = np.array(sorted(common))
@@ -202,12 +181,9 @@ def compare_encoders(
 def annotate_results(doc: dict, oofs: list[OOFPredictions], *, level: float = 0.05, n_boot: int | None = None, seed: int | None = None) -> dict:
     """A copy of results document ``doc`` with the tied sets filled in from its out-of-fold files.
 
-    Adds to each row ``tied_with_best`` (bool) and ``p_vs_best`` (Holm-adjusted p-value; 1.0 at the
-    best layer) and ``diff_vs_best``; to each ``best`` entry ``tied`` (layers, ascending) and
-    ``comparison`` ``{method, correction, level, n_boot}``; and, when two or more encoders share a
-    probe, a top-level ``encoder_comparison`` list (one :func:`compare_encoders` dict per probe, at
-    each encoder's best layer). Rows without an out-of-fold file, and layer-weighted rows
-    (layer -1, which have a layer of their own to compare), are left as they are.
+    Adds the schema's optional ``rows[].tied_with_best``, ``p_vs_best``, ``diff_vs_best``, ``best[].tied``,
+    ``comparison`` and ``encoder_comparison`` (:mod:`probekit.results`). Rows without an out-of-fold file,
+    and layer-weighted rows (layer -1, which have a layer of their own to compare), are left as they are.
     ``n_boot``/``seed`` default to the document's ``config.bootstrap`` and ``seeds.bootstrap_seed``;
     with ``n_boot`` 0 nothing is added.
     """

@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ __all__ = [
     "layer_row",
     "best_rows",
     "fold_mean_std",
-    "pooled_extras",
     "cache_entry",
     "results_document",
     "software_versions",
@@ -83,9 +82,7 @@ def encoder_names(caches: Sequence[EmbeddingCache]) -> list[str]:
         for i in group:
             tags = [str(caches[i].attrs.get(k, "")) or "-" for k in keys]
             names[i] = f"{name} [{', '.join(tags)}]" if tags else name
-    if len(set(names)) < len(names):
-        names = [f"{n} ({Path(c.path).stem})" if names.count(n) > 1 else n for n, c in zip(names, caches)]
-    return names
+    return [f"{n} ({Path(c.path).stem})" if names.count(n) > 1 else n for n, c in zip(names, caches)]
 
 
 # ----------------------------------------------------------------------------------- preparing
@@ -156,8 +153,6 @@ def label_source(cache: EmbeddingCache, manifest: str | Path | Manifest | None) 
         if recorded and Path(recorded).is_file():
             try:
                 candidate = read_manifest(recorded, check_files=False)
-            except ProbeInputError:
-                candidate = None
             except Exception:  # noqa: BLE001 - an unreadable recorded manifest only means "use the cache's labels"
                 candidate = None
             fp = str(cache.attrs.get("manifest_fingerprint", "") or "")
@@ -170,9 +165,8 @@ def label_source(cache: EmbeddingCache, manifest: str | Path | Manifest | None) 
 
 def _metadata(cache: EmbeddingCache, man: Manifest | None) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Row-aligned metadata columns, the rows present in the label source, and the ids it lacks."""
-    n = len(cache)
     if man is None:
-        return {k: np.asarray(v, dtype=object) for k, v in cache.metadata.items()}, np.ones(n, dtype=bool), []
+        return {k: np.asarray(v, dtype=object) for k, v in cache.metadata.items()}, np.ones(len(cache), dtype=bool), []
     index = {sid: i for i, sid in enumerate(man.ids)}
     pos = np.array([index.get(i, -1) for i in cache.ids], dtype=np.int64)
     present = pos >= 0
@@ -376,37 +370,13 @@ def fold_mean_std(values) -> tuple[float, float]:
     return (float(finite.mean()), float(finite.std())) if len(finite) else (float("nan"), float("nan"))
 
 
-def pooled_extras(kind: str, classes, pooled: dict) -> dict:
-    """A row's ``confusion_matrix`` (multiclass) or ``per_label`` (multilabel) from pooled metrics
-    named as :func:`probekit.probe.metrics.compute_metrics` names them; ``{}`` for binary."""
-    if kind == "multiclass":
-        return {"confusion_matrix": pooled["confusion_matrix"]}
-    if kind == "multilabel":
-        return {
-            "per_label": {
-                c: {
-                    "precision": pooled["precision_per_label"][j],
-                    "recall": pooled["recall_per_label"][j],
-                    "f1": pooled["f1_per_label"][j],
-                    "support": pooled["support_per_label"][j],
-                }
-                for j, c in enumerate(classes)
-            }
-        }
-    return {}
-
-
-def _scores(kind: str, proba: np.ndarray) -> np.ndarray:
-    return proba[:, 0] if kind == "binary" else proba
-
-
 def layer_row(prepared: Prepared, layer: int, probe_name: str, outcome: LayerOutcome, n_boot: int = 1000) -> dict:
     """The results row of one (layer, probe): the metric set pooled over all out-of-fold predictions
-    (``value``), per-fold ``mean``/``std``, a speaker-bootstrap 95% interval, and the extras."""
+    (``value``), per-fold ``mean``/``std``, a speaker-bootstrap 95% interval, and the pooled
+    ``confusion_matrix`` (multiclass) or ``per_label`` scores (multilabel)."""
     kind, classes, y, groups = prepared.kind, prepared.targets.classes, prepared.targets.y, prepared.groups
-    tested = np.concatenate([te for _tr, te in prepared.folds])
-    rows = np.sort(tested)
-    score = _scores(kind, outcome.proba)
+    rows = np.sort(np.concatenate([te for _tr, te in prepared.folds]))
+    score = outcome.proba[:, 0] if kind == "binary" else outcome.proba
     pooled = compute_metrics(kind, y[rows], outcome.pred[rows], score[rows], classes)
     per_fold = fold_metrics(kind, y, outcome.pred, score, prepared.folds)
     ci = bootstrap_ci(kind, y[rows], outcome.pred[rows], score[rows], groups[rows], classes, n_boot=n_boot, seed=prepared.protocol.seed)
@@ -415,7 +385,11 @@ def layer_row(prepared: Prepared, layer: int, probe_name: str, outcome: LayerOut
         mean, std = fold_mean_std(per_fold[name])
         metrics[name] = {"value": pooled[name], "mean": mean, "std": std, "ci_low": ci[name][0], "ci_high": ci[name][1]}
     row = {"encoder": prepared.encoder, "layer": int(layer), "probe": probe_name, "n_folds": len(prepared.folds), "metrics": metrics}
-    row.update(pooled_extras(kind, classes, pooled))
+    if kind == "multiclass":
+        row["confusion_matrix"] = pooled["confusion_matrix"]
+    elif kind == "multilabel":
+        stats = ("precision", "recall", "f1", "support")
+        row["per_label"] = {c: {k: pooled[f"{k}_per_label"][j] for k in stats} for j, c in enumerate(classes)}
     if outcome.thresholds is not None:
         row["thresholds"] = outcome.thresholds
     if any(outcome.reports):
@@ -498,8 +472,6 @@ def results_document(
     ``aggregate``: the statistic layers are ranked by: ``"value"`` (pooled, ``probe``) or ``"mean"``
     (over outer folds, ``sweep``); ``metric``: the headline (default per task kind).
     """
-    from dataclasses import asdict
-
     headline = metric or HEADLINE[task.kind]
     doc = {
         "schema_version": SCHEMA_VERSION,

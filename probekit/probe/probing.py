@@ -1,10 +1,7 @@
 """Layer-wise probing: for each cache, layer and probe, cross-validate and score.
 
 ``run_probe(ProbeConfig) -> ProbeResults`` is the one entry point the CLI, recipes and the Python API
-call. Data flow: cache (+ the current manifest's labels) -> :func:`probekit.probe.evaluate.prepare`
--> per layer and probe, :func:`~probekit.probe.evaluate.evaluate_layer` ->
-:func:`~probekit.probe.evaluate.layer_row` -> results document -> output folder (results, report,
-plots and the out-of-fold predictions of :mod:`probekit.oof`).
+call; it runs the steps of :mod:`probekit.probe.evaluate` and writes the output folder.
 
 ``jobs > 1`` spreads (layer, probes) units over worker processes; each worker reads only its unit's
 layer from the HDF5 file, so the cache is never copied per worker, and computes the unit's results rows.
@@ -32,8 +29,8 @@ from probekit.probe.evaluate import (
     read_X,
     results_document,
 )
-from probekit.oof import ALL_LAYERS, OOFPredictions, save_oof
-from probekit.probe.calibration import annotate_calibration
+from probekit.oof import ALL_LAYERS, OOFPredictions
+from probekit.probe.calibration import METHODS, annotate_calibration
 from probekit.probe.compare import annotate_results
 from probekit.probe.params import resolve_params
 from probekit.probe.probes import make_probe, probe_params, shared_projections
@@ -200,7 +197,7 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         raise ProbeInputError("give at least one cache file")
     if config.tune_thresholds and config.task.kind == "multiclass":
         raise ProbeInputError("--tune-thresholds applies to binary and multilabel tasks; a multiclass probe predicts the most probable class")
-    if config.calibrate is not None and (config.calibrate not in ("temperature", "isotonic") or config.task.kind == "multiclass"):
+    if config.calibrate is not None and (config.calibrate not in METHODS or config.task.kind == "multiclass"):
         raise ProbeInputError(f"--calibrate {config.calibrate}: use temperature or isotonic, for a binary or multilabel task")
     params = resolve_params(tuple(config.probes), config.params, config.seed, config.class_weight, exact=config.exact)
     caches = [EmbeddingCache(p) for p in config.caches]

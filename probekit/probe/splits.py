@@ -93,12 +93,10 @@ def make_folds(
             fold = _iterative_group_folds(groups, y, n_folds, seed)
             folds = [(idx[fold != f], idx[fold == f]) for f in range(n_folds)]
         else:
-            if np.unique(y, return_counts=True)[1].max() >= n_folds:
-                splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-            else:
-                # No class has a row for every fold, so there is nothing to stratify (scikit-learn
-                # refuses outright): plain speaker-grouped folds.
-                splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            # When no class has a row for every fold there is nothing to stratify (scikit-learn
+            # refuses outright): plain speaker-grouped folds.
+            stratify = np.unique(y, return_counts=True)[1].max() >= n_folds
+            splitter = (StratifiedGroupKFold if stratify else GroupKFold)(n_splits=n_folds, shuffle=True, random_state=seed)
             folds = [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(y)), y, groups)]
     elif cv == "loso":
         if n_groups < 2:

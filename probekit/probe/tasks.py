@@ -50,15 +50,6 @@ class Targets:
     mask: np.ndarray
 
 
-def _column(spec: TaskSpec, metadata: Mapping[str, np.ndarray]) -> np.ndarray:
-    if spec.kind not in TaskKind.names():
-        raise ProbeInputError(f"unknown task '{spec.kind}': use one of {', '.join(TaskKind.names())}")
-    if spec.target not in metadata:
-        have = ", ".join(sorted(k for k in metadata if k not in ("id",))) or "none"
-        raise ProbeInputError(f"target column '{spec.target}' not found; available columns: {have}")
-    return np.asarray(metadata[spec.target], dtype=object)
-
-
 def _check_known(wanted, seen: set[str], column: str) -> None:
     unknown = [w for w in wanted if w not in seen]
     if unknown:
@@ -73,7 +64,12 @@ def build_targets(spec: TaskSpec, metadata: Mapping[str, np.ndarray]) -> Targets
     Rows with an empty target are masked out. Raises :class:`ProbeInputError` naming a missing
     column, an unknown label, or a task left with fewer than two classes.
     """
-    col = _column(spec, metadata)
+    if spec.kind not in TaskKind.names():
+        raise ProbeInputError(f"unknown task '{spec.kind}': use one of {', '.join(TaskKind.names())}")
+    if spec.target not in metadata:
+        have = ", ".join(sorted(k for k in metadata if k not in ("id",))) or "none"
+        raise ProbeInputError(f"target column '{spec.target}' not found; available columns: {have}")
+    col = np.asarray(metadata[spec.target], dtype=object)
     sets = [split_labels(v) for v in col]
     present = np.array([len(s) > 0 for s in sets])
     seen = {lab for s in sets for lab in s}
@@ -91,11 +87,8 @@ def build_targets(spec: TaskSpec, metadata: Mapping[str, np.ndarray]) -> Targets
             bad = next(v for v, s in zip(col, sets) if len(s) > 1)
             raise ProbeInputError(f"column '{spec.target}' holds label sets (e.g. {bad!r}): use --task multilabel or a single-label column")
         single = np.array([s[0] if s else "" for s in sets], dtype=object)
-        if spec.labels:
-            _check_known(spec.labels, seen, spec.target)
-            keep = set(spec.labels)
-        else:
-            keep = seen
+        _check_known(spec.labels or (), seen, spec.target)
+        keep = set(spec.labels or seen)
         counts = Counter(v for v in single if v in keep)
         keep = {c for c in keep if counts.get(c, 0) >= spec.min_support}
         classes = tuple(sorted(keep))
@@ -105,11 +98,8 @@ def build_targets(spec: TaskSpec, metadata: Mapping[str, np.ndarray]) -> Targets
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[v] for v in single[mask]], dtype=np.int64)
     else:
-        if spec.labels:
-            _check_known(spec.labels, seen, spec.target)
-            labels = list(spec.labels)
-        else:
-            labels = sorted(seen)
+        _check_known(spec.labels or (), seen, spec.target)
+        labels = list(spec.labels) if spec.labels else sorted(seen)
         counts = Counter(lab for s in sets for lab in s)
         classes = tuple(lab for lab in labels if counts.get(lab, 0) >= spec.min_support)
         if not classes:

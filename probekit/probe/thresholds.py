@@ -26,19 +26,19 @@ def f1_optimal_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((thr[best] + lower.max()) / 2) if len(lower) else float(thr[best])
 
 
-def inner_scores(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray | None:
+def inner_scores(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_inner: int = 3, seed: int = 0) -> np.ndarray:
     """Out-of-fold positive scores ``(n, k)`` of inner speaker-grouped folds of ``X``/``y`` (binary:
-    k = 1), NaN for rows no inner fold scored; ``None`` with fewer than two training speakers.
+    k = 1), NaN for rows no inner fold scored (all rows, with fewer than two training speakers).
 
     ``X``, ``y``, ``groups``: the TRAINING part of an outer fold only; thresholds and calibration
     are fitted on these scores, so the outer test fold never shapes them.
     """
     k = 1 if kind == "binary" else y.shape[1]
+    scores = np.full((len(y), k), np.nan)
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        return None
+        return scores
     inner = make_folds("speaker-kfold", groups, y, n_folds=min(n_inner, n_groups), seed=seed)
-    scores = np.full((len(y), k), np.nan)
     for train, val in inner:
         yt = y[train]
         if kind == "binary" and yt.min() == yt.max():
@@ -49,10 +49,8 @@ def inner_scores(probe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: 
     return scores
 
 
-def thresholds_from_scores(y: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+def thresholds_from_scores(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """F1-optimal threshold per column of inner ``scores`` ``(n, k)`` (rows with NaN skipped); 0.5 where none."""
-    if scores is None:
-        return np.full(1 if y.ndim == 1 else y.shape[1], 0.5)
     done = ~np.isnan(scores[:, 0])
     yk = y.reshape(len(y), -1)
     return np.array([f1_optimal_threshold(yk[done, j], scores[done, j]) if done.any() else 0.5 for j in range(scores.shape[1])])
