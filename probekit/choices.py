@@ -55,6 +55,19 @@ class Device(Choice):
     cuda = "cuda"
 
 
+class ClassWeight(Choice):
+    """How a probe weights classes when set (unset: every row weighs 1)."""
+
+    balanced = "balanced"
+
+
+class Calibration(Choice):
+    """Probability calibrators fitted on inner speaker folds (see :mod:`probekit.probe.calibration`)."""
+
+    temperature = "temperature"
+    isotonic = "isotonic"
+
+
 # The metric set, per task kind: every command reports exactly these, under these names.
 SCALAR_METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("f1", "precision", "recall", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc"),
@@ -65,4 +78,5 @@ SCALAR_METRICS: dict[str, tuple[str, ...]] = {
 HEADLINE: dict[str, str] = {"binary": "f1", "multiclass": "uar", "multilabel": "weighted_f1"}
 LOWER_IS_BETTER = frozenset({"hamming_loss"})
 
-__all__ = ["Choice", "TaskKind", "Protocol", "Pooling", "DType", "WhisperMode", "Device", "SCALAR_METRICS", "HEADLINE", "LOWER_IS_BETTER"]
+__all__ = ["Choice", "TaskKind", "Protocol", "Pooling", "DType", "WhisperMode", "Device", "ClassWeight", "Calibration",
+           "SCALAR_METRICS", "HEADLINE", "LOWER_IS_BETTER"]

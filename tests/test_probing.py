@@ -152,6 +152,8 @@ def test_clear_errors(cache, tmp_path):
         run_probe(ProbeConfig(caches=(cache,), task=TaskSpec("binary", "labels", positive="joy")))
     with pytest.raises(ProbeInputError, match="out of range"):
         run_probe(ProbeConfig(caches=(cache,), task=TASKS["multiclass"], layers=(9,)))
+    with pytest.raises(ProbeInputError, match="--class-weight must be balanced"):
+        run_probe(ProbeConfig(caches=(cache,), task=TASKS["multiclass"], class_weight="balance"))
     # One speaker holds every positive: the fold that tests it trains on a single class.
     lone = synth_cache(tmp_path / "lone.h5", n_speakers=4, per_speaker=6)
     from probekit.cache import EmbeddingCache, write_cache

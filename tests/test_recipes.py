@@ -342,3 +342,12 @@ def test_cli_run_prints_the_layer_table_and_plots(tmp_path: Path, monkeypatch: p
     assert result.exit_code == 0, result.output
     assert "== bin" in result.output and "plot:" in result.output
     assert str(out / "probe" / "bin") in result.output
+
+
+@pytest.mark.parametrize("key, value", [("class_weight", '"balance"'), ("calibrate", '"platt"')])
+def test_probe_step_choices_are_checked_before_any_work(tmp_path: Path, key: str, value: str) -> None:
+    """class_weight and calibrate are closed sets (probekit.choices): a typo fails --check, not the run."""
+    path = _write(tmp_path, GOOD.replace('cv = "loso"\n', f'cv = "loso"\n{key} = {value}\n', 1))
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(path)
+    assert any(f"{key} = {value.strip(chr(34))!r}" in p for p in info.value.problems), info.value.problems

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from probekit.choices import Protocol, TaskKind
+from probekit.choices import Calibration, Protocol, TaskKind
 from probekit.cli._app import app, user_errors
 
 
@@ -31,7 +31,7 @@ def export(
     manifest: Annotated[Optional[Path], typer.Option(help="Labelling manifest joined by id (default: the one the cache was extracted from).")] = None,
     threshold: Annotated[Optional[list[float]], typer.Option(help="Decision threshold per output label (repeat); default 0.5, or tuned with --tune-thresholds.")] = None,
     tune_thresholds: Annotated[bool, typer.Option("--tune-thresholds", help="F1-optimal thresholds from inner speaker folds of the training rows (as in probe).")] = False,
-    calibrate: Annotated[Optional[str], typer.Option(help="temperature or isotonic, fitted on inner speaker folds; applied by predict.")] = None,
+    calibrate: Annotated[Optional[Calibration], typer.Option(help="temperature or isotonic, fitted on inner speaker folds; applied by predict.")] = None,
     exclude_speaker: Annotated[Optional[list[str]], typer.Option(help="Leave these speakers out of training (repeat), e.g. to test on them.")] = None,
 ) -> None:
     """Fit the chosen probe on all rows of CACHE at --layer and export it (no pickle) for `probekit predict`.
@@ -46,7 +46,8 @@ def export(
         folder = export_probe(
             cache, layer, out, task=task.value if task else None, target=target, positive=positive, labels=label or None, probe=probe,
             params=dict(parse_param(p) for p in (param or ())), exact=exact, protocol=EvalProtocol(cv=cv.value, folds=folds, seed=seed),
-            manifest=manifest, thresholds=threshold or None, tune=tune_thresholds, calibrate=calibrate, results=results,
+            manifest=manifest, thresholds=threshold or None, tune=tune_thresholds,
+            calibrate=calibrate.value if calibrate else None, results=results,
             exclude_speakers=exclude_speaker or (),
         )
     config = json.loads((folder / "config.json").read_text())

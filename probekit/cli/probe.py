@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from probekit.choices import Protocol, TaskKind
+from probekit.choices import Calibration, ClassWeight, Protocol, TaskKind
 from probekit.cli._app import app, user_errors
 from probekit.progress import make_console
 
@@ -28,12 +28,12 @@ def probe(
     manifest: Annotated[Path | None, typer.Option(help="Labelling manifest joined by id (default: the one the cache was extracted from, if unchanged in its audio).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder for results.json, results.csv, report.md, plots and oof/.")] = Path("probe_results"),
     param: Annotated[list[str] | None, typer.Option("--param", help="Probe hyperparameter NAME=VALUE or PROBE.NAME=VALUE, e.g. C=0.1, mlp.hidden=256. Repeatable.")] = None,
-    class_weight: Annotated[str | None, typer.Option(help="'balanced' to weight classes by inverse frequency.")] = None,
+    class_weight: Annotated[ClassWeight | None, typer.Option(help="'balanced' to weight classes by inverse frequency.")] = None,
     tune_thresholds: Annotated[bool, typer.Option("--tune-thresholds", help="Tune F1-optimal decision thresholds on inner speaker folds (binary, multilabel).")] = False,
     labels: Annotated[str | None, typer.Option(help="Comma-separated label subset (multiclass/multilabel).")] = None,
     min_support: Annotated[int, typer.Option(help="Drop labels with fewer rows than this.")] = 1,
     bootstrap: Annotated[int, typer.Option(help="Speaker resamples for the 95% confidence intervals (0 = none).")] = 1000,
-    calibrate: Annotated[str | None, typer.Option(help="temperature or isotonic: calibrate probabilities on inner speaker folds (binary, multilabel).")] = None,
+    calibrate: Annotated[Calibration | None, typer.Option(help="temperature or isotonic: calibrate probabilities on inner speaker folds (binary, multilabel).")] = None,
 ) -> None:
     """Train a probe on every layer of every cache and report which layer carries the target best."""
 
@@ -44,16 +44,15 @@ def probe(
     from probekit.report.render import rich_table, timing_line
 
     with user_errors("nothing was written; rerun the same command"):
-        if class_weight not in (None, "balanced"):
-            raise ProbeInputError(f"--class-weight must be 'balanced' (or omitted), not {class_weight!r}")
         config = ProbeConfig(
             caches=tuple(str(c) for c in caches),
             task=TaskSpec(kind=task.value, target=target, positive=positive,
                           labels=tuple(s.strip() for s in labels.split(",") if s.strip()) if labels else None, min_support=min_support),
             probes=tuple(probe or ("logreg",)), exact=exact, params=tuple(parse_param(p) for p in (param or ())),
             layers=parse_layers(layers), cv=cv.value, folds=folds, seed=seed, jobs=jobs,
-            manifest=str(manifest) if manifest else None, out=str(out), class_weight=class_weight,
-            tune_thresholds=tune_thresholds, bootstrap=bootstrap, calibrate=calibrate,
+            manifest=str(manifest) if manifest else None, out=str(out),
+            class_weight=class_weight.value if class_weight else None, tune_thresholds=tune_thresholds,
+            bootstrap=bootstrap, calibrate=calibrate.value if calibrate else None,
         )
         with WorkProgress("probing") as bar:
             results = run_probe(config, progress=bar)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from probekit.choices import Calibration
 from probekit.errors import ProbekitError
 from probekit.oof import OOFPredictions
 from probekit.probe.thresholds import inner_scores, thresholds_from_scores
 
-METHODS = ("temperature", "isotonic")
+METHODS = Calibration.names()
 N_BINS = 10
 _EPS = 1e-12  # logits of 0 and 1 are infinite; clip only that far, so distinct scores stay distinct
 

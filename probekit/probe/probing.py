@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from probekit.cache import EmbeddingCache
+from probekit.choices import ClassWeight
 from probekit.probe.evaluate import (
     EvalProtocol,
     LayerOutcome,
@@ -197,6 +198,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
         raise ProbeInputError("give at least one cache file")
     if config.tune_thresholds and config.task.kind == "multiclass":
         raise ProbeInputError("--tune-thresholds applies to binary and multilabel tasks; a multiclass probe predicts the most probable class")
+    if config.class_weight not in (None, *ClassWeight.names()):
+        raise ProbeInputError(f"--class-weight must be {' or '.join(ClassWeight.names())} (or omitted), not {config.class_weight!r}")
     if config.calibrate is not None and (config.calibrate not in METHODS or config.task.kind == "multiclass"):
         raise ProbeInputError(f"--calibrate {config.calibrate}: use temperature or isotonic, for a binary or multilabel task")
     params = resolve_params(tuple(config.probes), config.params, config.seed, config.class_weight, exact=config.exact)

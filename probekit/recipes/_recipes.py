@@ -16,7 +16,7 @@ from itertools import takewhile
 from pathlib import Path
 from typing import Callable
 
-from probekit.choices import DType, Pooling, Protocol, TaskKind, WhisperMode
+from probekit.choices import Calibration, ClassWeight, DType, Pooling, Protocol, TaskKind, WhisperMode
 from probekit.errors import ProbekitError
 from probekit.identity import file_sha256
 from probekit.probe.probes import PROBES, probe_params
@@ -76,9 +76,9 @@ class ProbeStep:
     cv: Protocol = Protocol.speaker_kfold.value
     folds: int = 5
     seed: int = 0
-    class_weight: str | None = None
+    class_weight: ClassWeight | None = None
     tune_thresholds: bool = False
-    calibrate: str | None = None
+    calibrate: Calibration | None = None
     bootstrap: int = 1000
     jobs: int = 1
     params: tuple[tuple[str, object], ...] = ()
