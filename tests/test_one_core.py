@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,21 @@ def test_sweep_winner_exports_and_predicts(tmp_path):
     preds = load_scorer(tmp_path / "model", encoder=SpectralEncoder()).predict(waves)
     picked = np.asarray(preds.labels)[preds.probabilities.argmax(1)]
     assert (picked == np.asarray(labels)).mean() >= 0.9
+
+
+def test_probe_sweep_and_export_refuse_a_missing_layer_with_one_message(cache, tmp_path):
+    """The layer range is checked in one place (Prepared.layers), so all three commands name the same fix."""
+    from probekit.probe.sweep import SweepError
+    from probekit.probe.tasks import ProbeInputError
+
+    want = "has hidden states 0..2; layer(s) [5] are out of range"
+    with pytest.raises(ProbeInputError, match=re.escape(want)) as probe:
+        run_probe(ProbeConfig(caches=(cache,), task=TASKS["multiclass"], layers=(5,)))
+    with pytest.raises(SweepError) as sweep:
+        run_sweep([cache], SweepSpec(task="multiclass", target="label", layers=(5,)), tmp_path / "sweep")
+    with pytest.raises(ProbeInputError) as export:
+        export_probe(cache, 5, tmp_path / "model", task="multiclass", target="label")
+    assert str(probe.value) == str(sweep.value) == str(export.value)
 
 
 def test_two_caches_of_one_model_are_named_by_what_differs(tmp_path):

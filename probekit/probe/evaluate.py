@@ -127,6 +127,16 @@ class Prepared:
     def kind(self) -> str:
         return self.targets.kind
 
+    def layers(self, wanted: Sequence[int] | None = None) -> list[int]:
+        """The hidden states ``wanted`` (default: all of the cache); raises :class:`ProbeInputError` naming
+        those out of range."""
+        n = self.cache.num_layers
+        layers = list(range(n)) if wanted is None else list(wanted)
+        bad = [la for la in layers if not 0 <= la < n]
+        if bad:
+            raise ProbeInputError(f"{self.cache.path} has hidden states 0..{n - 1}; layer(s) {bad} are out of range")
+        return layers
+
     def fold_of(self) -> np.ndarray:
         """``(n,)`` int16: the outer fold whose test part holds each row; ``-1`` for rows never tested."""
         out = np.full(len(self.rows), -1, dtype=np.int16)
@@ -237,8 +247,7 @@ def read_X(prepared: Prepared, layer: int, all_layers: bool = False) -> np.ndarr
     rows = None if len(prepared.rows) == len(cache) else prepared.rows
     if all_layers:
         return np.stack([cache.read_layer(la, dtype=None, rows=rows) for la in range(cache.num_layers)], axis=1)
-    if not 0 <= layer < cache.num_layers:
-        raise ProbeInputError(f"layer {layer}: {cache.path} has hidden states 0..{cache.num_layers - 1}")
+    prepared.layers([layer])
     return cache.read_layer(layer, dtype=None, rows=rows)
 
 

@@ -208,10 +208,7 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None) -> ProbeRes
     plans: list[tuple[Prepared, tuple[int, ...]]] = []
     for cache, name in zip(caches, names):
         prepared = prepare(cache, config.task, config.protocol(), manifest=config.manifest, encoder=name)
-        layers = config.layers if config.layers is not None else tuple(range(cache.num_layers))
-        bad = [la for la in layers if not 0 <= la < cache.num_layers]
-        if bad:
-            raise ProbeInputError(f"--layers: {cache.path} has hidden states 0..{cache.num_layers - 1}; {bad} are out of range")
+        layers = prepared.layers(config.layers)
         if plans and prepared.targets.classes != plans[0][0].targets.classes:
             raise ProbeInputError(
                 f"{cache.path} yields classes {prepared.targets.classes}, unlike {plans[0][0].cache.path} "

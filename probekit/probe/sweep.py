@@ -482,12 +482,9 @@ def _cache_work(cache: EmbeddingCache, encoder: str, spec: SweepSpec) -> _CacheW
     never reuses cells computed on the old labels."""
     try:
         prepared = prepare(cache, spec.task_spec(), spec.protocol(), manifest=spec.manifest, encoder=encoder)
+        layers = prepared.layers(spec.layers)
     except ProbeInputError as exc:
         raise SweepError(str(exc)) from exc
-    layers = list(spec.layers) if spec.layers is not None else list(range(cache.num_layers))
-    bad = [la for la in layers if not 0 <= la < cache.num_layers]
-    if bad:
-        raise SweepError(f"--layers {bad} out of range: {cache.path} has hidden states 0..{cache.num_layers - 1}")
     targets = prepared.targets
     y = targets.y.astype(np.int32 if len(targets.classes) > 255 else np.uint8)  # compact: shipped with every job
     task_def = {**spec.task_definition(), "labels_from": prepared.labels_from.get("sha256", "cache")}
