@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -45,6 +44,7 @@ def sweep(
     from probekit.probe.sweep import SweepError, SweepSpec, parse_range, run_sweep, write_outputs
     from probekit.progress import WorkProgress
     from probekit.recipes.sweepfile import SweepFile, load_sweep_file
+    from probekit.report.render import fmt
 
     screen = make_console()
     with user_errors("every finished cell is kept in the store (results.jsonl); rerun the same command to resume"):
@@ -78,13 +78,9 @@ def sweep(
         s = r["metrics"][h]
         mark = (r["encoder"], r["probe"], r["layer"]) in best
         table.add_row(
-            r["encoder"], str(r["layer"]) + (" ★" if mark else ""), f"{_fmt(s['mean'])} ± {_fmt(s['std'])}", _fmt(s["value"]),
-            str(r["best_params"]), _fmt(r["inner_score"]), style="bold green" if mark else None,
+            r["encoder"], str(r["layer"]) + (" ★" if mark else ""), f"{fmt(s['mean'])} ± {fmt(s['std'])}", fmt(s["value"]),
+            str(r["best_params"]), fmt(r["inner_score"]), style="bold green" if mark else None,
         )
     screen.print(table)
     screen.print(f"cells computed {result.computed}, reused {result.reused}; wrote {', '.join(str(p) for p in paths.values())}")
 
-
-def _fmt(x) -> str:
-    """Three decimals; "–" for an undefined number (None, or NaN before the document is written)."""
-    return "–" if x is None or not math.isfinite(x) else f"{x:.3f}"

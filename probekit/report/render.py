@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from probekit.choices import SCALAR_METRICS
 from probekit.oof import ALL_LAYERS
 
 
 def fmt(x) -> str:
-    return "–" if x is None else f"{x:.3f}"
+    """Three decimals; "–" for an undefined number (None, or NaN in a document not yet written)."""
+    return "–" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
 
 def fmt_p(x) -> str:
