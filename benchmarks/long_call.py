@@ -1,7 +1,7 @@
 """Whole-call timelines: windows per second today against the new paths, memory, and what fast mode costs in accuracy.
 
     PYTHONPATH=. python benchmarks/long_call.py [--minutes 4] [--window 3 --hop 3] [--held-out 03] [--device cpu]
-        [--repeats 3] [--threads 0] [--batch-size 16]
+        [--repeats 3] [--threads 0] [--batch-size 16] [--clips N]
 
 1. Two whisper-tiny.en EmoDB exports of a 7-class logreg probe on hidden state 2, trained WITHOUT the
    held-out speaker: one from a padded-mode cache (the test suite's cache/tests/ file when present, else
@@ -74,19 +74,20 @@ TITLES = {"today": "today (padded, every window)", "padded_exact": "padded exact
 
 
 def build_models(manifest: Path, whisper: str, held_out: str, work: Path, padded_cache: Path | None,
-                 device: str) -> tuple[dict[str, Path], list[dict]]:
+                 device: str, tag: str = "") -> tuple[dict[str, Path], list[dict]]:
+    """``tag`` tells this manifest's caches and exports apart from others kept in ``work``."""
     from probekit.deploy.export import export_probe
     from probekit.extract._extract import extract_cache
     from probekit.extract.encoders import EncoderSpec
 
-    caches = {"fast": work / "emodb-fast.h5", "padded": padded_cache or work / "emodb-padded.h5"}
+    caches = {"fast": work / f"emodb{tag}-fast.h5", "padded": padded_cache or work / f"emodb{tag}-padded.h5"}
     models = {}
     for mode, cache in caches.items():
         if not cache.is_file():
             print(f"extracting a {mode}-mode cache of EmoDB -> {cache}")
             extract_cache(manifest, EncoderSpec(whisper, whisper_mode=mode, device=device), cache, pooling="mean",
                           dtype="float32", progress=False)
-        models[mode] = work / f"model-{mode}"
+        models[mode] = work / f"model{tag}-{mode}"
         if not (models[mode] / "manifest.json").is_file():
             export_probe(cache, 2, models[mode], task="multiclass", target="label", probe="logreg",
                          exclude_speakers=[held_out], evaluate=False)
@@ -163,11 +164,20 @@ def main() -> None:
                     help="torch threads per path (0: torch's default, one per core, as `probekit predict` runs)")
     ap.add_argument("--batch-size", type=int, default=16, help="windows per encoder call, every path")
     ap.add_argument("--work", type=Path, default=Path("cache") / "long_call")
+    ap.add_argument("--clips", type=int, default=0,
+                    help="a smoke run: train both exports on this many EmoDB clips (evenly spaced; both caches extracted "
+                         "here, --padded-cache unused) and build the call from them (0: all of EmoDB)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    manifest, tag = args.manifest, ""
     padded_cache = args.padded_cache if args.padded_cache.is_file() else None
-    models, rows = build_models(args.manifest, args.whisper, args.held_out, args.work, padded_cache, args.device)
+    if args.clips:
+        from _manifests import emodb_copies
+
+        tag, padded_cache = f"-{args.clips}clips", None
+        manifest = emodb_copies(args.manifest, args.work / f"emodb{tag}.csv", 1, args.clips)
+    models, rows = build_models(manifest, args.whisper, args.held_out, args.work, padded_cache, args.device, tag)
     caller = [r for r in rows if r["speaker"] == args.held_out]
     other = [r for r in rows if r["speaker"] == args.other]
     print(f"models ready ({time.perf_counter() - t0:.0f} s); caller {args.held_out} ({len(caller)} clips) on channel 0, "
