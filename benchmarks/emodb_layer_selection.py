@@ -10,7 +10,7 @@
 
 Run: ``python benchmarks/emodb_layer_selection.py CACHE [--out DIR] [--screenshot PNG]``, CACHE a
 float32 mean-pooled whisper-tiny.en cache of ``../shared/data/emodb`` (the test fixture builds one at
-``cache/tests/emodb-whisper-tiny.en-float32.h5``). About a minute on 2 shared cores.
+``cache/tests/emodb-whisper-tiny.en-float32.h5``). 20-55 s on 2 otherwise idle cores; about 5 minutes when other jobs share them.
 """
 
 from __future__ import annotations
