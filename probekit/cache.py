@@ -97,8 +97,7 @@ class CacheWriter:
     """
 
     def __init__(self, path: str | Path, ids: Sequence[str], num_layers: int, dim: int, dtype: str = "float16"):
-        if dtype not in DType.names():
-            raise ValueError(f"dtype must be float16 or float32, not {dtype!r}")
+        DType.check(dtype, "dtype")
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)

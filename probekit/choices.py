@@ -19,6 +19,13 @@ class Choice(str, Enum):
     def names(cls) -> tuple[str, ...]:
         return tuple(m.value for m in cls)
 
+    @classmethod
+    def check(cls, value: str, what: str, error: type[Exception] = ValueError) -> str:
+        """``value`` as a plain string if it is one of the choices; else ``error`` naming ``what`` and the choices."""
+        if value not in cls.names():
+            raise error(f"unknown {what} {value!r}: choose one of {', '.join(cls.names())}")
+        return str(value)
+
 
 class TaskKind(Choice):
     binary = "binary"

@@ -256,3 +256,14 @@ def test_a_file_cut_into_segments_is_hashed_once(tmp_path, monkeypatch):
     r = extract_cache(tmp_path / "data" / "turns.csv", FakeEncoder(), tmp_path / "c.h5", progress=False, workers=1)
     assert r.n_segments == 4 and len(hashed) == 1 and len(headers) == 1
     assert len(set(EmbeddingCache(r.path).audio["fingerprint"])) == 4
+
+
+def test_extraction_pipeline_imports_no_torch_until_a_model_loads():
+    """`probekit merge`, an up-to-date rerun and the Python API import the pipeline module; torch (2 s) loads
+    only with the encoder, when there is work to do."""
+    import subprocess
+    import sys
+
+    code = "import sys, probekit.extract._extract, probekit.cache; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -39,7 +39,7 @@ def probe(
 
     from probekit.probe.params import parse_param
     from probekit.probe.probing import ProbeConfig, parse_layers, run_probe
-    from probekit.probe.tasks import ProbeInputError, TaskSpec
+    from probekit.probe.tasks import TaskSpec
     from probekit.progress import WorkProgress
     from probekit.report.render import rich_table, timing_line
 

@@ -28,11 +28,10 @@ import numpy as np
 
 from probekit.extract.audio import AudioError, FileHeader, SegmentInfo, load_segment, locate_segment, read_header, resampled_length
 from probekit.extract.batching import Item, plan_batches, plan_digest
-from probekit.choices import DType
+from probekit.choices import DType, Pooling
 from probekit.cache import AUDIO_FIELDS, CacheError, CacheWriter, EmbeddingCache, merge_shards
 from probekit.extract.heap import retained_heap
 from probekit.extract.journal import BatchRecord, Journal, RunLock
-from probekit.extract.pooling import check_pooling
 from probekit.identity import CacheIdentity, RowAudio, file_audio, known_files, segment_audio
 from probekit.manifest import Manifest, read_manifest
 from probekit.progress import AudioProgress
@@ -302,9 +301,9 @@ def extract_cache(
     (another process is writing ``out``) or :class:`ExtractInterrupted` (Ctrl-C).
     """
     t0 = time.perf_counter()
-    check_pooling(pooling)
-    if dtype not in DType.names():
-        raise ValueError(f"dtype must be one of {', '.join(DType.names())}, not {dtype!r}")
+    # Checked here, not through the pooling module: that one imports torch, which a run with nothing to compute never needs.
+    Pooling.check(pooling, "pooling")
+    DType.check(dtype, "dtype")
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds must be positive, not {batch_seconds}")
     workers = default_workers() if workers is None else int(workers)
@@ -633,7 +632,7 @@ def _encode_batch(enc: EncoderLike, d: _Decoded, pooling: str) -> BatchRecord:
     return BatchRecord(
         rows=np.array(d.rows, dtype=np.int64),
         pooled=pooled,
-        durations=np.array([n / int(enc.sample_rate) for n in d.lengths], dtype=np.float32),
+        durations=(np.asarray(d.lengths, dtype=np.float64) / int(enc.sample_rate)).astype(np.float32),
         bad_rows=np.array(d.bad_rows, dtype=np.int64),
         bad_reasons=tuple(d.reasons),
     )
@@ -645,6 +644,8 @@ def _encode(enc: EncoderLike, waves: list[np.ndarray], pooling: str) -> np.ndarr
     n = np.array([len(w) for w in waves])
     groups = [np.arange(len(n))] if enc.pads_safely else [np.flatnonzero(n == k) for k in np.unique(n)]
     parts = [np.asarray(enc.encode([waves[i] for i in g], pooling=pooling), dtype=np.float32) for g in groups]
+    if len(parts) == 1:  # one group is the whole batch in input order
+        return parts[0]
     # Rows come out group by group; the inverse permutation puts them back in input order.
     return np.concatenate(parts)[np.argsort(np.concatenate(groups))]
 

@@ -30,8 +30,8 @@ import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from probekit.extract.features import WhisperLogMel, normalize_waves, pad_waves
-from probekit.choices import Device, WhisperMode
-from probekit.extract.pooling import check_pooling, pool_hidden, pooled_dim
+from probekit.choices import Device, Pooling, WhisperMode
+from probekit.extract.pooling import pool_hidden, pooled_dim
 from probekit.identity import json_sha256, update_with_file
 
 
@@ -90,8 +90,7 @@ def whisper_frames(n_samples: int, samples_per_frame: int = 320) -> int:
 
 
 def _resolve_device(device: str) -> torch.device:
-    if device not in Device.names():
-        raise EncoderError(f"unknown device {device!r}: choose one of {', '.join(Device.names())}")
+    Device.check(device, "device", EncoderError)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -262,7 +261,7 @@ class Encoder:
         ``(B, num_hidden_states, pooled_dim)`` float32 comes back. A pinned host batch is copied
         without blocking. Time spent is added to :attr:`timings` (seconds per stage).
         """
-        check_pooling(pooling)
+        Pooling.check(pooling, "pooling")
         lengths = [int(n) for n in lengths]
         for i, n in enumerate(lengths):
             if n < self.min_samples:
@@ -465,8 +464,7 @@ def load_encoder(spec: EncoderSpec) -> Encoder:
     Raises EncoderError for an unsupported architecture, a missing or unreachable checkpoint, a
     bad option, or a max_layer outside 0..num_layers.
     """
-    if spec.whisper_mode not in WhisperMode.names():
-        raise EncoderError(f"unknown whisper_mode {spec.whisper_mode!r}: choose one of {', '.join(WhisperMode.names())}")
+    WhisperMode.check(spec.whisper_mode, "whisper_mode", EncoderError)
     device = _resolve_device(spec.device)
     check_reachable(spec)
     try:

@@ -17,16 +17,9 @@ from probekit.choices import Pooling
 POOLINGS = Pooling.names()
 
 
-def check_pooling(pooling: str) -> str:
-    """Return ``pooling`` if it is one of :data:`POOLINGS`, else raise ``ValueError`` naming the choices."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-    return str(pooling)
-
-
 def pooled_dim(hidden_size: int, pooling: str) -> int:
     """Length of one pooled vector: ``hidden_size`` for mean, twice that for mean+std (mean first)."""
-    check_pooling(pooling)
+    Pooling.check(pooling, "pooling")
     return hidden_size * (2 if pooling == "mean+std" else 1)
 
 
@@ -50,7 +43,7 @@ def pool_hidden(
     the mean, then for mean+std the population standard deviation (ddof=0), computed as the mean
     of squared deviations from the segment's mean (two passes: no cancellation).
     """
-    check_pooling(pooling)
+    Pooling.check(pooling, "pooling")
     states = list(hidden)  # views along the first axis of a stacked tensor: no copy
     windows, size = int(states[0].shape[0]), int(states[0].shape[-1])
     device = states[0].device

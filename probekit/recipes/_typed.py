@@ -79,7 +79,8 @@ def typed_fields(cls, table: dict, where: str, problems: list[str], skip: Iterab
     fields = {f.name: f for f in dataclasses.fields(cls)}
     allowed = (set(fields) | set(extra)) - {"path"}
     if not isinstance(table, dict):
-        return check_keys(where, table, allowed, problems)  # reports that it is not a table
+        problems.append(f"{where} must be a table")
+        return {}  # and no "is required" messages for the fields of a table that is not there
     check_keys(where, table, allowed, problems)
     out: dict = {}
     for key in sorted(set(table) & allowed & set(fields) - set(skip)):
