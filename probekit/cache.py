@@ -129,7 +129,7 @@ class CacheWriter:
         step = max(1, 2**24 // max(1, cache.num_layers * cache.dim))
         for lo in range(0, len(pairs), step):
             rows = np.array([s for s, _ in pairs[lo : lo + step]])
-            block = np.stack([cache.read_layer(layer, dtype=None, rows=rows) for layer in range(cache.num_layers)], axis=1)
+            block = cache.read_rows(rows)
             self.write_rows(np.array([d for _, d in pairs[lo : lo + step]]), block, cache.durations[rows])
 
     def finalize(
@@ -302,6 +302,13 @@ class EmbeddingCache:
         with h5py.File(self.path, "r") as f:
             data = f["embeddings"][layer] if rows is None else f["embeddings"][layer, np.asarray(rows), :]
         return data if dtype is None else data.astype(dtype, copy=False)
+
+    def read_rows(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Every hidden state of ``rows`` (sorted row positions; default all) in the stored dtype, from one
+        open of the file: ``(n, num_layers, dim)``."""
+        with h5py.File(self.path, "r") as f:
+            data = f["embeddings"][()] if rows is None else f["embeddings"][:, np.asarray(rows), :]
+        return np.ascontiguousarray(data.transpose(1, 0, 2))
 
 
 def merge_shards(

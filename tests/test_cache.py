@@ -37,6 +37,16 @@ def test_float16_storage_and_dtype_passthrough(tmp_path):
     np.testing.assert_allclose(c.read_layer(1), emb[:, 1], atol=2e-3)
 
 
+def test_read_rows_gives_every_hidden_state_of_the_rows_in_the_stored_dtype(tmp_path):
+    path, _, emb, _ = _cache(tmp_path, dtype="float16")
+    c = EmbeddingCache(path)
+    rows = np.array([1, 4, 5, 11])
+    got = c.read_rows(rows)
+    assert got.shape == (4, 3, 5) and got.dtype == np.float16 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, emb[rows].astype(np.float16))
+    np.testing.assert_array_equal(c.read_rows(), emb.astype(np.float16))
+
+
 def test_out_of_range_layer_names_the_range(tmp_path):
     path, *_ = _cache(tmp_path)
     with pytest.raises(IndexError, match="0..2"):
