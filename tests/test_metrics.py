@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from probekit.probe.metrics import (
-    HEADLINE, SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, resampled_point,
-)
+from probekit.choices import HEADLINE
+from probekit.probe.metrics import SCALAR_METRICS, bootstrap_ci, compute_metrics, confusion_counts, resampled_point
 
 
 def _data(kind, n=120, seed=0):

@@ -30,7 +30,7 @@ from probekit.probe.calibration import calibrate_proba, fit_inner
 from probekit.probe.metrics import bootstrap_ci, compute_metrics, fold_metrics
 from probekit.probe.probes import accepts, fit_probe
 from probekit.probe.splits import make_folds
-from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec, build_targets
+from probekit.probe.tasks import ProbeInputError, Targets, TaskSpec, build_targets, class_columns
 from probekit.results import SCHEMA_VERSION, now_iso
 
 __all__ = [
@@ -246,7 +246,7 @@ def read_X(prepared: Prepared, layer: int, all_layers: bool = False) -> np.ndarr
     cache = prepared.cache
     rows = None if len(prepared.rows) == len(cache) else prepared.rows
     if all_layers:
-        return np.stack([cache.read_layer(la, dtype=None, rows=rows) for la in range(cache.num_layers)], axis=1)
+        return cache.read_rows(rows)
     prepared.layers([layer])
     return cache.read_layer(layer, dtype=None, rows=rows)
 
@@ -275,9 +275,7 @@ def _aligned(est, proba: np.ndarray, n_classes: int, kind: str) -> np.ndarray:
     """``predict_proba`` columns spread over every class index (a class absent from training gets 0)."""
     if kind == "multilabel":
         return np.asarray(proba, dtype=np.float64)
-    full = np.zeros((len(proba), n_classes))
-    full[:, np.asarray(est.classes_, dtype=int)] = proba
-    return full
+    return class_columns(proba, est.classes_, n_classes)
 
 
 def fold_probabilities(probe, X: np.ndarray, y: np.ndarray, folds, groups: np.ndarray, kind: str, n_classes: int) -> tuple[list, list]:

@@ -22,6 +22,8 @@ import torch
 from scipy.special import expit, softmax  # expit: no overflow warning for large negative scores
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from probekit.probe.tasks import class_columns
+
 HISTORY = 10  # L-BFGS curvature pairs kept per problem
 
 __all__ = ["PathFit", "MultinomialFit", "fit_batched", "fit_multinomial", "decision_batched", "preconditioner", "to_float32", "FastLogReg"]
@@ -547,9 +549,7 @@ class FastLogReg(ClassifierMixin, BaseEstimator):
                 # Two classes present: scikit-learn (and fit) solve a binary problem, whose penalty
                 # differs from a two-class multinomial; this rare fold is fitted on its own.
                 est = clone(self).fit(Xt[torch.from_numpy(np.asarray(tr, dtype=np.int64))].numpy(), y[tr])
-                full = np.zeros((len(te), n_classes))
-                full[:, est.classes_] = est.predict_proba(Xte)
-                out.append(full)
+                out.append(class_columns(est.predict_proba(Xte), est.classes_, n_classes))
                 reports.append(est.report_)
                 continue
             reports.append(self._report(mode, fit, f))

@@ -24,7 +24,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from probekit.choices import HEADLINE, SCALAR_METRICS  # noqa: F401 - the one definition of the metric set
+from probekit.choices import SCALAR_METRICS
 
 
 def _safe(fn, *args, **kw) -> float:

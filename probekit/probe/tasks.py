@@ -50,6 +50,14 @@ class Targets:
     mask: np.ndarray
 
 
+def class_columns(proba: np.ndarray, present, n_classes: int) -> np.ndarray:
+    """Probabilities ``(n, len(present))`` over the class indices ``present`` in a training part, spread
+    over every class index: ``(n, n_classes)`` float64, 0 for a class the part lacked."""
+    full = np.zeros((len(proba), n_classes))
+    full[:, np.asarray(present, dtype=int)] = proba
+    return full
+
+
 def _check_known(wanted, seen: set[str], column: str) -> None:
     unknown = [w for w in wanted if w not in seen]
     if unknown:

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.utils.class_weight import compute_sample_weight
 
 from probekit.probe.probes._base import Probe, local_classes
+from probekit.probe.tasks import class_columns
 
 # PCA covariances come from at most this many evenly spaced training rows: 8192 rows estimate the top
 # few hundred axes of a 1024-dim layer well, and cost a quarter of the 20,630-row product.
@@ -230,9 +231,7 @@ class FastProbe(Probe):
         for (tr, te), (model, _rep) in zip(folds, fitted):
             p = model.predict_proba(X[te])
             if y.ndim == 1:  # columns over the part's present classes -> every class index (0 if absent)
-                full = np.zeros((len(te), int(y.max()) + 1))
-                full[:, np.unique(y[tr])] = p
-                p = full
+                p = class_columns(p, np.unique(y[tr]), int(y.max()) + 1)
             out.append(p)
         self.fold_reports_ = [rep for _m, rep in fitted]
         return out
